@@ -1,0 +1,244 @@
+"""The ``batchgen`` command: parse arguments, build settings, call one function, map the outcome
+to an exit code a cron wrapper can act on.
+
+Exit codes:
+  0   every job of the file has succeeded (in this run or earlier ones)
+  1   some jobs failed for good (content violation, body rejected); see the manifest
+  2   invalid job file or command line; nothing was sent or written
+  70  internal error (a bug: please report it with the log)
+  73  the output folder is locked by another live run; nothing was sent
+  75  stopped, resume me (EX_TEMPFAIL): signal, out of credits (403), hourly limit,
+      retry budget exhausted, disk full, or jobs left that failed transiently
+  77  the API key was refused (401): fix AIMLAPI_KEY / --api-key-file, then resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from enum import IntEnum
+from pathlib import Path
+
+from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
+from batchgen.jobfile import scan_job_file
+from batchgen.runner import RunReport, StopReason, run_batch
+from batchgen.schema import job_file_schema
+from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
+from batchgen.simulator import SIMULATOR_KEY, FaultConfig, start_simulator
+from batchgen.status import read_status
+
+__all__ = ["ExitCode", "main"]
+
+log = logging.getLogger("batchgen")
+
+
+class ExitCode(IntEnum):
+    """Process exit codes (see the module docstring); 73, 75 and 77 follow sysexits.h."""
+
+    OK = 0
+    JOBS_FAILED = 1
+    INVALID_INPUT = 2
+    INTERNAL = 70
+    LOCKED = 73
+    RESUMABLE = 75
+    BAD_KEY = 77
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if getattr(args, "debug", False):
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)  # one line per query drowns the rest
+    try:
+        code: int = args.handler(args)
+    except (UsageError, JobFileError) as exc:
+        print(f"batchgen: {exc}", file=sys.stderr)
+        return ExitCode.INVALID_INPUT
+    except OutputLockedError as exc:
+        print(f"batchgen: {exc}", file=sys.stderr)
+        return ExitCode.LOCKED
+    except BatchgenError as exc:
+        print(f"batchgen: {exc}", file=sys.stderr)
+        return ExitCode.RESUMABLE
+    except Exception:
+        log.exception("internal error; the output folder stays resumable")
+        return ExitCode.INTERNAL
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings(
+        api_key=SIMULATOR_KEY if args.simulate else load_api_key(args.api_key_file),
+        base_url="http://127.0.0.1" if args.simulate else resolve_base_url(args.base_url),
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        max_retries=args.max_retries,
+        retry_budget=args.retry_budget,
+        generation_timeout=Timeouts(connect=args.connect_timeout, read=args.timeout, total=args.timeout),
+        download_timeout=Timeouts(connect=args.connect_timeout, read=args.download_timeout, total=args.download_timeout),
+        max_json_bytes=args.max_json_bytes,
+        max_image_bytes=args.max_image_bytes,
+        grace=args.grace,
+        retry_failed=args.retry_failed,
+        ca_bundle=args.ca_bundle,
+        debug_http=args.debug,
+    )
+    report = asyncio.run(_run_async(args, settings))
+    print(_describe(report, args.out), file=sys.stderr)
+    return _exit_code(report)
+
+
+async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
+    if not args.simulate:
+        return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
+    simulator = await start_simulator()
+    try:
+        settings = _replace(settings, base_url=simulator.url)
+        log.info("simulated API at %s (no key needed, nothing is billed)", simulator.url)
+        return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
+    finally:
+        await simulator.close()
+
+
+def _replace(settings: Settings, **changes: object) -> Settings:
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    return Settings(**{**values, **changes})  # type: ignore[arg-type]
+
+
+def _exit_code(report: RunReport) -> int:
+    if report.stop_reason is StopReason.BAD_KEY:
+        return ExitCode.BAD_KEY
+    if report.stop_reason is not None or report.tally.failed_retryable or report.tally.not_reached:
+        return ExitCode.RESUMABLE
+    if report.tally.failed_final:
+        return ExitCode.JOBS_FAILED
+    return ExitCode.OK
+
+
+def _describe(report: RunReport, out: Path) -> str:
+    t = report.tally
+    lines = [
+        f"{report.total} jobs: {t.succeeded} succeeded now, {t.already_done} earlier, "
+        f"{t.failed_final} failed for good, {t.failed_retryable} failed (retried on resume), "
+        f"{t.not_reached} not reached; {t.tokens_used:g} tokens used. Manifest: {out / 'manifest.jsonl'}"
+    ]
+    if report.in_flight_before:
+        lines.append(f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped (possibly charged)")
+    if report.stop_reason is not None:
+        lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
+        lines.append("run the same command again to resume")
+    return "\n".join(lines)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    summary = scan_job_file(args.file)
+    per_model = ", ".join(f"{count} {model}" for model, count in sorted(summary.models.items()))
+    print(f"{args.file}: {summary.count} valid jobs ({per_model})")
+    return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = asyncio.run(read_status(args.dir))
+    print(json.dumps(status, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in status.items()))
+    return ExitCode.OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(job_file_schema(jsonl=args.jsonl), indent=2))
+    return ExitCode.OK
+
+
+def _simulate_server(args: argparse.Namespace) -> int:
+    config = FaultConfig(**{f.name: getattr(args, f.name) for f in fields(FaultConfig)})
+
+    async def serve() -> None:
+        simulator = await start_simulator(config, host=args.host, port=args.port)
+        print(f"simulated AIML API at {simulator.url} (key: {SIMULATOR_KEY}); Ctrl-C stops it", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await simulator.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return ExitCode.OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchgen",
+        description="Run batches of image-generation requests against the AIML API; resumable.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_run(commands)
+    validate = commands.add_parser("validate", help="check a job file; send nothing")
+    validate.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
+    validate.set_defaults(handler=_validate)
+    status = commands.add_parser("status", help="succeeded / failed / pending counts of an output folder")
+    status.add_argument("dir", type=Path, help="output folder of a run")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+    schema = commands.add_parser("schema", help="print the job file's JSON Schema (for editors)")
+    schema.add_argument("--jsonl", action="store_true", help="schema of one JSONL line instead of a YAML file")
+    schema.set_defaults(handler=_schema)
+    _add_simulate_server(commands)
+    return parser
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = Settings(api_key="")
+    run = commands.add_parser(
+        "run",
+        help="run a job file into an output folder (run again to resume)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
+    run.add_argument("--out", type=Path, required=True, help="output folder (images, manifest.jsonl, state)")
+    run.add_argument("--base-url", help="API base URL [default: $AIMLAPI_BASE_URL or https://api.aimlapi.com]")
+    run.add_argument("--api-key-file", type=Path, help="file holding the API key [default: $AIMLAPI_KEY]")
+    run.add_argument("--concurrency", type=int, default=d.concurrency, help="most requests in flight at once")
+    run.add_argument("--rpm", type=float, default=d.rpm, help="most requests per minute (smooth ceiling)")
+    run.add_argument("--max-retries", type=int, default=d.max_retries, help="retries per job after the first try")
+    run.add_argument("--retry-budget", type=int, default=d.retry_budget, help="run-wide retry tokens (5 a retry)")
+    run.add_argument("--timeout", type=float, default=d.generation_timeout.total, help="seconds per generation")
+    run.add_argument("--connect-timeout", type=float, default=d.generation_timeout.connect, help="seconds to connect")
+    run.add_argument("--download-timeout", type=float, default=d.download_timeout.total, help="seconds per image")
+    run.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest image accepted, bytes")
+    run.add_argument("--max-json-bytes", type=int, default=d.max_json_bytes, help="largest API answer, bytes")
+    run.add_argument("--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal")
+    run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
+    run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (offline)")
+    run.add_argument("--ca-bundle", type=Path, help="CA certificates file for TLS [default: system / $SSL_CERT_FILE]")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
+    run.add_argument("--debug", action="store_true", help="log every HTTP request (Authorization redacted)")
+    run.set_defaults(handler=_run)
+
+
+def _add_simulate_server(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server = commands.add_parser(
+        "simulate-server",
+        help=f"serve the simulated API (key: {SIMULATOR_KEY})",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Fault options are probabilities 0..1 per request unless named *_seconds, *_bytes or limits.",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    server.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+    for f in fields(FaultConfig):
+        kind = int if f.name in ("seed", "rpm_limit", "credits", "hourly_limit") or f.name.endswith("_bytes") else float
+        server.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.name.replace("_", " "))
+    server.set_defaults(handler=_simulate_server)

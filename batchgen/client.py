@@ -1,0 +1,219 @@
+"""HTTP to the AIML API over one ``aiohttp.ClientSession``: generate, then stream images.
+
+No retries here (see :mod:`batchgen.retry`); every failure becomes a typed
+:class:`~batchgen.errors.RequestError` the runner can judge. The key is sent only to the API
+host, in ``Authorization`` on the generation request; images are fetched without it, so neither
+a CDN nor a redirect target ever sees the key.
+
+Example::
+
+    async with open_session(settings) as session:
+        client = ApiClient(session, settings)
+        answer = await client.generate(job.body, client_request_id="bg.trex.1a2b.a1")
+        async for chunk in client.stream_image(answer.images[0].url):
+            ...
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from batchgen.errors import (
+    AuthenticationError,
+    CreditsExhausted,
+    DownloadError,
+    RateLimited,
+    RequestError,
+    RequestRejected,
+    ServerError,
+    TransportError,
+)
+from batchgen.responses import Answer, error_excerpt, parse_answer
+from batchgen.settings import Settings, Timeouts
+
+__all__ = ["ENDPOINT", "ApiClient", "client_request_id", "open_session"]
+
+ENDPOINT = "/v1/images/generations"
+CHUNK_BYTES = 64 * 1024
+_HOURLY = re.compile(r"\bhour\b", re.IGNORECASE)  # "...your free limit for the hour" (NOTES.md)
+_TRANSIENT_4XX = {408, 409, 425}  # timeout, conflict, too early: the same request may pass later
+_TRACE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+log = logging.getLogger(__name__)
+
+
+def client_request_id(job_id: str, attempt: int) -> str:
+    """The ``X-Client-Request-Id`` of a job's ``attempt``-th generation request.
+
+    Readable (``bg.<job id, sanitized>.<hash>.a<attempt>``), unique per job and attempt, and
+    within the API's rule of 1-128 characters of ``A-Za-z0-9._:-`` (NOTES.md, request tracing).
+    """
+    slug = _TRACE_UNSAFE.sub("_", job_id)[:80]
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:8]
+    return f"bg.{slug}.{digest}.a{attempt}"
+
+
+@asynccontextmanager
+async def open_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    """The run's one ``ClientSession``: TLS always verified (``--ca-bundle``/``SSL_CERT_FILE``
+    honoured), ``HTTPS_PROXY``/``NO_PROXY`` honoured, at most ``2 x concurrency`` connections."""
+    context = ssl.create_default_context(cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
+    connector = aiohttp.TCPConnector(limit=settings.concurrency * 2, ssl=context)
+    traces = [_debug_trace()] if settings.debug_http else []
+    async with aiohttp.ClientSession(
+        connector=connector, trust_env=True, trace_configs=traces, raise_for_status=False
+    ) as session:
+        yield session
+
+
+class ApiClient:
+    """Generation requests and image downloads for one run; stateless besides the session."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self._session = session
+        self._settings = settings
+        self._url = settings.base_url + ENDPOINT
+
+    async def generate(self, body: dict[str, Any], *, client_request_id: str) -> Answer:
+        """POST one request body; return the normalized answer.
+
+        ``client_request_id`` is sent as ``X-Client-Request-Id`` (1-128 chars of
+        ``A-Za-z0-9._:-``, NOTES.md) so the charge can be traced to its job in the usage logs.
+        Raises a :class:`RequestError` subclass for every failure (status, transport, shape).
+        """
+        headers = {
+            "Authorization": f"Bearer {self._settings.api_key}",
+            "X-Client-Request-Id": client_request_id,
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.post(
+                self._url,
+                json=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=_client_timeout(self._settings.generation_timeout),
+            ) as response:
+                payload = await _read_capped(response, self._settings.max_json_bytes)
+                if response.status >= 300:  # noqa: PLR2004
+                    raise _status_error(response, payload)
+                return parse_answer(payload, {k.lower(): v for k, v in response.headers.items()})
+        except RequestError:
+            raise
+        except TimeoutError as exc:
+            raise TransportError("the API did not answer in time (--timeout)") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"connection to the API failed: {_describe(exc)}") from exc
+
+    async def stream_image(self, url: str) -> AsyncIterator[bytes]:
+        """Yield the bytes of a generated image at ``url`` in chunks, never holding it whole.
+
+        Only http(s) URLs are fetched, without ``Authorization``, following at most
+        ``max_redirects`` redirects; more than ``max_image_bytes`` is refused.
+        Raises :class:`DownloadError` (permanent for a refused URL, transient otherwise).
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise DownloadError(f"refused to fetch {url[:80]!r}: only http(s) URLs", transient=False)
+        cap = self._settings.max_image_bytes
+        try:
+            async with self._session.get(
+                url,
+                max_redirects=self._settings.max_redirects,
+                timeout=_client_timeout(self._settings.download_timeout),
+            ) as response:
+                if response.status != 200:  # noqa: PLR2004
+                    raise DownloadError(f"image download answered HTTP {response.status}", status=response.status)
+                if (response.content_length or 0) > cap:
+                    raise DownloadError(f"image is {response.content_length} bytes, over the {cap}-byte cap")
+                received = 0
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > cap:
+                        raise DownloadError(f"image is over the {cap}-byte cap")
+                    yield chunk
+        except DownloadError:
+            raise
+        except aiohttp.TooManyRedirects as exc:
+            raise DownloadError(f"image download redirected more than {self._settings.max_redirects} times") from exc
+        except TimeoutError as exc:
+            raise DownloadError("image download timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise DownloadError(f"image download failed: {_describe(exc)}") from exc
+
+
+def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    if (response.content_length or 0) > cap:
+        raise ServerError(f"answer of {response.content_length} bytes is over the {cap}-byte cap")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+        size += len(chunk)
+        if size > cap:
+            raise ServerError(f"answer is over the {cap}-byte cap (--max-json-bytes)")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _status_error(response: aiohttp.ClientResponse, payload: bytes) -> RequestError:
+    """Map an HTTP error status to its error class, per NOTES.md's status meanings."""
+    status = response.status
+    message, request_id = error_excerpt(payload)
+    context: dict[str, Any] = {"status": status, "request_id": request_id, "body_excerpt": message}
+    text = f"HTTP {status}: {message}"
+    if status == 401:  # noqa: PLR2004
+        return AuthenticationError(text, **context)
+    if status == 403:  # noqa: PLR2004
+        return CreditsExhausted(text, **context)
+    if status == 429:  # noqa: PLR2004
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        return RateLimited(text, retry_after=retry_after, hourly=bool(_HOURLY.search(message)), **context)
+    if 400 <= status < 500 and status not in _TRANSIENT_4XX:  # noqa: PLR2004
+        return RequestRejected(text, **context)
+    return ServerError(text, **context)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds from either form (delta-seconds or HTTP date), RFC 9110 10.2.3."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _debug_trace() -> aiohttp.TraceConfig:
+    """Log each HTTP request and response at DEBUG, with ``Authorization`` redacted."""
+
+    async def on_start(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in params.headers.items()}
+        log.debug("HTTP %s %s headers=%s", params.method, params.url, headers)
+
+    async def on_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        log.debug("HTTP %s %s -> %s", params.method, params.url, params.response.status)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    trace.on_request_end.append(on_end)
+    return trace

@@ -1,0 +1,215 @@
+"""Every error batchgen raises, rooted in one :class:`BatchgenError`.
+
+The tree::
+
+    BatchgenError                    .hint: what the user can do about it
+    ├── UsageError                   bad command line or settings (exit 2)
+    ├── JobFileError                 one or more problems in a job file (exit 2)
+    ├── OutputLockedError            another live run holds the output folder (exit 73)
+    ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
+    └── RequestError                 one job's request failed; .transient, .stops_run
+        ├── ApiError                 the API answered with an HTTP error status
+        │   ├── RequestRejected      400/422 and other 4xx: the job itself is wrong (permanent)
+        │   ├── AuthenticationError  401: key missing, expired or invalid (stops the run)
+        │   ├── CreditsExhausted     403: out of credits or plan limit (stops the run)
+        │   ├── RateLimited          429: back off; the hourly variant stops the run
+        │   └── ServerError          5xx: transient
+        ├── TransportError           timeout or connection error (transient)
+        ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
+        └── DownloadError            a generated image could not be fetched or is not an image
+
+Status meanings come from ``../shared/api-docs/NOTES.md`` (the API's "Errors with status code
+4xx" page): 401 is a bad key, 403 is exhausted credits or a plan limit ("paying fixes it, waiting
+does not"), 429 is a rate or concurrency limit sent without ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BatchgenError",
+    "CreditsExhausted",
+    "DownloadError",
+    "JobFileError",
+    "JobFileProblem",
+    "MalformedResponse",
+    "OutputLockedError",
+    "RateLimited",
+    "RequestError",
+    "RequestRejected",
+    "ServerError",
+    "StorageError",
+    "TransportError",
+    "UsageError",
+]
+
+
+class BatchgenError(Exception):
+    """Root of every batchgen error; ``hint`` says what the user can do about it."""
+
+    hint = ""
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.hint})" if self.hint else message
+
+
+class UsageError(BatchgenError):
+    """The command line or the settings are invalid; nothing was sent."""
+
+    hint = "see `batchgen --help`"
+
+
+@dataclass(frozen=True)
+class JobFileProblem:
+    """One problem in a job file: where it is (file, 1-based line, job id, field) and what."""
+
+    file: str
+    line: int | None
+    job_id: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        parts = [where]
+        if self.job_id is not None:
+            parts.append(f"job {self.job_id!r}")
+        if self.field:
+            parts.append(f"field {self.field!r}")
+        return f"{', '.join(parts)}: {self.message}"
+
+
+class JobFileError(BatchgenError):
+    """A job file has problems; all of them are in ``problems``. Nothing was sent."""
+
+    hint = "fix the job file and run again; `batchgen validate FILE` checks it without sending"
+    shown = 20  # more than a screenful of errors stops helping
+
+    def __init__(self, problems: list[JobFileProblem]) -> None:
+        self.problems = problems
+        lines = [str(p) for p in problems[: self.shown]]
+        if len(problems) > self.shown:
+            lines.append(f"... and {len(problems) - self.shown} more problems")
+        super().__init__(f"{len(problems)} problem(s) in the job file:\n  " + "\n  ".join(lines))
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n{self.hint}"
+
+
+class OutputLockedError(BatchgenError):
+    """Another live batchgen run holds the output folder's lock."""
+
+    hint = "wait for the other run to finish, or use another --out folder"
+
+
+class StorageError(BatchgenError):
+    """The output folder could not be written (disk full, permissions, planted symlink)."""
+
+    hint = "free space or fix the folder, then run the same command again to resume"
+
+
+class RequestError(BatchgenError):
+    """A job's request failed.
+
+    ``transient``: trying the same request again later may succeed.
+    ``stops_run``: no further request should be sent in this run (bad key, no credits, hourly
+    limit); the run ends resumable.
+    """
+
+    transient = False
+    stops_run = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        body_excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+        self.status = status
+        self.request_id = request_id
+        self.body_excerpt = body_excerpt
+
+
+class ApiError(RequestError):
+    """The API answered with an error status; carries the body's ``message`` and ``requestId``."""
+
+
+class RequestRejected(ApiError):
+    """400/422 (body validation) or another 4xx: the job itself is wrong; retrying cannot help."""
+
+    hint = "fix the job; it is re-sent only with --retry-failed"
+
+
+class AuthenticationError(ApiError):
+    """401: the API key is missing, expired or invalid (API docs, NOTES.md)."""
+
+    stops_run = True
+    hint = "set a valid key in AIMLAPI_KEY or --api-key-file, then run again to resume"
+
+
+class CreditsExhausted(ApiError):
+    """403: credits or a plan/resource limit are exhausted; paying fixes it, waiting does not."""
+
+    stops_run = True
+    transient = True
+    hint = "top up credits or raise the key's spend cap, then run again to resume"
+
+
+class RateLimited(ApiError):
+    """429: a rate or concurrency limit. ``hourly`` marks the free-tier "limit for the hour"."""
+
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        hourly: bool = False,
+        **context: str | int | None,
+    ) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        self.hourly = hourly
+        self.stops_run = hourly
+        if hourly:
+            self.hint = "the hourly limit resets within the hour: run again later to resume"
+
+
+class ServerError(ApiError):
+    """5xx or another unexpected status: the API failed; trying again later may work."""
+
+    transient = True
+
+
+class TransportError(RequestError):
+    """A timeout or connection error; the request may or may not have reached the API."""
+
+    transient = True
+
+
+class MalformedResponse(RequestError):
+    """A 2xx answer whose body is not the documented JSON shape (excerpt in ``body_excerpt``)."""
+
+    transient = True
+
+
+class DownloadError(RequestError):
+    """A generated image could not be fetched or verified; the paid generation is kept.
+
+    Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent.
+    """
+
+    def __init__(self, message: str, *, transient: bool = True, **context: str | None) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.transient = transient

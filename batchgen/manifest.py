@@ -1,0 +1,168 @@
+"""``manifest.jsonl``: the user-facing record, one JSON object per finished job attempt.
+
+The file is append-only; each record is written with one ``write`` and fsync'd. A job that
+failed and later succeeded has both records, the later one last: the last record of a job is
+its outcome. A torn last line (a crash mid-append) is detected and cut off on the next run,
+which then re-appends it from the state database (:mod:`batchgen.state`), the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from pydantic import BaseModel, ValidationError
+
+from batchgen.errors import StorageError
+
+__all__ = ["ErrorInfo", "ImageRecord", "ManifestFile", "ManifestRecord", "Status", "utc_now"]
+
+
+class Status(StrEnum):
+    """A finished job's outcome."""
+
+    SUCCEEDED = "succeeded"  # every image saved and verified
+    FAILED = "failed"  # see ``error``; ``error.retryable`` says whether a plain resume re-sends it
+
+
+class ImageRecord(BaseModel):
+    """One saved image: ``path`` relative to the output folder, measured from the file itself."""
+
+    path: str
+    sha256: str
+    bytes: int
+    content_type: str
+    width: int
+    height: int
+    url: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    """Why a job failed: a message, the error class, HTTP status and API ``requestId`` if any,
+    whether a plain resume re-sends it (``retryable``), and an excerpt of a malformed body."""
+
+    message: str
+    kind: str
+    status: int | None = None
+    request_id: str | None = None
+    retryable: bool = False
+    body_excerpt: str | None = None
+
+
+class ManifestRecord(BaseModel):
+    """One line of ``manifest.jsonl``.
+
+    ``request_id``, ``tokens_used`` and ``content_violation`` are the API's (NOTES.md: flux sends
+    no request id nor tokens, so those are null for flux); ``client_request_ids`` lists the
+    ``X-Client-Request-Id`` of every attempt, to match against the API's usage logs
+    (``GET /v2/logs``, field ``client_request_id``). Times are ISO 8601 UTC.
+    """
+
+    job_id: str
+    model: str
+    status: Status
+    request_id: str | None = None
+    tokens_used: float | int | None = None
+    content_violation: bool = False
+    images: list[ImageRecord] = []
+    attempts: int = 0
+    client_request_ids: list[str] = []
+    inference_id: str | None = None
+    credits_used: str | None = None
+    usd_spent: str | None = None
+    seed: int | None = None
+    error: ErrorInfo | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC, to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ManifestFile:
+    """Appends records to ``manifest.jsonl`` durably; reads and repairs it.
+
+    The file is opened with ``O_NOFOLLOW``: a symlink planted in its place is refused.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def repair(self, known: int) -> tuple[int, list[ManifestRecord]]:
+        """Cut off a torn or unreadable tail; return (complete lines, records past ``known``).
+
+        ``known`` is how many records the state database holds; records beyond it exist only
+        when the database was lost, and are returned so it can be rebuilt from them.
+        Raises :class:`StorageError` if the file cannot be read or is a symlink.
+        """
+        extra: list[ManifestRecord] = []
+        count = good_end = 0
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "r+b") as handle:
+            for line in handle:
+                if not _complete(line):
+                    break
+                if count >= known:
+                    record = _parse(line)
+                    if record is None:
+                        break
+                    extra.append(record)
+                count += 1
+                good_end += len(line)
+            if handle.seek(0, os.SEEK_END) != good_end:
+                handle.truncate(good_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        return count, extra
+
+    async def append(self, record: ManifestRecord) -> None:
+        """Append ``record`` as one line and fsync it. Raises :class:`StorageError` (disk full...)."""
+        line = record.model_dump_json() + "\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            async with aiofiles.open(fd, "a", encoding="utf-8") as out:
+                await out.write(line)
+                await out.flush()
+                await aiofiles.os.wrap(os.fsync)(out.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+
+
+def read_records(path: Path) -> Iterator[ManifestRecord]:
+    """Yield the complete records of a manifest (read-only; stops at a torn line)."""
+    with path.open("rb") as handle:
+        for line in handle:
+            record = _parse(line)
+            if record is None:
+                return
+            yield record
+
+
+def _complete(line: bytes) -> bool:
+    """A whole JSON object ending in a newline (not a line torn by a crash)."""
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _parse(line: bytes) -> ManifestRecord | None:
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return ManifestRecord.model_validate(json.loads(line))
+    except (ValueError, ValidationError):
+        return None

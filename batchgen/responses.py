@@ -1,0 +1,155 @@
+"""The API's two answer shapes, parsed into one normalized :class:`Answer`.
+
+* reve models: ``{"data": [{url | b64_json, request_id, content_violation}],
+  "meta": {"usage": {"tokens_used"}}}`` (reve model pages);
+* flux/dev/image-to-image: ``{"images": [{url, width, height, content_type}], seed, timings,
+  has_nsfw_concepts}`` (flux page; it has no ``request_id`` or ``tokens_used``).
+
+An :class:`Answer` is what batchgen makes durable before it fetches anything (write-ahead), so
+it is a pydantic model that round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from batchgen.errors import MalformedResponse
+
+__all__ = ["Answer", "ImageRef", "parse_answer"]
+
+EXCERPT_CHARS = 300  # how much of a bad body the manifest keeps
+
+
+class ImageRef(BaseModel):
+    """One generated image as the API announced it: a URL to fetch or inline base64 bytes.
+
+    ``width``, ``height`` and ``content_type`` are the API's claims (flux only); the saved file's
+    own values are measured from its bytes.
+    """
+
+    url: str | None = None
+    b64_json: str | None = None
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+
+
+class Answer(BaseModel):
+    """A successful generation, normalized across both response shapes.
+
+    ``tokens_used`` (reve) and ``seed`` (flux) are ``None`` where the model does not send them;
+    ``content_violation`` is reve's flag or any of flux's ``has_nsfw_concepts``. The header
+    fields come from ``x-inference-id``, ``x-aimlapi-credits-used`` and ``x-aimlapi-usd-spent``
+    (NOTES.md, "Request tracing and cost headers").
+    """
+
+    request_id: str | None = None
+    tokens_used: float | int | None = None
+    content_violation: bool = False
+    seed: int | None = None
+    images: list[ImageRef] = []
+    inference_id: str | None = None
+    credits_used: str | None = None
+    usd_spent: str | None = None
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _ReveItem(_Wire):
+    url: str | None = None
+    b64_json: str | None = None
+    request_id: str | None = None
+    content_violation: bool | None = None
+
+
+class _Usage(_Wire):
+    tokens_used: float | int | None = None
+
+
+class _Meta(_Wire):
+    usage: _Usage | None = None
+
+
+class _ReveResponse(_Wire):
+    data: list[_ReveItem]
+    meta: _Meta | None = None
+
+
+class _FluxImage(_Wire):
+    url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+
+
+class _FluxResponse(_Wire):
+    images: list[_FluxImage]
+    seed: int | None = None
+    has_nsfw_concepts: list[bool] | None = None
+
+
+def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
+    """Parse a 2xx body (bytes) and its response headers (lower-case names) into an Answer.
+
+    Raises :class:`~batchgen.errors.MalformedResponse` (transient) with a body excerpt when the
+    body is not JSON or matches neither documented shape.
+    """
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and "data" in document:
+            answer = _from_reve(_ReveResponse.model_validate(document))
+        elif isinstance(document, dict) and "images" in document:
+            answer = _from_flux(_FluxResponse.model_validate(document))
+        else:
+            raise ValueError("neither `data` (reve) nor `images` (flux) in the answer")
+    except (ValueError, ValidationError) as exc:
+        excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
+        reason = str(exc).splitlines()[0]
+        raise MalformedResponse(f"malformed answer from the API: {reason}", body_excerpt=excerpt) from exc
+    answer.inference_id = headers.get("x-inference-id")
+    answer.credits_used = headers.get("x-aimlapi-credits-used")
+    answer.usd_spent = headers.get("x-aimlapi-usd-spent")
+    return answer
+
+
+def _from_reve(wire: _ReveResponse) -> Answer:
+    usage = wire.meta.usage if wire.meta else None
+    tokens = usage.tokens_used if usage else None
+    return Answer(
+        request_id=next((i.request_id for i in wire.data if i.request_id), None),
+        tokens_used=_whole(tokens),
+        content_violation=any(bool(i.content_violation) for i in wire.data),
+        images=[ImageRef(url=i.url, b64_json=i.b64_json) for i in wire.data if i.url or i.b64_json],
+    )
+
+
+def _from_flux(wire: _FluxResponse) -> Answer:
+    return Answer(
+        seed=wire.seed,
+        content_violation=any(wire.has_nsfw_concepts or []),
+        images=[ImageRef(**image.model_dump()) for image in wire.images if image.url],
+    )
+
+
+def _whole(value: float | int | None) -> float | int | None:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def error_excerpt(body: bytes) -> tuple[str, str | None]:
+    """Read the API's error body ``{"message", "requestId", ...}``: (message, requestId).
+
+    Falls back to a text excerpt when the body is not that JSON.
+    """
+    try:
+        document: Any = json.loads(body)
+        if isinstance(document, dict) and "message" in document:
+            request_id = document.get("requestId")
+            return str(document["message"])[:EXCERPT_CHARS], str(request_id) if request_id else None
+    except ValueError:
+        pass
+    return body[:EXCERPT_CHARS].decode("utf-8", "replace").strip() or "(empty body)", None

@@ -1,0 +1,108 @@
+"""Run settings: from command-line flags and the ``AIMLAPI_*`` environment, with defaults that
+suit image generation (a request can take tens of seconds).
+
+The API key is read from ``AIMLAPI_KEY`` or ``--api-key-file``, never from a command-line value
+(which would show in ``ps`` and shell history), and is kept out of every ``repr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from batchgen.errors import UsageError
+
+__all__ = ["DEFAULT_BASE_URL", "Settings", "Timeouts", "load_api_key", "resolve_base_url"]
+
+DEFAULT_BASE_URL = "https://api.aimlapi.com"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts in seconds for one HTTP exchange: connecting, between reads, and in all."""
+
+    connect: float
+    read: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one run needs besides the job file and the output folder.
+
+    Units: ``rpm`` requests per minute (ceiling of the sending rate); ``backoff_*`` and
+    ``grace`` seconds; ``max_*_bytes`` bytes. ``retry_budget`` is the AWS SDK "standard" retry
+    quota: a retry costs 5 tokens (10 after a timeout), a success refunds 1.
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = 4
+    rpm: float = 60.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    retry_budget: int = 500
+    generation_timeout: Timeouts = Timeouts(connect=10, read=240, total=300)
+    download_timeout: Timeouts = Timeouts(connect=10, read=60, total=300)
+    max_json_bytes: int = 64 * 1024 * 1024
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 64 * 1024 * 1024
+    max_redirects: int = 5
+    grace: float = 30.0
+    retry_failed: bool = False
+    ca_bundle: Path | None = None
+    debug_http: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--concurrency": self.concurrency >= 1,
+            "--rpm": self.rpm > 0,
+            "--max-retries": self.max_retries >= 0,
+            "--grace": self.grace >= 0,
+            "--timeout": self.generation_timeout.total > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise UsageError(f"{', '.join(bad)} out of range (counts >= 1, rates and seconds > 0)")
+
+
+def resolve_base_url(flag: str | None) -> str:
+    """The API's base URL: ``--base-url``, else ``AIMLAPI_BASE_URL``, else the public API.
+
+    Raises :class:`UsageError` unless it is an absolute http(s) URL.
+    """
+    url = (flag or os.environ.get("AIMLAPI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"base URL {url!r} must be an absolute http(s) URL")
+    return url
+
+
+def load_api_key(key_file: Path | None) -> str:
+    """Read the API key from ``key_file`` (first line) or else ``AIMLAPI_KEY``.
+
+    Warns when the file is readable by group or others. Raises :class:`UsageError` when no key
+    is found; the message never contains the key.
+    """
+    if key_file is not None:
+        try:
+            mode = key_file.stat().st_mode
+            text = key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --api-key-file {str(key_file)!r}: {exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("%s is readable by other users; run `chmod 600 %s`", key_file, key_file)
+        key = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not key:
+            raise UsageError(f"--api-key-file {str(key_file)!r} is empty")
+        return key
+    key = os.environ.get("AIMLAPI_KEY", "").strip()
+    if not key:
+        raise UsageError("no API key: set AIMLAPI_KEY or pass --api-key-file (or use --simulate)")
+    return key
