@@ -176,7 +176,7 @@ def _cdn_url(request: web.Request, width: int, height: int) -> str:
 async def _cdn(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     faults = state.config
-    state.note(cdn_gets=1)
+    state.note(cdn_gets=1, cdn_with_auth=int("Authorization" in request.headers))
     name = request.match_info["name"]
     if state.roll(faults.cdn_redirect_loop):
         raise web.HTTPFound(f"/cdn/{name}")

@@ -71,6 +71,7 @@ class SimulatorState:
     posts: int = 0
     generations: int = 0
     cdn_gets: int = 0
+    cdn_with_auth: int = 0  # CDN requests that carried an Authorization header (a leak)
     statuses: Counter[int] = field(default_factory=Counter)
     generated: list[tuple[str | None, str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,122 @@
+"""Shared fixtures: the simulator on 127.0.0.1 (in its own thread), fast settings, job files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from batchgen.settings import Settings
+from batchgen.simulator import SIMULATOR_KEY, FaultConfig, SimulatorState, start_simulator
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_jobs"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AIMLAPI_* variable of the developer's shell leaks into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AIMLAPI_"):
+            monkeypatch.delenv(name)
+
+
+@dataclass
+class ThreadedSimulator:
+    """The simulator served from a background thread's event loop, so synchronous tests,
+    async tests and subprocesses can all talk to it. ``state`` is live."""
+
+    url: str
+    state: SimulatorState
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
+    _close: Callable[[], Any]
+
+    @property
+    def faults(self) -> FaultConfig:
+        """The live fault settings (assign fields to change behaviour mid-run)."""
+        return self.state.config
+
+    def close(self) -> None:
+        """Stop the server and its thread."""
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., ThreadedSimulator]]:
+    """Factory: ``make_simulator(error_429=0.3, seed=1)`` starts a simulator with those faults."""
+    started: list[ThreadedSimulator] = []
+
+    def make(**faults: Any) -> ThreadedSimulator:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        running = asyncio.run_coroutine_threadsafe(start_simulator(FaultConfig(**faults)), loop).result(10)
+        sim = ThreadedSimulator(running.url, running.state, loop, thread, running.close)
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.close()
+
+
+@pytest.fixture
+def simulator(make_simulator: Callable[..., ThreadedSimulator]) -> ThreadedSimulator:
+    """A fault-free simulator."""
+    return make_simulator()
+
+
+def fast_settings(url: str, **overrides: Any) -> Settings:
+    """Settings for tests: the simulator's key, a high rate ceiling, no backoff delay."""
+    values: dict[str, Any] = {
+        "api_key": SIMULATOR_KEY,
+        "base_url": url,
+        "concurrency": 4,
+        "rpm": 60_000,
+        "backoff_base": 0.0,
+        "backoff_cap": 0.0,
+        "grace": 5.0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def write_jsonl(path: Path, jobs: list[dict[str, Any]]) -> Path:
+    """Write ``jobs`` as a JSONL job file; return its path."""
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+    return path
+
+
+def write_yaml(path: Path, jobs: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> Path:
+    """Write a YAML job file with ``defaults`` and ``jobs``; return its path."""
+    document: dict[str, Any] = {"jobs": jobs}
+    if defaults:
+        document["defaults"] = defaults
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def create_jobs(count: int, **fields: Any) -> list[dict[str, Any]]:
+    """``count`` distinct reve/create-image jobs with ids ``job-0``..."""
+    return [
+        {"id": f"job-{i}", "model": "reve/create-image", "prompt": f"picture number {i}", **fields}
+        for i in range(count)
+    ]
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    """The records of ``out/manifest.jsonl``."""
+    path = out / "manifest.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
