@@ -208,12 +208,14 @@ async def test_rate_ceiling_spaces_requests_from_the_start(simulator, tmp_path):
     assert min(gaps) >= 0.09  # 600 rpm: one request per 0.1 s, no initial burst
 
 
-async def test_throttled_server_makes_the_runner_slow_down(make_simulator, tmp_path):
-    sim = make_simulator(error_429=0.5, seed=11)
-    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(10))
-    settings = fast_settings(sim.url, rpm=6000, max_retries=20)
+async def test_unannounced_server_limit_is_found_and_respected(make_simulator, tmp_path):
+    # The server takes 20 requests per second and says so only by 429s without Retry-After.
+    sim = make_simulator(rpm_limit=20, limit_window=1.0)
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(60))
+    settings = fast_settings(sim.url, rpm=6000, concurrency=8, max_retries=20)
 
     report = await run_batch(job_file, tmp_path / "out", settings, progress=False)
 
     assert report.complete
-    assert sim.state.statuses[429] > 0
+    assert sim.state.statuses[429] > 0  # it had to find the limit
+    assert sim.state.statuses[429] < 60  # ...but did not retry into it for every job

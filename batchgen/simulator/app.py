@@ -106,7 +106,7 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
         return _counted(state, _error(403, "You've run out of credits. Please top up your balance."))
     if faults.hourly_limit is not None and state.generations >= faults.hourly_limit:
         return _counted(state, _error(429, "Free-tier limit: You've reached your free limit for the hour"))
-    if faults.rpm_limit is not None and state.recent_posts() > faults.rpm_limit:
+    if state.over_rate_limit():
         return _counted(state, _error(429, "Too many requests"))
     for probability, status in ((faults.error_429, 429), (faults.error_500, 500), (faults.error_503, 503)):
         if state.roll(probability):

@@ -22,7 +22,8 @@ class FaultConfig:
     answer padded to ``big_json_bytes``), ``bad_scheme`` (image URL ``file:///etc/passwd``).
     CDN faults: ``cdn_fail`` (500 or a truncated body), ``cdn_not_image``, ``cdn_oversized``
     (``oversized_bytes`` of junk), ``cdn_bomb`` (decompression bomb), ``cdn_redirect_loop``.
-    Limits: ``rpm_limit`` (429 past that many requests in any 60 s), ``credits`` (generations
+    Limits: ``rpm_limit`` (429 past that many accepted requests in any ``limit_window``
+    seconds, 60 by default), ``credits`` (generations
     before 403 "run out of credits"), ``hourly_limit`` (generations before the hourly 429).
     ``latency``: seconds every generation takes.
     """
@@ -46,6 +47,7 @@ class FaultConfig:
     cdn_bomb: float = 0.0
     cdn_redirect_loop: float = 0.0
     rpm_limit: int | None = None
+    limit_window: float = 60.0
     credits: int | None = None
     hourly_limit: int | None = None
 
@@ -76,6 +78,7 @@ class SimulatorState:
     generated: list[tuple[str | None, str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     post_times: list[float] = field(default_factory=list)
+    accepted_times: list[float] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
     rng: random.Random = field(init=False)
 
@@ -98,10 +101,17 @@ class SimulatorState:
         with self.changed:
             return bool(self.changed.wait_for(lambda: predicate(self), timeout))
 
-    def recent_posts(self, window: float = 60.0) -> int:
-        """POSTs in the last ``window`` seconds."""
-        cutoff = time.monotonic() - window
-        return sum(1 for t in self.post_times[-10_000:] if t >= cutoff)
+    def over_rate_limit(self) -> bool:
+        """True when ``rpm_limit`` requests were already accepted in the last ``limit_window`` s."""
+        limit = self.config.rpm_limit
+        if limit is None:
+            return False
+        cutoff = time.monotonic() - self.config.limit_window
+        recent = sum(1 for t in self.accepted_times[-(limit + 1) :] if t >= cutoff)
+        if recent >= limit:
+            return True
+        self.accepted_times.append(time.monotonic())
+        return False
 
     def stats(self) -> dict[str, Any]:
         """A JSON-able summary."""
