@@ -91,8 +91,11 @@ async def write_stream(folder: Path, chunks: AsyncIterator[bytes]) -> WrittenFil
     Raises :class:`StorageError` when the disk is full or unwritable; the temporary file is
     removed on any failure.
     """
-    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the user's other tools
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the user's other tools
+    except OSError as exc:
+        raise StorageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
     path = Path(name)
     digest = hashlib.sha256()
     size = 0

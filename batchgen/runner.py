@@ -137,16 +137,16 @@ class _Pool(RunControl):
                 self.progress.close(self.report.tally)
 
     async def _produce(self, jobs: Iterator[Job], queue: asyncio.Queue[Job | None]) -> None:
-        try:
-            while not self.stopping:
-                # Reading the next job may read a local image: keep it off the event loop.
-                job = await asyncio.to_thread(next, jobs, None)
-                if job is None:
-                    break
-                await queue.put(job)
-        finally:
-            for _ in range(self.settings.concurrency):
-                await queue.put(None)
+        while not self.stopping:
+            # Reading the next job may read a local image: keep it off the event loop.
+            job = await asyncio.to_thread(next, jobs, None)
+            if job is None:
+                break
+            await queue.put(job)
+        # Not in a `finally`: when cancelled, the workers are cancelled too and nobody would
+        # drain the queue these sentinels wait on.
+        for _ in range(self.settings.concurrency):
+            await queue.put(None)
 
     async def _work(self, queue: asyncio.Queue[Job | None]) -> None:
         while (job := await queue.get()) is not None:

@@ -1,0 +1,140 @@
+"""The HTTP client against the simulator: both answer shapes, error mapping, hostile answers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import fast_settings
+
+from batchgen.client import ApiClient, client_request_id, open_session
+from batchgen.errors import (
+    AuthenticationError,
+    CreditsExhausted,
+    DownloadError,
+    MalformedResponse,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+    TransportError,
+)
+from batchgen.simulator import VIOLATION_MARKER
+
+CREATE = {"model": "reve/create-image", "prompt": "a T-rex"}
+FLUX = {"model": "flux/dev/image-to-image", "prompt": "a bird", "image_url": "https://x.test/a.png", "num_images": 3}
+
+
+async def generate(sim, body, **overrides):
+    async with open_session(fast_settings(sim.url, **overrides)) as session:
+        return await ApiClient(session, fast_settings(sim.url, **overrides)).generate(body, client_request_id="bg.t.1.a1")
+
+
+async def fetch(sim, url, **overrides):
+    settings = fast_settings(sim.url, **overrides)
+    async with open_session(settings) as session:
+        return b"".join([chunk async for chunk in ApiClient(session, settings).stream_image(url)])
+
+
+async def test_reve_answer_is_normalized_with_cost_headers(simulator):
+    answer = await generate(simulator, CREATE)
+    assert answer.request_id.startswith("rsid-") and answer.tokens_used == 126000
+    assert answer.content_violation is False and answer.images[0].url.startswith(simulator.url)
+    assert answer.inference_id and answer.credits_used and answer.usd_spent
+
+
+async def test_reve_b64_answer(simulator):
+    answer = await generate(simulator, {**CREATE, "convert_base64_to_url": False})
+    assert answer.images[0].url is None and answer.images[0].b64_json
+
+
+async def test_flux_answer_has_seed_and_every_image(simulator):
+    answer = await generate(simulator, FLUX)
+    assert len(answer.images) == 3 and answer.seed and answer.request_id is None and answer.tokens_used is None
+
+
+async def test_content_violation_flags(simulator):
+    reve = await generate(simulator, {**CREATE, "prompt": VIOLATION_MARKER})
+    flux = await generate(simulator, {**FLUX, "prompt": VIOLATION_MARKER})
+    assert reve.content_violation and flux.content_violation
+
+
+async def test_client_request_id_is_sent_and_follows_the_api_rule(simulator):
+    await generate(simulator, CREATE)
+    assert simulator.state.generated[0][0] == "bg.t.1.a1"
+    for job_id in ("../../x", "é" * 300, "a b/c", ""):
+        value = client_request_id(job_id, 12)
+        assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", value)
+    assert client_request_id("a/b", 1) != client_request_id("a_b", 1)
+
+
+@pytest.mark.parametrize(
+    ("faults", "body", "error", "transient", "stops"),
+    [
+        ({}, {"model": "reve/create-image"}, RequestRejected, False, False),
+        ({"credits": 0}, CREATE, CreditsExhausted, True, True),
+        ({"hourly_limit": 0}, CREATE, RateLimited, True, True),
+        ({"error_429": 1.0}, CREATE, RateLimited, True, False),
+        ({"error_500": 1.0}, CREATE, ServerError, True, False),
+        ({"error_503": 1.0}, CREATE, ServerError, True, False),
+        ({"drop": 1.0}, CREATE, TransportError, True, False),
+        ({"malformed": 1.0}, CREATE, MalformedResponse, True, False),
+    ],
+)
+async def test_errors_are_typed_per_the_api_docs(make_simulator, faults, body, error, transient, stops):
+    sim = make_simulator(**faults)
+    with pytest.raises(error) as caught:
+        await generate(sim, body)
+    assert caught.value.transient is transient and caught.value.stops_run is stops
+
+
+async def test_401_names_the_fix_but_never_the_key(simulator):
+    with pytest.raises(AuthenticationError) as caught:
+        await generate(simulator, CREATE, api_key="sk-very-secret-key")
+    assert "AIMLAPI_KEY" in str(caught.value) and "sk-very-secret" not in str(caught.value)
+    assert caught.value.request_id  # the API's requestId, for support
+
+
+async def test_400_keeps_the_apis_message(simulator):
+    with pytest.raises(RequestRejected) as caught:
+        await generate(simulator, {"model": "reve/create-image", "prompt": 5})
+    assert "Body validation error!" in caught.value.message and caught.value.status == 400
+
+
+async def test_slow_answer_times_out(make_simulator):
+    sim = make_simulator(slow=1.0, slow_seconds=3)
+    from batchgen.settings import Timeouts
+
+    with pytest.raises(TransportError):
+        await generate(sim, CREATE, generation_timeout=Timeouts(connect=1, read=0.3, total=0.5))
+
+
+async def test_oversized_answer_is_refused(make_simulator):
+    sim = make_simulator(big_json=1.0, big_json_bytes=2_000_000)
+    with pytest.raises(ServerError, match="cap"):
+        await generate(sim, CREATE, max_json_bytes=1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("faults", "match"),
+    [
+        ({"cdn_redirect_loop": 1.0}, "redirected"),
+        ({"cdn_oversized": 1.0, "oversized_bytes": 3_000_000}, "cap"),
+        ({"cdn_fail": 1.0, "seed": 1}, "download"),
+    ],
+)
+async def test_hostile_downloads_fail_cleanly(make_simulator, faults, match):
+    sim = make_simulator(**faults)
+    with pytest.raises(DownloadError, match=match):
+        await fetch(sim, f"{sim.url}/cdn/64x64-00ff.png", max_image_bytes=1_000_000)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x.test/a.png", "data:image/png;base64,AAAA"])
+async def test_only_http_urls_are_fetched(simulator, url):
+    with pytest.raises(DownloadError) as caught:
+        await fetch(simulator, url)
+    assert caught.value.transient is False
+
+
+async def test_images_are_fetched_without_the_key(simulator):
+    data = await fetch(simulator, f"{simulator.url}/cdn/64x48-abc.png")
+    assert data.startswith(b"\x89PNG") and simulator.state.cdn_with_auth == 0

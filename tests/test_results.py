@@ -1,0 +1,166 @@
+"""The output folder: atomic verified images, manifest repair, lock, planted symlinks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import create_jobs, fast_settings, manifest, write_jsonl
+
+from batchgen.errors import OutputLockedError, StorageError
+from batchgen.images import InvalidImage
+from batchgen.manifest import ManifestRecord, Status
+from batchgen.results import ResultStore
+from batchgen.runner import run_batch
+from batchgen.simulator.pictures import bomb_png, render_png
+
+
+async def chunks_of(data: bytes, size: int = 1000):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def record(job_id: str, status: Status = Status.SUCCEEDED) -> ManifestRecord:
+    return ManifestRecord(job_id=job_id, model="reve/create-image", status=status)
+
+
+async def test_saved_image_is_measured_and_named_from_the_job(tmp_path):
+    png = render_png(40, 30, 1)
+    async with ResultStore.open(tmp_path) as store:
+        image = await store.save_image("job/1", 0, chunks_of(png))
+        second = await store.save_image("job/1", 1, chunks_of(png))
+    assert (image.width, image.height, image.bytes, image.content_type) == (40, 30, len(png), "image/png")
+    assert image.path.startswith("images/job_1-") and image.path.endswith(".png")
+    assert second.path.endswith("-1.png") and second.path != image.path
+    assert (tmp_path / image.path).read_bytes() == png
+    assert [p.name for p in (tmp_path / "images").iterdir() if p.name.startswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("data", [b"<html>not an image</html>", bomb_png(), render_png(40, 30, 1)[:200]])
+async def test_bad_image_bytes_are_refused_and_leave_nothing(tmp_path, data):
+    async with ResultStore.open(tmp_path) as store:
+        with pytest.raises(InvalidImage):
+            await store.save_image("j", 0, chunks_of(data))
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+async def test_torn_manifest_line_is_cut_and_the_record_restored(tmp_path):
+    async with ResultStore.open(tmp_path) as store:
+        await store.finish(record("a"), final=False)
+        await store.finish(record("b"), final=False)
+    path = tmp_path / "manifest.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 15])  # a crash in the middle of the last append
+
+    async with ResultStore.open(tmp_path):
+        pass
+
+    assert [r["job_id"] for r in manifest(tmp_path)] == ["a", "b"]
+
+
+async def test_lost_state_database_is_rebuilt_from_the_manifest(simulator, tmp_path):
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(3))
+    out = tmp_path / "out"
+    await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    for leftover in (out / ".batchgen").glob("state.sqlite3*"):
+        leftover.unlink()
+
+    report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+
+    assert report.tally.already_done == 3 and simulator.state.posts == 3
+    assert len(manifest(out)) == 3
+
+
+async def test_second_live_run_is_refused(tmp_path):
+    async with ResultStore.open(tmp_path):
+        with pytest.raises(OutputLockedError, match=str(os.getpid())):
+            async with ResultStore.open(tmp_path):
+                pass
+    async with ResultStore.open(tmp_path):  # released: free again
+        pass
+
+
+@pytest.mark.parametrize("planted", ["images", ".batchgen", "manifest.jsonl"])
+async def test_planted_symlinks_are_not_followed(tmp_path, planted):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    target = outside / "target"
+    if planted == "manifest.jsonl":
+        target.write_text("")
+    else:
+        target.mkdir()
+    (out / planted).symlink_to(target)
+
+    with pytest.raises(StorageError):
+        async with ResultStore.open(out):
+            pass
+    assert not any(p.is_file() and p.stat().st_size for p in outside.rglob("*"))
+
+
+async def test_a_symlink_where_an_image_goes_is_replaced_not_followed(tmp_path):
+    outside = tmp_path / "victim.txt"
+    outside.write_text("keep me")
+    out = tmp_path / "out"
+    async with ResultStore.open(out) as store:
+        from batchgen.files import safe_name
+
+        (out / "images" / f"{safe_name('j')}.png").symlink_to(outside)
+        image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 2)))
+    assert outside.read_text() == "keep me"
+    assert not (out / image.path).is_symlink()
+
+
+async def test_hostile_cdn_answers_fail_each_job_with_a_reason(make_simulator, tmp_path):
+    sim = make_simulator(cdn_not_image=1.0)
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(2))
+    out = tmp_path / "out"
+    report = await run_batch(job_file, out, fast_settings(sim.url, max_retries=1), progress=False)
+
+    assert report.tally.failed_retryable == 2
+    assert all("not an acceptable image" in r["error"]["message"] for r in manifest(out))
+
+    sim.faults.cdn_not_image, sim.faults.cdn_bomb = 0.0, 1.0
+    (tmp_path / "b").mkdir()
+    await run_batch(job_file, tmp_path / "b", fast_settings(sim.url, max_retries=0), progress=False)
+    assert all("pixels" in r["error"]["message"] for r in manifest(tmp_path / "b"))
+
+    sim.faults.cdn_bomb, sim.faults.bad_scheme = 0.0, 1.0
+    await run_batch(job_file, tmp_path / "c", fast_settings(sim.url), progress=False)
+    records = manifest(tmp_path / "c")
+    assert all("only http(s)" in r["error"]["message"] and not r["error"]["retryable"] for r in records)
+
+
+async def test_malformed_answer_keeps_an_excerpt_in_the_manifest(make_simulator, tmp_path):
+    sim = make_simulator(malformed=1.0)
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(1))
+    await run_batch(job_file, tmp_path / "out", fast_settings(sim.url, max_retries=0), progress=False)
+    (failed,) = manifest(tmp_path / "out")
+    assert failed["error"]["kind"] == "MalformedResponse" and '{"data"' in failed["error"]["body_excerpt"]
+    assert json.loads(Path(tmp_path / "out" / "manifest.jsonl").read_text())["status"] == "failed"
+
+
+async def test_full_disk_stops_the_run_resumably(simulator, tmp_path, monkeypatch):
+    import errno
+
+    import batchgen.files as files
+
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(4))
+    out = tmp_path / "out"
+    real_mkstemp = files.tempfile.mkstemp
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+    first = await run_batch(job_file, out, fast_settings(simulator.url, concurrency=1), progress=False)
+    assert first.stop_reason == "storage" and "No space left" in first.stop_message
+    generated = simulator.state.generations
+    assert generated == 1  # the answer is recorded; no further request went out
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
+    second = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    assert second.complete and simulator.state.generations == 4  # the recorded answer was reused
