@@ -182,7 +182,10 @@ def _yaml_entries(path: Path) -> tuple[list[_Entry | JobFileProblem], _Entry]:
         return [JobFileProblem(name, line, None, None, f"not UTF-8 text ({exc.reason})")], _Entry(
             {}, None
         )
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # rejects control characters already
+    except yaml.YAMLError as exc:
+        return [JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")], _Entry({}, None)
     try:
         root = loader.get_single_node()
         if root is None:
@@ -339,10 +342,10 @@ def _image_value(value: str, base_dir: Path) -> tuple[str, str | None]:
     try:
         stat = path.stat()
         return _data_uri(str(path.resolve()), stat.st_mtime_ns, stat.st_size), None
-    except OSError as exc:
-        return value, f"local image {value!r} cannot be read: {exc.strerror or exc}"
     except InvalidImage as exc:
-        return value, f"local file {value!r} is not a usable image: {exc}"
+        return value, f"local file {_show(value)} is not a usable image: {exc}"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        return value, f"local image {_show(value)} cannot be read: {getattr(exc, 'strerror', None) or exc}"
 
 
 @functools.lru_cache(maxsize=32)
