@@ -10,5 +10,14 @@ from batchgen.jobfile import Job, iter_jobs, scan_job_file
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.settings import Settings
 
-__all__ = ["BatchgenError", "Job", "RunReport", "Settings", "StopReason", "iter_jobs", "run_batch", "scan_job_file"]
+__all__ = [
+    "BatchgenError",
+    "Job",
+    "RunReport",
+    "Settings",
+    "StopReason",
+    "iter_jobs",
+    "run_batch",
+    "scan_job_file",
+]
 __version__ = "0.1.0"

@@ -99,7 +99,9 @@ class JobAttempt:
     resumable.
     """
 
-    def __init__(self, job: Job, control: RunControl, store: ResultStore, client: ApiClient, *, retry_failed: bool) -> None:
+    def __init__(
+        self, job: Job, control: RunControl, store: ResultStore, client: ApiClient, *, retry_failed: bool
+    ) -> None:
         self.job = job
         self.tokens_used: float = 0
         self._control = control
@@ -124,11 +126,12 @@ class JobAttempt:
             if not (row.final and self._retry_failed):
                 answer = row.answer  # already paid for: fetch again, never generate again
         if answer is None:
-            answer = await self._generate()
-            if answer is None:
+            generated = await self._generate()
+            if generated is None:
                 return Outcome.INTERRUPTED
-            if isinstance(answer, RequestError):
-                return await self._fail(answer)
+            if isinstance(generated, RequestError):
+                return await self._fail(generated)
+            answer = generated
         return await self._save(answer)
 
     async def _generate(self) -> Answer | RequestError | None:
@@ -184,7 +187,9 @@ class JobAttempt:
         await self._store.finish(self._record(Status.SUCCEEDED, answer, images=images), final=False)
         return Outcome.SUCCEEDED
 
-    async def _save_image(self, index: int, url: str | None, b64: str | None) -> ImageRecord | RequestError | None:
+    async def _save_image(
+        self, index: int, url: str | None, b64: str | None
+    ) -> ImageRecord | RequestError | None:
         """Fetch (or decode) and save one image, retrying the download alone; None if stopped."""
         tries = 0
         while True:
@@ -203,11 +208,15 @@ class JobAttempt:
                 return error
             if not self._control.budget.spend(error):
                 raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
-            log.info("job %s: image %d: %s; retry %d in %.1fs", self.job.id, index, error, tries, decision.delay)
+            log.info(
+                "job %s: image %d: %s; retry %d in %.1fs", self.job.id, index, error, tries, decision.delay
+            )
             if not await self._control.backoff(decision.delay):
                 return None
 
-    async def _fail(self, error: RequestError, answer: Answer | None = None, *, content_violation: bool = False) -> Outcome:
+    async def _fail(
+        self, error: RequestError, answer: Answer | None = None, *, content_violation: bool = False
+    ) -> Outcome:
         final = not error.transient
         info = ErrorInfo(
             message=error.message,
@@ -219,7 +228,9 @@ class JobAttempt:
         )
         record = self._record(Status.FAILED, answer, error=info, content_violation=content_violation)
         await self._store.finish(record, final=final)
-        log.warning("job %s failed%s: %s", self.job.id, "" if final else " (a resume retries it)", info.message)
+        log.warning(
+            "job %s failed%s: %s", self.job.id, "" if final else " (a resume retries it)", info.message
+        )
         return Outcome.FAILED_FINAL if final else Outcome.FAILED_RETRYABLE
 
     def _record(

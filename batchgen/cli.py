@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -86,7 +87,9 @@ def _run(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         retry_budget=args.retry_budget,
         generation_timeout=Timeouts(connect=args.connect_timeout, read=args.timeout, total=args.timeout),
-        download_timeout=Timeouts(connect=args.connect_timeout, read=args.download_timeout, total=args.download_timeout),
+        download_timeout=Timeouts(
+            connect=args.connect_timeout, read=args.download_timeout, total=args.download_timeout
+        ),
         max_json_bytes=args.max_json_bytes,
         max_image_bytes=args.max_image_bytes,
         grace=args.grace,
@@ -113,7 +116,7 @@ async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
 
 def _replace(settings: Settings, **changes: object) -> Settings:
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    return Settings(**{**values, **changes})  # type: ignore[arg-type]
+    return Settings(**{**values, **changes})
 
 
 def _exit_code(report: RunReport) -> int:
@@ -134,7 +137,10 @@ def _describe(report: RunReport, out: Path) -> str:
         f"{t.not_reached} not reached; {t.tokens_used:g} tokens used. Manifest: {out / 'manifest.jsonl'}"
     ]
     if report.in_flight_before:
-        lines.append(f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped (possibly charged)")
+        lines.append(
+            f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped"
+            " (each possibly charged once)"
+        )
     if report.stop_reason is not None:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
         lines.append("run the same command again to resume")
@@ -170,10 +176,8 @@ def _simulate_server(args: argparse.Namespace) -> int:
         finally:
             await simulator.close()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
     return ExitCode.OK
 
 
@@ -194,7 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
     schema = commands.add_parser("schema", help="print the job file's JSON Schema (for editors)")
-    schema.add_argument("--jsonl", action="store_true", help="schema of one JSONL line instead of a YAML file")
+    schema.add_argument(
+        "--jsonl", action="store_true", help="schema of one JSONL line instead of a YAML file"
+    )
     schema.set_defaults(handler=_schema)
     _add_simulate_server(commands)
     return parser
@@ -209,21 +215,39 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     run.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
     run.add_argument("--out", type=Path, required=True, help="output folder (images, manifest.jsonl, state)")
-    run.add_argument("--base-url", help="API base URL [default: $AIMLAPI_BASE_URL or https://api.aimlapi.com]")
+    run.add_argument(
+        "--base-url", help="API base URL [default: $AIMLAPI_BASE_URL or https://api.aimlapi.com]"
+    )
     run.add_argument("--api-key-file", type=Path, help="file holding the API key [default: $AIMLAPI_KEY]")
     run.add_argument("--concurrency", type=int, default=d.concurrency, help="most requests in flight at once")
     run.add_argument("--rpm", type=float, default=d.rpm, help="most requests per minute (smooth ceiling)")
-    run.add_argument("--max-retries", type=int, default=d.max_retries, help="retries per job after the first try")
-    run.add_argument("--retry-budget", type=int, default=d.retry_budget, help="run-wide retry tokens (5 a retry)")
-    run.add_argument("--timeout", type=float, default=d.generation_timeout.total, help="seconds per generation")
-    run.add_argument("--connect-timeout", type=float, default=d.generation_timeout.connect, help="seconds to connect")
-    run.add_argument("--download-timeout", type=float, default=d.download_timeout.total, help="seconds per image")
-    run.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes, help="largest image accepted, bytes")
+    run.add_argument(
+        "--max-retries", type=int, default=d.max_retries, help="retries per job after the first try"
+    )
+    run.add_argument(
+        "--retry-budget", type=int, default=d.retry_budget, help="run-wide retry tokens (5 a retry)"
+    )
+    run.add_argument(
+        "--timeout", type=float, default=d.generation_timeout.total, help="seconds per generation"
+    )
+    run.add_argument(
+        "--connect-timeout", type=float, default=d.generation_timeout.connect, help="seconds to connect"
+    )
+    run.add_argument(
+        "--download-timeout", type=float, default=d.download_timeout.total, help="seconds per image"
+    )
+    run.add_argument(
+        "--max-image-bytes", type=int, default=d.max_image_bytes, help="largest image accepted, bytes"
+    )
     run.add_argument("--max-json-bytes", type=int, default=d.max_json_bytes, help="largest API answer, bytes")
-    run.add_argument("--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal")
+    run.add_argument(
+        "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
+    )
     run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (offline)")
-    run.add_argument("--ca-bundle", type=Path, help="CA certificates file for TLS [default: system / $SSL_CERT_FILE]")
+    run.add_argument(
+        "--ca-bundle", type=Path, help="CA certificates file for TLS [default: system / $SSL_CERT_FILE]"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
     run.add_argument("--debug", action="store_true", help="log every HTTP request (Authorization redacted)")
     run.set_defaults(handler=_run)
@@ -234,11 +258,21 @@ def _add_simulate_server(commands: argparse._SubParsersAction[argparse.ArgumentP
         "simulate-server",
         help=f"serve the simulated API (key: {SIMULATOR_KEY})",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Fault options are probabilities 0..1 per request unless named *_seconds, *_bytes or limits.",
+        description="Fault options are probabilities 0..1 per request, except seconds, bytes and limits.",
     )
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
     server.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
     for f in fields(FaultConfig):
-        kind = int if f.name in ("seed", "rpm_limit", "credits", "hourly_limit") or f.name.endswith("_bytes") else float
-        server.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.name.replace("_", " "))
+        kind = (
+            int
+            if f.name in ("seed", "rpm_limit", "credits", "hourly_limit") or f.name.endswith("_bytes")
+            else float
+        )
+        server.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=kind,
+            default=f.default,
+            help=f.name.replace("_", " "),
+        )
     server.set_defaults(handler=_simulate_server)

@@ -132,7 +132,9 @@ class ApiClient:
                 timeout=_client_timeout(self._settings.download_timeout),
             ) as response:
                 if response.status != 200:  # noqa: PLR2004
-                    raise DownloadError(f"image download answered HTTP {response.status}", status=response.status)
+                    raise DownloadError(
+                        f"image download answered HTTP {response.status}", status=response.status
+                    )
                 if (response.content_length or 0) > cap:
                     raise DownloadError(f"image is {response.content_length} bytes, over the {cap}-byte cap")
                 received = 0
@@ -144,7 +146,9 @@ class ApiClient:
         except DownloadError:
             raise
         except aiohttp.TooManyRedirects as exc:
-            raise DownloadError(f"image download redirected more than {self._settings.max_redirects} times") from exc
+            raise DownloadError(
+                f"image download redirected more than {self._settings.max_redirects} times"
+            ) from exc
         except TimeoutError as exc:
             raise DownloadError("image download timed out") from exc
         except aiohttp.ClientError as exc:
@@ -207,7 +211,9 @@ def _debug_trace() -> aiohttp.TraceConfig:
     """Log each HTTP request and response at DEBUG, with ``Authorization`` redacted."""
 
     async def on_start(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
-        headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in params.headers.items()}
+        headers = {
+            k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in params.headers.items()
+        }
         log.debug("HTTP %s %s headers=%s", params.method, params.url, headers)
 
     async def on_end(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:

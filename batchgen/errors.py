@@ -210,6 +210,6 @@ class DownloadError(RequestError):
     Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent.
     """
 
-    def __init__(self, message: str, *, transient: bool = True, **context: str | None) -> None:
+    def __init__(self, message: str, *, transient: bool = True, **context: str | int | None) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.transient = transient

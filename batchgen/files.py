@@ -109,7 +109,7 @@ async def write_stream(folder: Path, chunks: AsyncIterator[bytes]) -> WrittenFil
             await aiofiles.os.wrap(os.fsync)(out.fileno())
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            path.unlink()
+            await aiofiles.os.remove(path)
         if isinstance(exc, OSError):
             raise StorageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
         raise

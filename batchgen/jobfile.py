@@ -25,8 +25,9 @@ import functools
 import hashlib
 import json
 import os
+import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request
 MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
 _YAML_KEYS = ("defaults", "jobs")
 _REMOTE_SCHEMES = ("http://", "https://", "data:")
+_SHOWN_CHARS = 80  # an offending value is shown up to this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ def iter_jobs(path: Path) -> Iterator[Job]:
 
 def _iter_results(path: Path) -> Iterator[Job | list[JobFileProblem]]:
     name = str(path)
+    entries: Iterable[_Entry | JobFileProblem]
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson"):
             entries, defaults = _jsonl_entries(path), _Entry({}, None)
@@ -179,9 +182,7 @@ def _yaml_entries(path: Path) -> tuple[list[_Entry | JobFileProblem], _Entry]:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        return [JobFileProblem(name, line, None, None, f"not UTF-8 text ({exc.reason})")], _Entry(
-            {}, None
-        )
+        return [JobFileProblem(name, line, None, None, f"not UTF-8 text ({exc.reason})")], _Entry({}, None)
     try:
         loader = yaml.SafeLoader(text)  # rejects control characters already
     except yaml.YAMLError as exc:
@@ -193,10 +194,8 @@ def _yaml_entries(path: Path) -> tuple[list[_Entry | JobFileProblem], _Entry]:
         return _yaml_layout(name, loader, root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        return [JobFileProblem(name, line, None, None, f"invalid YAML: {exc.problem}")], _Entry(
-            {}, None
-        )
+        at = mark.line + 1 if mark else None
+        return [JobFileProblem(name, at, None, None, f"invalid YAML: {exc.problem}")], _Entry({}, None)
     except yaml.YAMLError as exc:
         return [JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")], _Entry({}, None)
     finally:
@@ -299,7 +298,7 @@ def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | Non
         return "?", "must not be empty"
     if len(text) > MAX_ID_LENGTH:
         return text[:40] + "...", f"is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if any(unicodedata.category(c) == "Cc" for c in text):
         return repr(text), "must not contain control characters"
     return text, None
 
@@ -313,7 +312,9 @@ def _model_problems(fields: dict[str, Any], job_id: str, problem: Any) -> list[J
     return []
 
 
-def _resolve_local_images(fields: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def _resolve_local_images(
+    fields: dict[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Replace local file paths in image fields by data URIs; return the body and any problems."""
     body = dict(fields)
     problems: list[tuple[str, str]] = []
@@ -390,4 +391,4 @@ def _unknown(what: str, value: Any, choices: Any) -> str:
 
 def _show(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

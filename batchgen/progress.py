@@ -29,7 +29,9 @@ class Tally:
     @property
     def seen(self) -> int:
         """Jobs finished or judged so far."""
-        return self.succeeded + self.already_done + self.failed_final + self.failed_retryable + self.not_reached
+        return (
+            self.succeeded + self.already_done + self.failed_final + self.failed_retryable + self.not_reached
+        )
 
 
 class Progress:
@@ -43,7 +45,9 @@ class Progress:
         self._started = time.monotonic()
         self._last_log = self._started
         interactive = self._stream.isatty()
-        self._bar = tqdm(total=total, file=self._stream, unit="job", dynamic_ncols=True) if interactive else None
+        self._bar = (
+            tqdm(total=total, file=self._stream, unit="job", dynamic_ncols=True) if interactive else None
+        )
 
     def update(self, tally: Tally) -> None:
         """Show the tally after a job changed state."""
@@ -63,7 +67,7 @@ class Progress:
 
     def _summary(self, tally: Tally) -> str:
         minutes = max(time.monotonic() - self._started, 1e-9) / 60
-        return (
-            f"done={tally.succeeded + tally.already_done} failed={tally.failed_final + tally.failed_retryable} "
-            f"rate={tally.succeeded / minutes:.1f}/min tokens={tally.tokens_used:g}"
-        )
+        done = tally.succeeded + tally.already_done
+        failed = tally.failed_final + tally.failed_retryable
+        rate = tally.succeeded / minutes
+        return f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:g}"

@@ -22,7 +22,6 @@ import base64
 import binascii
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -139,7 +138,7 @@ class ResultStore:
 
 def _replace_durably(source: Path, target: Path) -> None:
     try:
-        os.replace(source, target)  # replaces a planted symlink itself, never its target
+        source.replace(target)  # replaces a planted symlink itself, never its target
         fsync_dir(target.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc

@@ -76,9 +76,10 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     when the folder cannot be opened. Everything else ends up in the returned report.
     """
     summary = await asyncio.to_thread(scan_job_file, job_file)
+    job_file_path = await asyncio.to_thread(job_file.resolve)
     async with ResultStore.open(out_dir, max_pixels=settings.max_pixels) as store:
         await store.db.set_meta("total_jobs", str(summary.count))
-        await store.db.set_meta("job_file", str(job_file.resolve()))
+        await store.db.set_meta("job_file", str(job_file_path))
         in_flight = await store.db.in_flight()
         if in_flight:
             log.warning(
@@ -129,7 +130,9 @@ class _Pool(RunControl):
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = [group.create_task(self._produce(jobs, queue))]
-                self._tasks += [group.create_task(self._work(queue)) for _ in range(self.settings.concurrency)]
+                self._tasks += [
+                    group.create_task(self._work(queue)) for _ in range(self.settings.concurrency)
+                ]
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)

@@ -27,7 +27,11 @@ def job_file_schema(*, jsonl: bool = False) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a YAML job file, or of one JSONL line if ``jsonl``."""
     variants = {name: _variant(model) for name, model in MODELS.items()}
     if jsonl:
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "batchgen job", "oneOf": list(variants.values())}
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "batchgen job",
+            "oneOf": list(variants.values()),
+        }
     partial = [_partial(v) for v in variants.values()]
     every_field: dict[str, Any] = {}
     for variant in partial:
@@ -40,7 +44,11 @@ def job_file_schema(*, jsonl: bool = False) -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["jobs"],
         "properties": {
-            "defaults": {"type": ["object", "null"], "additionalProperties": False, "properties": every_field},
+            "defaults": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": every_field,
+            },
             "jobs": {"type": "array", "minItems": 1, "items": {"anyOf": partial}},
         },
     }

@@ -161,13 +161,19 @@ class StateDB:
         await self._transaction(
             ("INSERT INTO records (record) VALUES (?)", (record.model_dump_json(),)),
             (
-                "INSERT INTO jobs (job_id, model, state) VALUES (?, ?, 'pending') ON CONFLICT(job_id) DO NOTHING",
+                "INSERT INTO jobs (job_id, model, state) VALUES (?, ?, 'pending') "
+                "ON CONFLICT(job_id) DO NOTHING",
                 (record.job_id, record.model),
             ),
             (
                 "UPDATE jobs SET state=?, final=?, answer=CASE WHEN ? THEN "
                 "json_remove(answer, '$.images') ELSE answer END WHERE job_id=?",
-                (JobState.SUCCEEDED if succeeded else JobState.FAILED, final and not succeeded, succeeded, record.job_id),
+                (
+                    JobState.SUCCEEDED if succeeded else JobState.FAILED,
+                    final and not succeeded,
+                    succeeded,
+                    record.job_id,
+                ),
             ),
         )
 
@@ -179,7 +185,9 @@ class StateDB:
 
     async def records_from(self, offset: int) -> AsyncIterator[ManifestRecord]:
         """Manifest records in order, skipping the first ``offset``."""
-        async with self._db.execute("SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,)) as cursor:
+        async with self._db.execute(
+            "SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,)
+        ) as cursor:
             async for (text,) in cursor:
                 yield ManifestRecord.model_validate_json(text)
 
@@ -218,7 +226,11 @@ class StateDB:
     async def set_meta(self, key: str, value: str) -> None:
         """Store a run-level value."""
         await self._transaction(
-            ("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+            (
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
         )
 
     async def _transaction(self, *statements: tuple[str, tuple[Any, ...]]) -> None:

@@ -28,7 +28,17 @@ from batchgen.simulator import SIMULATOR_KEY, FaultConfig, start_simulator
 def write_jobs(path: Path, count: int) -> Path:
     with path.open("w") as out:
         for i in range(count):
-            out.write(json.dumps({"id": f"b{i}", "model": "reve/create-image", "prompt": f"bench {i}", "aspect_ratio": "1:1"}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"b{i}",
+                        "model": "reve/create-image",
+                        "prompt": f"bench {i}",
+                        "aspect_ratio": "1:1",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -37,8 +47,15 @@ async def timed_run(count: int, rpm: float, concurrency: int, faults: FaultConfi
     try:
         with tempfile.TemporaryDirectory() as folder:
             job_file = write_jobs(Path(folder) / "jobs.jsonl", count)
-            settings = Settings(api_key=SIMULATOR_KEY, base_url=sim.url, rpm=rpm, concurrency=concurrency,
-                                max_retries=30, backoff_base=0.2, backoff_cap=5)
+            settings = Settings(
+                api_key=SIMULATOR_KEY,
+                base_url=sim.url,
+                rpm=rpm,
+                concurrency=concurrency,
+                max_retries=30,
+                backoff_base=0.2,
+                backoff_cap=5,
+            )
             started = time.monotonic()
             report = await run_batch(job_file, Path(folder) / "out", settings, progress=False)
             elapsed = time.monotonic() - started
@@ -68,24 +85,34 @@ def scan(count: int) -> dict[str, float]:
         elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        return {"jobs": summary.count, "file_mb": round(path.stat().st_size / 1e6, 1),
-                "seconds": round(elapsed, 2), "peak_traced_mb": round(peak / 1e6, 1)}
+        return {
+            "jobs": summary.count,
+            "file_mb": round(path.stat().st_size / 1e6, 1),
+            "seconds": round(elapsed, 2),
+            "peak_traced_mb": round(peak / 1e6, 1),
+        }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--scan-jobs", type=int, default=200_000)
     args = parser.parse_args()
     results = {
-        "throughput (rpm 60000, concurrency 16)": asyncio.run(timed_run(args.jobs, 60_000, 16, FaultConfig())),
+        "throughput (rpm 60000, concurrency 16)": asyncio.run(
+            timed_run(args.jobs, 60_000, 16, FaultConfig())
+        ),
         "ceiling (rpm 600, concurrency 16, 150 jobs)": asyncio.run(timed_run(150, 600, 16, FaultConfig())),
         "discovery (server limit 10/s, rpm 6000)": asyncio.run(
             timed_run(args.jobs, 6000, 16, FaultConfig(rpm_limit=10, limit_window=1.0))
         ),
         "scan": scan(args.scan_jobs),
     }
-    results["peak RSS MB (whole process)"] = {"mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    results["peak RSS MB (whole process)"] = {
+        "mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    }
     for name, figures in results.items():
         print(f"{name}: {figures}")
 

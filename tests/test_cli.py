@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, create_jobs, manifest, write_jsonl
 
+from batchgen import results
 from batchgen.cli import ExitCode, main
 from batchgen.simulator import SIMULATOR_KEY
 
@@ -20,7 +21,11 @@ def batchgen(*args: str, env: dict[str, str] | None = None, **popen) -> subproce
     """Start the real CLI in a subprocess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIMLAPI_")} | (env or {})
     return subprocess.Popen(
-        [sys.executable, "-m", "batchgen", *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        [sys.executable, "-m", "batchgen", *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
     )
 
 
@@ -28,7 +33,16 @@ def test_help_explains_every_option_with_units(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
-    for word in ("--concurrency", "--rpm", "per minute", "seconds", "bytes", "--retry-failed", "--simulate", "default"):
+    for word in (
+        "--concurrency",
+        "--rpm",
+        "per minute",
+        "seconds",
+        "bytes",
+        "--retry-failed",
+        "--simulate",
+        "default",
+    ):
         assert word in text
 
 
@@ -66,15 +80,24 @@ def test_exit_codes_for_success_final_failure_and_bad_key(simulator, tmp_path, m
 
 
 def test_internal_error_exits_70_without_hanging(simulator, tmp_path, monkeypatch):
-    import batchgen.results as results
-
     async def bug(*args, **kwargs):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(results.ResultStore, "save_image", bug)
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(5))
-    code = main(["run", str(job_file), "--out", str(tmp_path / "o"), "--base-url", simulator.url, "--concurrency", "1"])
+    code = main(
+        [
+            "run",
+            str(job_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--base-url",
+            simulator.url,
+            "--concurrency",
+            "1",
+        ]
+    )
     assert code == ExitCode.INTERNAL
 
 
@@ -102,7 +125,18 @@ def test_sigterm_finishes_in_flight_requests_and_exits_75(make_simulator, tmp_pa
     sim = make_simulator(latency=0.5)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(20))
     out = tmp_path / "o"
-    args = ["run", str(job_file), "--out", str(out), "--base-url", sim.url, "--concurrency", "2", "--rpm", "6000"]
+    args = [
+        "run",
+        str(job_file),
+        "--out",
+        str(out),
+        "--base-url",
+        sim.url,
+        "--concurrency",
+        "2",
+        "--rpm",
+        "6000",
+    ]
     proc = batchgen(*args, env={"AIMLAPI_KEY": SIMULATOR_KEY})
     assert sim.state.wait_for(lambda s: s.posts >= 2, timeout=30)
 
@@ -139,12 +173,30 @@ def test_key_never_appears_in_anything_written(make_simulator, tmp_path):
     sim = make_simulator(error_500=0.3, seed=5)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(4))
     out = tmp_path / "o"
-    ok = batchgen("run", str(job_file), "--out", str(out), "--base-url", sim.url, "--debug", "--rpm", "6000",
-                  env={"AIMLAPI_KEY": SIMULATOR_KEY})
+    ok = batchgen(
+        "run",
+        str(job_file),
+        "--out",
+        str(out),
+        "--base-url",
+        sim.url,
+        "--debug",
+        "--rpm",
+        "6000",
+        env={"AIMLAPI_KEY": SIMULATOR_KEY},
+    )
     ok_out, ok_err = ok.communicate(timeout=120)
     wrong_key = "sk-live-0123456789abcdef"
-    bad = batchgen("run", str(job_file), "--out", str(tmp_path / "o2"), "--base-url", sim.url, "--debug",
-                   env={"AIMLAPI_KEY": wrong_key})
+    bad = batchgen(
+        "run",
+        str(job_file),
+        "--out",
+        str(tmp_path / "o2"),
+        "--base-url",
+        sim.url,
+        "--debug",
+        env={"AIMLAPI_KEY": wrong_key},
+    )
     bad_out, bad_err = bad.communicate(timeout=120)
 
     assert ok.returncode == ExitCode.OK and bad.returncode == ExitCode.BAD_KEY
@@ -159,7 +211,18 @@ def test_key_file_readable_by_others_is_warned_about(simulator, tmp_path, caplog
     key_file.write_text(SIMULATOR_KEY + "\n")
     key_file.chmod(0o644)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(1))
-    code = main(["run", str(job_file), "--out", str(tmp_path / "o"), "--base-url", simulator.url, "--api-key-file", str(key_file)])
+    code = main(
+        [
+            "run",
+            str(job_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--base-url",
+            simulator.url,
+            "--api-key-file",
+            str(key_file),
+        ]
+    )
     assert code == ExitCode.OK
     assert any("readable by other users" in r.message for r in caplog.records)
 

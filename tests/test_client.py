@@ -18,15 +18,23 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
+from batchgen.settings import Timeouts
 from batchgen.simulator import VIOLATION_MARKER
 
 CREATE = {"model": "reve/create-image", "prompt": "a T-rex"}
-FLUX = {"model": "flux/dev/image-to-image", "prompt": "a bird", "image_url": "https://x.test/a.png", "num_images": 3}
+FLUX = {
+    "model": "flux/dev/image-to-image",
+    "prompt": "a bird",
+    "image_url": "https://x.test/a.png",
+    "num_images": 3,
+}
 
 
 async def generate(sim, body, **overrides):
     async with open_session(fast_settings(sim.url, **overrides)) as session:
-        return await ApiClient(session, fast_settings(sim.url, **overrides)).generate(body, client_request_id="bg.t.1.a1")
+        return await ApiClient(session, fast_settings(sim.url, **overrides)).generate(
+            body, client_request_id="bg.t.1.a1"
+        )
 
 
 async def fetch(sim, url, **overrides):
@@ -49,7 +57,9 @@ async def test_reve_b64_answer(simulator):
 
 async def test_flux_answer_has_seed_and_every_image(simulator):
     answer = await generate(simulator, FLUX)
-    assert len(answer.images) == 3 and answer.seed and answer.request_id is None and answer.tokens_used is None
+    assert (
+        len(answer.images) == 3 and answer.seed and answer.request_id is None and answer.tokens_used is None
+    )
 
 
 async def test_content_violation_flags(simulator):
@@ -102,8 +112,6 @@ async def test_400_keeps_the_apis_message(simulator):
 
 async def test_slow_answer_times_out(make_simulator):
     sim = make_simulator(slow=1.0, slow_seconds=3)
-    from batchgen.settings import Timeouts
-
     with pytest.raises(TransportError):
         await generate(sim, CREATE, generation_timeout=Timeouts(connect=1, read=0.3, total=0.5))
 

@@ -30,8 +30,23 @@ JOBS = 24
 
 def start_run(job_file: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "batchgen", "run", str(job_file), "--out", str(out), "--base-url", url,
-         "--concurrency", "4", "--rpm", "6000", "--no-progress", *extra],
+        [
+            sys.executable,
+            "-m",
+            "batchgen",
+            "run",
+            str(job_file),
+            "--out",
+            str(out),
+            "--base-url",
+            url,
+            "--concurrency",
+            "4",
+            "--rpm",
+            "6000",
+            "--no-progress",
+            *extra,
+        ],
         env={"AIMLAPI_KEY": SIMULATOR_KEY, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -96,7 +111,9 @@ def test_sigkill_then_resume_loses_nothing_and_pays_once(make_simulator, tmp_pat
 
 def test_faulty_api_and_three_random_kills_end_with_every_job_once(make_simulator, tmp_path):
     rpm = 3000
-    sim = make_simulator(seed=42, error_429=0.1, error_500=0.05, error_503=0.05, drop=0.05, cdn_fail=0.1, latency=0.01)
+    sim = make_simulator(
+        seed=42, error_429=0.1, error_500=0.05, error_503=0.05, drop=0.05, cdn_fail=0.1, latency=0.01
+    )
     jobs = 200
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(jobs))
     out = tmp_path / "out"

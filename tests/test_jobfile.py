@@ -40,8 +40,12 @@ def test_id_is_dropped_from_the_body_and_nothing_is_added(tmp_path):
 
 
 def test_missing_id_is_a_stable_hash_of_the_request(tmp_path):
-    one = write_jsonl(tmp_path / "a.jsonl", [{"model": "reve/create-image", "prompt": "p", "aspect_ratio": "1:1"}])
-    two = write_yaml(tmp_path / "b.yaml", [{"aspect_ratio": "1:1", "prompt": "p"}], {"model": "reve/create-image"})
+    one = write_jsonl(
+        tmp_path / "a.jsonl", [{"model": "reve/create-image", "prompt": "p", "aspect_ratio": "1:1"}]
+    )
+    two = write_yaml(
+        tmp_path / "b.yaml", [{"aspect_ratio": "1:1", "prompt": "p"}], {"model": "reve/create-image"}
+    )
     other = write_jsonl(tmp_path / "c.jsonl", [{"model": "reve/create-image", "prompt": "q"}])
     (a,), (b,), (c,) = iter_jobs(one), iter_jobs(two), iter_jobs(other)
     assert a.id == b.id != c.id
@@ -56,7 +60,13 @@ def test_local_images_become_data_uris(tmp_path):
     (tmp_path / "pics" / "b.jpg").write_bytes(jpg)
     path = write_jsonl(
         tmp_path / "j.jsonl",
-        [{"model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["pics/a.png", "pics/b.jpg", "https://x.test/c.png"]}],
+        [
+            {
+                "model": "reve/remix-edit-image",
+                "prompt": "p",
+                "image_urls": ["pics/a.png", "pics/b.jpg", "https://x.test/c.png"],
+            }
+        ],
     )
     (job,) = iter_jobs(path)
     assert job.body["image_urls"] == [
@@ -82,7 +92,15 @@ def test_every_problem_is_reported_at_once_with_file_line_job_and_field(tmp_path
             [
                 json.dumps({"id": "a", "model": "reve/create-image", "promt": "typo"}),
                 json.dumps({"id": "b", "model": "reve/create-image", "prompt": "p", "aspect_ratio": "5:4"}),
-                json.dumps({"id": "c", "model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test/a.png", "guidance_scale": 25}),
+                json.dumps(
+                    {
+                        "id": "c",
+                        "model": "flux/dev/image-to-image",
+                        "prompt": "p",
+                        "image_url": "https://x.test/a.png",
+                        "guidance_scale": 25,
+                    }
+                ),
             ]
         )
         + "\n"
@@ -96,7 +114,9 @@ def test_every_problem_is_reported_at_once_with_file_line_job_and_field(tmp_path
 
 def test_yaml_problems_name_the_line_of_the_field(tmp_path):
     path = tmp_path / "j.yaml"
-    path.write_text("jobs:\n  - id: a\n    model: reve/create-image\n    prompt: hi\n    aspect_ratio: wide\n")
+    path.write_text(
+        "jobs:\n  - id: a\n    model: reve/create-image\n    prompt: hi\n    aspect_ratio: wide\n"
+    )
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:5, job 'a', field 'aspect_ratio'")
 
@@ -125,7 +145,10 @@ MALFORMED = {
     "too-long.jsonl": json.dumps({"model": "reve/create-image", "prompt": "x" * 2561}).encode() + b"\n",
     "bool-as-string.jsonl": b'{"model": "reve/create-image", "prompt": "p", "convert_base64_to_url": "yes"}\n',
     "null-seed.jsonl": b'{"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "seed": null}\n',
-    "too-many-images.jsonl": json.dumps({"model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["https://x.test"] * 5}).encode() + b"\n",
+    "too-many-images.jsonl": json.dumps(
+        {"model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["https://x.test"] * 5}
+    ).encode()
+    + b"\n",
     "empty.jsonl": b"\n\n",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from batchgen.ratelimit import AdaptiveRateLimiter
 
@@ -14,7 +15,7 @@ async def test_ceiling_spaces_starts_evenly_with_no_initial_burst():
     for _ in range(8):
         await limiter.acquire()
         starts.append(loop.time())
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.045
 
 
@@ -31,7 +32,7 @@ async def test_concurrent_waiters_share_the_same_ceiling():
         for _ in range(6):
             group.create_task(one())
     starts.sort()
-    assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.045
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.045
 
 
 def test_throttling_halves_once_per_burst_and_successes_add_back():

@@ -76,4 +76,9 @@ def test_required_fields(model):
 
 
 def test_model_names_are_the_apis():
-    assert list(MODELS) == ["reve/create-image", "reve/edit-image", "reve/remix-edit-image", "flux/dev/image-to-image"]
+    assert list(MODELS) == [
+        "reve/create-image",
+        "reve/edit-image",
+        "reve/remix-edit-image",
+        "flux/dev/image-to-image",
+    ]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from pathlib import Path
 
 import pytest
 from conftest import create_jobs, fast_settings, manifest, write_jsonl
 
+from batchgen import files
 from batchgen.errors import OutputLockedError, StorageError
+from batchgen.files import safe_name
 from batchgen.images import InvalidImage
 from batchgen.manifest import ManifestRecord, Status
 from batchgen.results import ResultStore
@@ -106,8 +108,6 @@ async def test_a_symlink_where_an_image_goes_is_replaced_not_followed(tmp_path):
     outside.write_text("keep me")
     out = tmp_path / "out"
     async with ResultStore.open(out) as store:
-        from batchgen.files import safe_name
-
         (out / "images" / f"{safe_name('j')}.png").symlink_to(outside)
         image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 2)))
     assert outside.read_text() == "keep me"
@@ -140,14 +140,10 @@ async def test_malformed_answer_keeps_an_excerpt_in_the_manifest(make_simulator,
     await run_batch(job_file, tmp_path / "out", fast_settings(sim.url, max_retries=0), progress=False)
     (failed,) = manifest(tmp_path / "out")
     assert failed["error"]["kind"] == "MalformedResponse" and '{"data"' in failed["error"]["body_excerpt"]
-    assert json.loads(Path(tmp_path / "out" / "manifest.jsonl").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "out" / "manifest.jsonl").read_bytes())["status"] == "failed"
 
 
 async def test_full_disk_stops_the_run_resumably(simulator, tmp_path, monkeypatch):
-    import errno
-
-    import batchgen.files as files
-
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(4))
     out = tmp_path / "out"
     real_mkstemp = files.tempfile.mkstemp

@@ -32,8 +32,13 @@ def test_attempts_are_capped():
 
 
 def test_permanent_and_run_stopping_errors_never_retry():
-    for error in (RequestRejected("x"), AuthenticationError("x"), CreditsExhausted("x"),
-                  RateLimited("x", hourly=True), DownloadError("x", transient=False)):
+    for error in (
+        RequestRejected("x"),
+        AuthenticationError("x"),
+        CreditsExhausted("x"),
+        RateLimited("x", hourly=True),
+        DownloadError("x", transient=False),
+    ):
         assert not POLICY.decide(error, 1).retry
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from pathlib import Path
+import itertools
 
 import pytest
 from conftest import SAMPLES, create_jobs, fast_settings, manifest, write_jsonl, write_yaml
@@ -58,7 +58,9 @@ async def test_body_sent_is_exactly_the_jobs_fields_with_local_files_as_data_uri
     await run_batch(job_file, tmp_path / "out", fast_settings(simulator.url), progress=False)
 
     expected_uri = "data:image/png;base64," + base64.b64encode(reference).decode()
-    assert simulator.state.bodies == [{"model": "reve/edit-image", "prompt": "edit it", "image_url": expected_uri}]
+    assert simulator.state.bodies == [
+        {"model": "reve/edit-image", "prompt": "edit it", "image_url": expected_uri}
+    ]
 
 
 async def test_second_run_sends_nothing(simulator, tmp_path):
@@ -75,7 +77,9 @@ async def test_second_run_sends_nothing(simulator, tmp_path):
 
 
 async def test_injected_faults_are_recovered(make_simulator, tmp_path):
-    sim = make_simulator(seed=3, error_429=0.2, error_500=0.1, error_503=0.1, drop=0.1, malformed=0.1, cdn_fail=0.2)
+    sim = make_simulator(
+        seed=3, error_429=0.2, error_500=0.1, error_503=0.1, drop=0.1, malformed=0.1, cdn_fail=0.2
+    )
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(20))
     out = tmp_path / "out"
 
@@ -123,7 +127,9 @@ async def test_hourly_limit_ends_the_run_resumable_without_retrying(make_simulat
     sim = make_simulator(hourly_limit=2)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(10))
 
-    report = await run_batch(job_file, tmp_path / "out", fast_settings(sim.url, concurrency=1), progress=False)
+    report = await run_batch(
+        job_file, tmp_path / "out", fast_settings(sim.url, concurrency=1), progress=False
+    )
 
     assert report.stop_reason is StopReason.HOURLY_LIMIT
     assert sim.state.statuses[429] == 1
@@ -133,7 +139,9 @@ async def test_dead_api_exhausts_the_retry_budget_and_stops(make_simulator, tmp_
     sim = make_simulator(error_503=1.0)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(50))
 
-    report = await run_batch(job_file, tmp_path / "out", fast_settings(sim.url, retry_budget=20), progress=False)
+    report = await run_batch(
+        job_file, tmp_path / "out", fast_settings(sim.url, retry_budget=20), progress=False
+    )
 
     assert report.stop_reason is StopReason.RETRY_BUDGET
     assert sim.state.posts < 50  # stopped long before trying every job
@@ -174,10 +182,14 @@ async def test_failed_download_is_fetched_again_on_resume_not_generated(make_sim
     assert all(r["status"] == "succeeded" for r in last.values())
 
 
-@pytest.mark.parametrize("job_id", ["../../x", "/etc/passwd", "..", "con", "a/../../b", "C:\\x", "   .hidden"])
+@pytest.mark.parametrize(
+    "job_id", ["../../x", "/etc/passwd", "..", "con", "a/../../b", "C:\\x", "   .hidden"]
+)
 async def test_hostile_job_ids_write_only_inside_the_output_folder(simulator, tmp_path, job_id):
     out = tmp_path / "deep" / "out"
-    job_file = write_jsonl(tmp_path / "jobs.jsonl", [{"id": job_id, "model": "reve/create-image", "prompt": "x"}])
+    job_file = write_jsonl(
+        tmp_path / "jobs.jsonl", [{"id": job_id, "model": "reve/create-image", "prompt": "x"}]
+    )
 
     report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
 
@@ -192,7 +204,9 @@ async def test_hostile_job_ids_write_only_inside_the_output_folder(simulator, tm
 async def test_two_ids_that_look_alike_get_different_files(simulator, tmp_path):
     jobs = [{"id": i, "model": "reve/create-image", "prompt": i} for i in ("a/b", "a_b", "A_B", "a:b")]
     out = tmp_path / "out"
-    await run_batch(write_jsonl(tmp_path / "j.jsonl", jobs), out, fast_settings(simulator.url), progress=False)
+    await run_batch(
+        write_jsonl(tmp_path / "j.jsonl", jobs), out, fast_settings(simulator.url), progress=False
+    )
 
     paths = [r["images"][0]["path"].lower() for r in manifest(out)]
     assert len(set(paths)) == 4
@@ -201,10 +215,12 @@ async def test_two_ids_that_look_alike_get_different_files(simulator, tmp_path):
 async def test_rate_ceiling_spaces_requests_from_the_start(simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(6))
 
-    await run_batch(job_file, tmp_path / "out", fast_settings(simulator.url, rpm=600, concurrency=6), progress=False)
+    await run_batch(
+        job_file, tmp_path / "out", fast_settings(simulator.url, rpm=600, concurrency=6), progress=False
+    )
 
     times = sorted(simulator.state.post_times)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.09  # 600 rpm: one request per 0.1 s, no initial burst
 
 

@@ -12,7 +12,10 @@ AUTH = {"Authorization": f"Bearer {SIMULATOR_KEY}"}
 
 
 async def post(sim, body, headers=AUTH):
-    async with aiohttp.ClientSession() as session, session.post(f"{sim.url}/v1/images/generations", json=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.url}/v1/images/generations", json=body, headers=headers) as r,
+    ):
         return r.status, await r.json(), r.headers
 
 
@@ -29,10 +32,14 @@ async def test_extra_fields_are_caught(simulator):
 
 async def test_answer_echoes_tracing_and_cost_headers(simulator):
     headers = {**AUTH, "X-Client-Request-Id": "bg.a.1"}
-    status, body, response_headers = await post(simulator, {"model": "reve/create-image", "prompt": "p"}, headers)
+    status, body, response_headers = await post(
+        simulator, {"model": "reve/create-image", "prompt": "p"}, headers
+    )
     assert status == 201 and body["meta"]["usage"]["tokens_used"] == 126000
     assert response_headers["x-client-request-id"] == "bg.a.1"
-    assert {"x-inference-id", "x-aimlapi-credits-used", "x-aimlapi-usd-spent"} <= {h.lower() for h in response_headers}
+    assert {"x-inference-id", "x-aimlapi-credits-used", "x-aimlapi-usd-spent"} <= {
+        h.lower() for h in response_headers
+    }
 
 
 @pytest.mark.parametrize(
@@ -42,7 +49,12 @@ async def test_answer_echoes_tracing_and_cost_headers(simulator):
         {"model": "reve/edit-image", "prompt": "p"},
         {"model": "reve/remix-edit-image", "prompt": "p", "image_urls": []},
         {"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "num_images": 2.5},
-        {"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "guidance_scale": True},
+        {
+            "model": "flux/dev/image-to-image",
+            "prompt": "p",
+            "image_url": "https://x.test",
+            "guidance_scale": True,
+        },
         {"model": "nope"},
         ["not", "an", "object"],
     ],

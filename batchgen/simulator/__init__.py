@@ -10,7 +10,13 @@ Example::
     await sim.close()
 """
 
-from batchgen.simulator.app import SIMULATOR_KEY, VIOLATION_MARKER, RunningSimulator, create_app, start_simulator
+from batchgen.simulator.app import (
+    SIMULATOR_KEY,
+    VIOLATION_MARKER,
+    RunningSimulator,
+    create_app,
+    start_simulator,
+)
 from batchgen.simulator.faults import FaultConfig, SimulatorState
 
 __all__ = [

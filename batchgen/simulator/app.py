@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -93,7 +94,9 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
     state.post_times.append(time.monotonic())
     state.note(posts=1)
     if request.headers.get("Authorization") != f"Bearer {SIMULATOR_KEY}":
-        return _counted(state, _error(401, "This request requires a valid API key. Check the Authorization header."))
+        return _counted(
+            state, _error(401, "This request requires a valid API key. Check the Authorization header.")
+        )
     try:
         body = await request.json()
     except ValueError:
@@ -110,14 +113,17 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
         return _counted(state, _error(429, "Too many requests"))
     for probability, status in ((faults.error_429, 429), (faults.error_500, 500), (faults.error_503, 503)):
         if state.roll(probability):
-            return _counted(state, _error(status, "Too many requests" if status == 429 else "Internal error"))
+            message = "Too many requests" if status == HTTPStatus.TOO_MANY_REQUESTS else "Internal error"
+            return _counted(state, _error(status, message))
     if state.roll(faults.drop):
         assert request.transport is not None
         request.transport.close()
         return web.Response(status=500)  # never reaches the client
     await asyncio.sleep(faults.latency + (faults.slow_seconds if state.roll(faults.slow) else 0))
     if state.roll(faults.malformed):
-        return _counted(state, web.Response(status=201, text='{"data": [{"url": ', content_type="application/json"))
+        return _counted(
+            state, web.Response(status=201, text='{"data": [{"url": ', content_type="application/json")
+        )
     answer, request_id = await _answer(request, body)
     headers = {
         "x-inference-id": str(uuid.uuid4()),
@@ -143,7 +149,12 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
         width, height = await asyncio.to_thread(reference_size, body["image_url"])
         count = int(body.get("num_images", 1))
         images = [
-            {"url": _cdn_url(request, width, height), "width": width, "height": height, "content_type": "image/png"}
+            {
+                "url": _cdn_url(request, width, height),
+                "width": width,
+                "height": height,
+                "content_type": "image/png",
+            }
             for _ in range(count)
         ]
         seed = int(body.get("seed") or state.rng.randrange(1, 2**32))
@@ -156,7 +167,12 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
         }
         return answer, request_id
     width, height = ASPECT_SIZES[body.get("aspect_ratio", "3:2")]
-    item: dict[str, Any] = {"url": None, "b64_json": None, "request_id": request_id, "content_violation": violation}
+    item: dict[str, Any] = {
+        "url": None,
+        "b64_json": None,
+        "request_id": request_id,
+        "content_violation": violation,
+    }
     if not violation:
         if body.get("convert_base64_to_url", True):
             item["url"] = _cdn_url(request, width, height)
@@ -173,7 +189,7 @@ def _cdn_url(request: web.Request, width: int, height: int) -> str:
     return f"{request.scheme}://{request.host}/cdn/{width}x{height}-{state.rng.randrange(2**48):012x}.png"
 
 
-async def _cdn(request: web.Request) -> web.StreamResponse:
+async def _cdn(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one branch per fault
     state = request.app[STATE_KEY]
     faults = state.config
     state.note(cdn_gets=1, cdn_with_auth=int("Authorization" in request.headers))

@@ -73,7 +73,10 @@ SPECS: dict[str, tuple[set[str], dict[str, Check]]] = {
         {"prompt"},
         {**_REVE_COMMON, "aspect_ratio": _enum(ASPECT_RATIOS), "output_format": _enum({"json"})},
     ),
-    "reve/edit-image": ({"prompt", "image_url"}, {**_REVE_COMMON, "image_url": _uri, "output_format": _enum({"json"})}),
+    "reve/edit-image": (
+        {"prompt", "image_url"},
+        {**_REVE_COMMON, "image_url": _uri, "output_format": _enum({"json"})},
+    ),
     "reve/remix-edit-image": (
         {"prompt", "image_urls"},
         {**_REVE_COMMON, "image_urls": _uri_list, "aspect_ratio": _enum(ASPECT_RATIOS)},
