@@ -29,6 +29,11 @@ def batchgen(*args: str, env: dict[str, str] | None = None, **popen) -> subproce
     )
 
 
+def run_args(job_file: Path, out: Path, url: str, *extra: str) -> list[str]:
+    """The argument list of `batchgen run` against the simulator at ``url``."""
+    return ["run", str(job_file), "--out", str(out), "--base-url", url, *extra]
+
+
 def test_help_explains_every_option_with_units(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
@@ -55,7 +60,7 @@ def test_invalid_job_file_exits_2_and_sends_and_writes_nothing(simulator, tmp_pa
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "bad.jsonl", [{"model": "reve/create-image", "promt": "x"}])
     out = tmp_path / "out"
-    code = main(["run", str(job_file), "--out", str(out), "--base-url", simulator.url])
+    code = main(run_args(job_file, out, simulator.url))
     assert code == ExitCode.INVALID_INPUT
     assert "did you mean 'prompt'?" in capsys.readouterr().err
     assert simulator.state.posts == 0 and not out.exists()
@@ -86,25 +91,14 @@ def test_internal_error_exits_70_without_hanging(simulator, tmp_path, monkeypatc
     monkeypatch.setattr(results.ResultStore, "save_image", bug)
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(5))
-    code = main(
-        [
-            "run",
-            str(job_file),
-            "--out",
-            str(tmp_path / "o"),
-            "--base-url",
-            simulator.url,
-            "--concurrency",
-            "1",
-        ]
-    )
+    code = main(run_args(job_file, tmp_path / "o", simulator.url, "--concurrency", "1"))
     assert code == ExitCode.INTERNAL
 
 
 def test_status_counts(simulator, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(3))
-    main(["run", str(job_file), "--out", str(tmp_path / "o"), "--base-url", simulator.url, "--rpm", "6000"])
+    main(run_args(job_file, tmp_path / "o", simulator.url, "--rpm", "6000"))
     capsys.readouterr()
     assert main(["status", str(tmp_path / "o"), "--json"]) == ExitCode.OK
     status = json.loads(capsys.readouterr().out)
@@ -125,18 +119,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_75(make_simulator, tmp_pa
     sim = make_simulator(latency=0.5)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(20))
     out = tmp_path / "o"
-    args = [
-        "run",
-        str(job_file),
-        "--out",
-        str(out),
-        "--base-url",
-        sim.url,
-        "--concurrency",
-        "2",
-        "--rpm",
-        "6000",
-    ]
+    args = run_args(job_file, out, sim.url, "--concurrency", "2", "--rpm", "6000")
     proc = batchgen(*args, env={"AIMLAPI_KEY": SIMULATOR_KEY})
     assert sim.state.wait_for(lambda s: s.posts >= 2, timeout=30)
 
@@ -156,7 +139,7 @@ def test_second_concurrent_run_is_refused_with_73(make_simulator, tmp_path, monk
     sim = make_simulator(latency=0.5)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(6))
     out = tmp_path / "o"
-    args = ["run", str(job_file), "--out", str(out), "--base-url", sim.url, "--concurrency", "1"]
+    args = run_args(job_file, out, sim.url, "--concurrency", "1")
     first = batchgen(*args, env={"AIMLAPI_KEY": SIMULATOR_KEY})
     try:
         assert sim.state.wait_for(lambda s: s.posts >= 1, timeout=30)
@@ -211,18 +194,7 @@ def test_key_file_readable_by_others_is_warned_about(simulator, tmp_path, caplog
     key_file.write_text(SIMULATOR_KEY + "\n")
     key_file.chmod(0o644)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(1))
-    code = main(
-        [
-            "run",
-            str(job_file),
-            "--out",
-            str(tmp_path / "o"),
-            "--base-url",
-            simulator.url,
-            "--api-key-file",
-            str(key_file),
-        ]
-    )
+    code = main(run_args(job_file, tmp_path / "o", simulator.url, "--api-key-file", str(key_file)))
     assert code == ExitCode.OK
     assert any("readable by other users" in r.message for r in caplog.records)
 
