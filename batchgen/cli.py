@@ -86,9 +86,9 @@ def _run(args: argparse.Namespace) -> int:
         rpm=args.rpm,
         max_retries=args.max_retries,
         retry_budget=args.retry_budget,
-        generation_timeout=Timeouts(connect=args.connect_timeout, read=args.timeout, total=args.timeout),
+        generation_timeout=Timeouts(connect=args.connect_timeout, read=args.read_timeout, total=args.timeout),
         download_timeout=Timeouts(
-            connect=args.connect_timeout, read=args.download_timeout, total=args.download_timeout
+            connect=args.connect_timeout, read=args.download_read_timeout, total=args.download_timeout
         ),
         max_json_bytes=args.max_json_bytes,
         max_image_bytes=args.max_image_bytes,
@@ -232,6 +232,18 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     run.add_argument(
         "--connect-timeout", type=float, default=d.generation_timeout.connect, help="seconds to connect"
+    )
+    run.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d.generation_timeout.read,
+        help="seconds a generation answer may stay silent",
+    )
+    run.add_argument(
+        "--download-read-timeout",
+        type=float,
+        default=d.download_timeout.read,
+        help="seconds an image download may stay silent",
     )
     run.add_argument(
         "--download-timeout", type=float, default=d.download_timeout.total, help="seconds per image"

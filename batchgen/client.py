@@ -38,6 +38,7 @@ from batchgen.errors import (
     RequestRejected,
     ServerError,
     TransportError,
+    UsageError,
 )
 from batchgen.responses import Answer, error_excerpt, parse_answer
 from batchgen.settings import Settings, Timeouts
@@ -67,7 +68,10 @@ def client_request_id(job_id: str, attempt: int) -> str:
 async def open_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
     """The run's one ``ClientSession``: TLS always verified (``--ca-bundle``/``SSL_CERT_FILE``
     honoured), ``HTTPS_PROXY``/``NO_PROXY`` honoured, at most ``2 x concurrency`` connections."""
-    context = ssl.create_default_context(cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_bundle) if settings.ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use --ca-bundle {settings.ca_bundle}: {exc}") from exc
     connector = aiohttp.TCPConnector(limit=settings.concurrency * 2, ssl=context)
     traces = [_debug_trace()] if settings.debug_http else []
     async with aiohttp.ClientSession(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from aiohttp import web
 from conftest import fast_settings
 
 from batchgen.client import ApiClient, client_request_id, open_session
@@ -17,6 +18,7 @@ from batchgen.errors import (
     RequestRejected,
     ServerError,
     TransportError,
+    UsageError,
 )
 from batchgen.settings import Timeouts
 from batchgen.simulator import VIOLATION_MARKER
@@ -146,3 +148,37 @@ async def test_only_http_urls_are_fetched(simulator, url):
 async def test_images_are_fetched_without_the_key(simulator):
     data = await fetch(simulator, f"{simulator.url}/cdn/64x48-abc.png")
     assert data.startswith(b"\x89PNG") and simulator.state.cdn_with_auth == 0
+
+
+async def test_http_proxy_from_the_environment_is_used_and_no_proxy_honoured(simulator, monkeypatch):
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.Response(status=502, text="proxy says no")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{runner.addresses[0][1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with pytest.raises(ServerError, match="502"):
+            await generate(simulator, CREATE)
+        assert len(seen) == 1 and seen[0].endswith("/v1/images/generations")
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        answer = await generate(simulator, CREATE)
+        assert answer.request_id and len(seen) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_unusable_ca_bundle_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="ca-bundle"):
+        async with open_session(fast_settings("http://127.0.0.1:9", ca_bundle=tmp_path / "missing.pem")):
+            pass
