@@ -47,7 +47,7 @@ __all__ = ["ENDPOINT", "ApiClient", "client_request_id", "open_session"]
 
 ENDPOINT = "/v1/images/generations"
 CHUNK_BYTES = 64 * 1024
-_HOURLY = re.compile(r"\bhour\b", re.IGNORECASE)  # "...your free limit for the hour" (NOTES.md)
+_HOURLY = re.compile(r"\bhour(ly)?\b", re.IGNORECASE)  # "...your free limit for the hour" (NOTES.md)
 _TRANSIENT_4XX = {408, 409, 425}  # timeout, conflict, too early: the same request may pass later
 _TRACE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 log = logging.getLogger(__name__)

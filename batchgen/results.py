@@ -147,9 +147,11 @@ def _replace_durably(source: Path, target: Path) -> None:
 async def decode_b64_image(data: str) -> AsyncIterator[bytes]:
     """Yield the bytes of a ``b64_json`` image (an async iterator, like a download).
 
-    Raises :class:`InvalidImage` when ``data`` is not valid base64.
+    A ``data:<mime>;base64,`` prefix and line breaks are tolerated. Raises
+    :class:`InvalidImage` when ``data`` is not valid base64.
     """
+    payload = data.split(";base64,", 1)[1] if data.startswith("data:") else data
     try:
-        yield base64.b64decode(data, validate=True)
+        yield base64.b64decode("".join(payload.split()), validate=True)
     except binascii.Error as exc:
         raise InvalidImage(f"b64_json is not valid base64: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -14,7 +15,7 @@ from batchgen.errors import OutputLockedError, StorageError
 from batchgen.files import safe_name
 from batchgen.images import InvalidImage
 from batchgen.manifest import ManifestRecord, Status
-from batchgen.results import ResultStore
+from batchgen.results import ResultStore, decode_b64_image
 from batchgen.runner import run_batch
 from batchgen.simulator.pictures import bomb_png, render_png
 
@@ -160,3 +161,14 @@ async def test_full_disk_stops_the_run_resumably(simulator, tmp_path, monkeypatc
     monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
     second = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
     assert second.complete and simulator.state.generations == 4  # the recorded answer was reused
+
+
+async def test_b64_images_tolerate_a_data_uri_prefix_and_line_breaks(tmp_path):
+    png = render_png(16, 16, 3)
+    encoded = base64.b64encode(png).decode()
+    wrapped = "data:image/png;base64," + "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60))
+    async with ResultStore.open(tmp_path) as store:
+        image = await store.save_image("j", 0, decode_b64_image(wrapped))
+        with pytest.raises(InvalidImage):
+            await store.save_image("k", 0, decode_b64_image("not base64!"))
+    assert (tmp_path / image.path).read_bytes() == png
