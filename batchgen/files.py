@@ -24,7 +24,15 @@ import aiofiles.os
 
 from batchgen.errors import OutputLockedError, StorageError
 
-__all__ = ["DirectoryLock", "WrittenFile", "ensure_real_dir", "fsync_dir", "safe_name", "write_stream"]
+__all__ = [
+    "DirectoryLock",
+    "WrittenFile",
+    "ensure_real_dir",
+    "fsync_dir",
+    "remove_temporaries",
+    "safe_name",
+    "write_stream",
+]
 
 TEMP_PREFIX = ".tmp-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

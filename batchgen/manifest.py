@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -137,16 +136,6 @@ class ManifestFile:
                 await aiofiles.os.wrap(os.fsync)(out.fileno())
         except OSError as exc:
             raise StorageError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
-
-
-def read_records(path: Path) -> Iterator[ManifestRecord]:
-    """Yield the complete records of a manifest (read-only; stops at a torn line)."""
-    with path.open("rb") as handle:
-        for line in handle:
-            record = _parse(line)
-            if record is None:
-                return
-            yield record
 
 
 def _complete(line: bytes) -> bool:

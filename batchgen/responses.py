@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from batchgen.errors import MalformedResponse
 
-__all__ = ["Answer", "ImageRef", "parse_answer"]
+__all__ = ["Answer", "ImageRef", "error_excerpt", "parse_answer"]
 
 EXCERPT_CHARS = 300  # how much of a bad body the manifest keeps
 
