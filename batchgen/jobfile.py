@@ -74,11 +74,13 @@ class JobFileSummary:
 
 @dataclass(slots=True)
 class _Entry:
-    """One raw job as read: its mapping, its line, and the line of each of its keys."""
+    """One raw job as read: its mapping, its line, the line of each of its keys, and the keys
+    it repeats (YAML silently keeps the last of a repeated key; we report it)."""
 
     raw: Any
     line: int | None
     key_lines: dict[str, int] = field(default_factory=dict)
+    repeated: list[tuple[str, int, str]] = field(default_factory=list)  # key, its line, message
 
 
 def scan_job_file(path: Path) -> JobFileSummary:
@@ -208,13 +210,13 @@ def _yaml_layout(
     if not isinstance(root, yaml.MappingNode):
         problem = "the top level must be a mapping with `jobs:` (and optionally `defaults:`)"
         return [JobFileProblem(name, root.start_mark.line + 1, None, None, problem)], _Entry({}, None)
-    top = _mapping_entry(loader, root)
+    top = _mapping_entry(loader, root, construct=False)  # its jobs are constructed one by one below
     out: list[_Entry | JobFileProblem] = [
         JobFileProblem(name, line, None, key, _unknown("top-level key", key, _YAML_KEYS))
         for key, line in top.key_lines.items()
         if key not in _YAML_KEYS
     ]
-    out += [JobFileProblem(name, top.line, None, key, msg) for key, msg in top.raw.get("!", [])]
+    out += [JobFileProblem(name, line, None, key, msg) for key, line, msg in top.repeated]
     nodes = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
     defaults = _Entry({}, None)
     if "defaults" in nodes:
@@ -233,21 +235,17 @@ def _yaml_layout(
     return out, defaults
 
 
-def _mapping_entry(loader: yaml.SafeLoader, node: yaml.Node) -> _Entry:
+def _mapping_entry(loader: yaml.SafeLoader, node: yaml.Node, *, construct: bool = True) -> _Entry:
     line = node.start_mark.line + 1
     if not isinstance(node, yaml.MappingNode):
         return _Entry(loader.construct_document(node), line)
-    key_lines: dict[str, int] = {}
-    duplicates: list[tuple[str, str]] = []
+    entry = _Entry(loader.construct_document(node) if construct else {}, line)
     for key_node, _ in node.value:
         key = str(key_node.value)
-        if key in key_lines:
-            duplicates.append((key, f"duplicate key (first at line {key_lines[key]})"))
-        key_lines.setdefault(key, key_node.start_mark.line + 1)
-    raw = loader.construct_document(node)
-    entry = _Entry(raw, line, key_lines)
-    if duplicates and isinstance(raw, dict):
-        raw["!"] = duplicates  # "!" cannot be a field name; _build_job reports these
+        if key in entry.key_lines:
+            message = f"duplicate key (first at line {entry.key_lines[key]})"
+            entry.repeated.append((key, key_node.start_mark.line + 1, message))
+        entry.key_lines.setdefault(key, key_node.start_mark.line + 1)
     return entry
 
 
@@ -267,10 +265,10 @@ def _build_job(name: str, base_dir: Path, entry: _Entry, defaults: _Entry) -> Jo
     if not isinstance(entry.raw, dict):
         return [problem(None, None, f"a job must be a mapping of fields, got {_show(entry.raw)}")]
     raw = dict(entry.raw)
-    problems = [problem(None, key, msg) for key, msg in raw.pop("!", [])]
+    problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated]
     if "id" in defaults.raw:
         problems.append(problem(None, "id", "`defaults` cannot set `id`", defaults.key_lines["id"]))
-    fields = {k: v for k, v in {**defaults.raw, **raw}.items() if k not in ("id", "!")}
+    fields = {k: v for k, v in {**defaults.raw, **raw}.items() if k != "id"}
     job_id, id_problem = _job_id(raw, fields)
     if id_problem:
         problems.append(problem(None, "id", id_problem))

@@ -121,6 +121,13 @@ def test_yaml_problems_name_the_line_of_the_field(tmp_path):
     assert problem.startswith(f"{path}:5, job 'a', field 'aspect_ratio'")
 
 
+def test_yaml_repeated_key_is_reported_at_the_repeat(tmp_path):
+    path = tmp_path / "j.yaml"
+    path.write_text("jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:4") and "duplicate key (first at line 3)" in problem
+
+
 def test_unknown_model_suggests_the_nearest(tmp_path):
     path = write_jsonl(tmp_path / "j.jsonl", [{"model": "reve/create-imag", "prompt": "p"}])
     (problem,) = problems_of(path)
@@ -150,6 +157,7 @@ MALFORMED = {
     ).encode()
     + b"\n",
     "empty.jsonl": b"\n\n",
+    "dup-key.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n",
 }
 
 
