@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchgenError as exc:
         print(f"batchgen: {exc}", file=sys.stderr)
         return ExitCode.RESUMABLE
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        print("batchgen: interrupted; run the same command again to resume", file=sys.stderr)
+        return ExitCode.RESUMABLE
     except Exception:
         log.exception("internal error; the output folder stays resumable")
         return ExitCode.INTERNAL

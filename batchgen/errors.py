@@ -166,7 +166,8 @@ class CreditsExhausted(ApiError):
 
 
 class RateLimited(ApiError):
-    """429: a rate or concurrency limit. ``hourly`` marks the free-tier "limit for the hour"."""
+    """429: a rate or concurrency limit. ``hourly`` marks a long wait (the free-tier "limit for
+    the hour", or a ``Retry-After`` of more than a few minutes): the run stops resumable."""
 
     transient = True
 

@@ -182,3 +182,30 @@ async def test_unusable_ca_bundle_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="ca-bundle"):
         async with open_session(fast_settings("http://127.0.0.1:9", ca_bundle=tmp_path / "missing.pem")):
             pass
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high", "stops"),
+    [("7", 7, 7, False), ("Wed, 21 Oct 2099 07:28:00 GMT", 3600, None, True), ("3600", 3600, 3600, True)],
+)
+async def test_retry_after_in_either_form_is_read(header, low, high, stops):
+    async def throttled(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"message": "Too many requests"}, status=429, headers={"Retry-After": header}
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", throttled)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        settings = fast_settings(url)
+        async with open_session(settings) as session:
+            with pytest.raises(RateLimited) as caught:
+                await ApiClient(session, settings).generate(CREATE, client_request_id="bg.x.1.a1")
+    finally:
+        await runner.cleanup()
+    assert caught.value.retry_after >= low and (high is None or caught.value.retry_after <= high)
+    assert caught.value.stops_run is stops  # a wait of more than minutes ends the run, resumable
