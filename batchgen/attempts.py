@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 
 class Outcome(Enum):
-    """How one job ended in this run."""
+    """How one job ended in this run (values name the :class:`~batchgen.progress.Tally` counters)."""
 
     SUCCEEDED = "succeeded"
     ALREADY_DONE = "already_done"  # succeeded in an earlier run; nothing sent

@@ -121,6 +121,7 @@ class _Pool(RunControl):
         self.report = report
         self.progress: Progress | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._grace_timer: asyncio.TimerHandle | None = None
 
     async def run(self, jobs: Iterator[Job]) -> None:
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.settings.concurrency * 2)
@@ -136,6 +137,8 @@ class _Pool(RunControl):
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
             if self.progress is not None:
                 self.progress.close(self.report.tally)
 
@@ -166,15 +169,10 @@ class _Pool(RunControl):
     def _count(self, outcome: Outcome, tokens: float) -> None:
         tally = self.report.tally
         tally.tokens_used += tokens
-        if outcome is Outcome.SUCCEEDED:
-            tally.succeeded += 1
-        elif outcome is Outcome.ALREADY_DONE:
-            tally.already_done += 1
-        elif outcome is Outcome.FAILED_FINAL:
-            tally.failed_final += 1
-        elif outcome is Outcome.FAILED_RETRYABLE:
-            tally.failed_retryable += 1
-        if self.progress is not None and outcome is not Outcome.INTERRUPTED:
+        if outcome is Outcome.INTERRUPTED:
+            return  # counted as not reached at the end
+        setattr(tally, outcome.value, getattr(tally, outcome.value) + 1)  # values name Tally fields
+        if self.progress is not None:
             self.progress.update(tally)
 
     def stop(self, cause: BaseException | None = None) -> None:
@@ -196,7 +194,7 @@ class _Pool(RunControl):
             self.settings.grace,
         )
         self.stop()
-        asyncio.get_running_loop().call_later(self.settings.grace, self._cancel_workers)
+        self._grace_timer = asyncio.get_running_loop().call_later(self.settings.grace, self._cancel_workers)
 
     def _cancel_workers(self) -> None:
         for task in self._tasks:  # the producer too: it may wait on a queue nobody drains now
