@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from batchgen.runner import RunReport, run_batch
 from batchgen.settings import Settings
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, SimulatorState, start_simulator
 
@@ -90,6 +91,11 @@ def fast_settings(url: str, **overrides: Any) -> Settings:
         "grace": 5.0,
     }
     return Settings(**{**values, **overrides})
+
+
+async def run_jobs(job_file: Path, out: Path, url: str, **overrides: Any) -> RunReport:
+    """``run_batch`` against the simulator at ``url`` with :func:`fast_settings`, no progress."""
+    return await run_batch(job_file, out, fast_settings(url, **overrides), progress=False)
 
 
 def write_jsonl(path: Path, jobs: list[dict[str, Any]]) -> Path:

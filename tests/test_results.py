@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from conftest import create_jobs, fast_settings, manifest, write_jsonl
+from conftest import create_jobs, manifest, run_jobs, write_jsonl
 
 from batchgen import files
 from batchgen.errors import OutputLockedError, StorageError
@@ -16,7 +16,6 @@ from batchgen.files import safe_name
 from batchgen.images import InvalidImage
 from batchgen.manifest import ManifestRecord, Status
 from batchgen.results import ResultStore, decode_b64_image
-from batchgen.runner import run_batch
 from batchgen.simulator.pictures import bomb_png, render_png
 
 
@@ -66,11 +65,11 @@ async def test_torn_manifest_line_is_cut_and_the_record_restored(tmp_path):
 async def test_lost_state_database_is_rebuilt_from_the_manifest(simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(3))
     out = tmp_path / "out"
-    await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    await run_jobs(job_file, out, simulator.url)
     for leftover in (out / ".batchgen").glob("state.sqlite3*"):
         leftover.unlink()
 
-    report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    report = await run_jobs(job_file, out, simulator.url)
 
     assert report.tally.already_done == 3 and simulator.state.posts == 3
     assert len(manifest(out)) == 3
@@ -119,18 +118,18 @@ async def test_hostile_cdn_answers_fail_each_job_with_a_reason(make_simulator, t
     sim = make_simulator(cdn_not_image=1.0)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(2))
     out = tmp_path / "out"
-    report = await run_batch(job_file, out, fast_settings(sim.url, max_retries=1), progress=False)
+    report = await run_jobs(job_file, out, sim.url, max_retries=1)
 
     assert report.tally.failed_retryable == 2
     assert all("not an acceptable image" in r["error"]["message"] for r in manifest(out))
 
     sim.faults.cdn_not_image, sim.faults.cdn_bomb = 0.0, 1.0
     (tmp_path / "b").mkdir()
-    await run_batch(job_file, tmp_path / "b", fast_settings(sim.url, max_retries=0), progress=False)
+    await run_jobs(job_file, tmp_path / "b", sim.url, max_retries=0)
     assert all("pixels" in r["error"]["message"] for r in manifest(tmp_path / "b"))
 
     sim.faults.cdn_bomb, sim.faults.bad_scheme = 0.0, 1.0
-    await run_batch(job_file, tmp_path / "c", fast_settings(sim.url), progress=False)
+    await run_jobs(job_file, tmp_path / "c", sim.url)
     records = manifest(tmp_path / "c")
     assert all("only http(s)" in r["error"]["message"] and not r["error"]["retryable"] for r in records)
 
@@ -138,7 +137,7 @@ async def test_hostile_cdn_answers_fail_each_job_with_a_reason(make_simulator, t
 async def test_malformed_answer_keeps_an_excerpt_in_the_manifest(make_simulator, tmp_path):
     sim = make_simulator(malformed=1.0)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(1))
-    await run_batch(job_file, tmp_path / "out", fast_settings(sim.url, max_retries=0), progress=False)
+    await run_jobs(job_file, tmp_path / "out", sim.url, max_retries=0)
     (failed,) = manifest(tmp_path / "out")
     assert failed["error"]["kind"] == "MalformedResponse" and '{"data"' in failed["error"]["body_excerpt"]
     assert json.loads((tmp_path / "out" / "manifest.jsonl").read_bytes())["status"] == "failed"
@@ -153,13 +152,13 @@ async def test_full_disk_stops_the_run_resumably(simulator, tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.tempfile, "mkstemp", full)
-    first = await run_batch(job_file, out, fast_settings(simulator.url, concurrency=1), progress=False)
+    first = await run_jobs(job_file, out, simulator.url, concurrency=1)
     assert first.stop_reason == "storage" and "No space left" in first.stop_message
     generated = simulator.state.generations
     assert generated == 1  # the answer is recorded; no further request went out
 
     monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
-    second = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    second = await run_jobs(job_file, out, simulator.url)
     assert second.complete and simulator.state.generations == 4  # the recorded answer was reused
 
 

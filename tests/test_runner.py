@@ -7,7 +7,7 @@ import hashlib
 import itertools
 
 import pytest
-from conftest import SAMPLES, create_jobs, fast_settings, manifest, write_jsonl, write_yaml
+from conftest import SAMPLES, create_jobs, fast_settings, manifest, run_jobs, write_jsonl, write_yaml
 
 from batchgen.runner import StopReason, run_batch
 from batchgen.simulator import VIOLATION_MARKER
@@ -55,7 +55,7 @@ async def test_body_sent_is_exactly_the_jobs_fields_with_local_files_as_data_uri
         [{"id": "a", "prompt": "edit it", "image_url": "ref.png"}],
         defaults={"model": "reve/edit-image"},
     )
-    await run_batch(job_file, tmp_path / "out", fast_settings(simulator.url), progress=False)
+    await run_jobs(job_file, tmp_path / "out", simulator.url)
 
     expected_uri = "data:image/png;base64," + base64.b64encode(reference).decode()
     assert simulator.state.bodies == [
@@ -66,10 +66,10 @@ async def test_body_sent_is_exactly_the_jobs_fields_with_local_files_as_data_uri
 async def test_second_run_sends_nothing(simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(6))
     out = tmp_path / "out"
-    await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    await run_jobs(job_file, out, simulator.url)
     posts = simulator.state.posts
 
-    report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    report = await run_jobs(job_file, out, simulator.url)
 
     assert simulator.state.posts == posts == 6
     assert report.tally.already_done == 6 and report.complete
@@ -83,7 +83,7 @@ async def test_injected_faults_are_recovered(make_simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(20))
     out = tmp_path / "out"
 
-    report = await run_batch(job_file, out, fast_settings(sim.url, max_retries=10), progress=False)
+    report = await run_jobs(job_file, out, sim.url, max_retries=10)
 
     assert report.complete, report
     assert sim.state.statuses[429] + sim.state.statuses[500] + sim.state.statuses[503] > 0
@@ -110,13 +110,13 @@ async def test_403_midway_stops_then_resume_completes_after_top_up(make_simulato
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(12))
     out = tmp_path / "out"
 
-    first = await run_batch(job_file, out, fast_settings(sim.url, concurrency=2), progress=False)
+    first = await run_jobs(job_file, out, sim.url, concurrency=2)
     assert first.stop_reason is StopReason.NO_CREDITS
     assert sim.state.generations == 4
     assert sim.state.statuses[403] <= 2  # concurrency: at most the in-flight ones hit the wall
 
     sim.faults.credits = None  # credits topped up
-    second = await run_batch(job_file, out, fast_settings(sim.url), progress=False)
+    second = await run_jobs(job_file, out, sim.url)
 
     assert second.complete
     assert second.tally.already_done == 4 and second.tally.succeeded == 8
@@ -127,9 +127,7 @@ async def test_hourly_limit_ends_the_run_resumable_without_retrying(make_simulat
     sim = make_simulator(hourly_limit=2)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(10))
 
-    report = await run_batch(
-        job_file, tmp_path / "out", fast_settings(sim.url, concurrency=1), progress=False
-    )
+    report = await run_jobs(job_file, tmp_path / "out", sim.url, concurrency=1)
 
     assert report.stop_reason is StopReason.HOURLY_LIMIT
     assert sim.state.statuses[429] == 1
@@ -139,9 +137,7 @@ async def test_dead_api_exhausts_the_retry_budget_and_stops(make_simulator, tmp_
     sim = make_simulator(error_503=1.0)
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(50))
 
-    report = await run_batch(
-        job_file, tmp_path / "out", fast_settings(sim.url, retry_budget=20), progress=False
-    )
+    report = await run_jobs(job_file, tmp_path / "out", sim.url, retry_budget=20)
 
     assert report.stop_reason is StopReason.RETRY_BUDGET
     assert sim.state.posts < 50  # stopped long before trying every job
@@ -152,8 +148,8 @@ async def test_content_violation_is_final_and_not_resent(simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", jobs)
     out = tmp_path / "out"
 
-    report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
-    again = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    report = await run_jobs(job_file, out, simulator.url)
+    again = await run_jobs(job_file, out, simulator.url)
 
     assert report.tally.failed_final == 1 and again.tally.failed_final == 1
     assert simulator.state.posts == 1
@@ -161,7 +157,7 @@ async def test_content_violation_is_final_and_not_resent(simulator, tmp_path):
     assert record["status"] == "failed" and record["content_violation"] is True
     assert record["request_id"] and record["tokens_used"] == 126000
 
-    retried = await run_batch(job_file, out, fast_settings(simulator.url, retry_failed=True), progress=False)
+    retried = await run_jobs(job_file, out, simulator.url, retry_failed=True)
     assert simulator.state.posts == 2 and retried.tally.failed_final == 1
 
 
@@ -170,12 +166,12 @@ async def test_failed_download_is_fetched_again_on_resume_not_generated(make_sim
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(3))
     out = tmp_path / "out"
 
-    first = await run_batch(job_file, out, fast_settings(sim.url, max_retries=1), progress=False)
+    first = await run_jobs(job_file, out, sim.url, max_retries=1)
     assert first.tally.failed_retryable == 3
     assert all(r["error"]["retryable"] for r in manifest(out))
 
     sim.faults.cdn_fail = 0.0
-    second = await run_batch(job_file, out, fast_settings(sim.url), progress=False)
+    second = await run_jobs(job_file, out, sim.url)
 
     assert second.complete and sim.state.generations == 3
     last = {r["job_id"]: r for r in manifest(out)}
@@ -191,7 +187,7 @@ async def test_hostile_job_ids_write_only_inside_the_output_folder(simulator, tm
         tmp_path / "jobs.jsonl", [{"id": job_id, "model": "reve/create-image", "prompt": "x"}]
     )
 
-    report = await run_batch(job_file, out, fast_settings(simulator.url), progress=False)
+    report = await run_jobs(job_file, out, simulator.url)
 
     assert report.complete
     everything = {p for p in tmp_path.rglob("*") if p.is_file()}
@@ -215,9 +211,7 @@ async def test_two_ids_that_look_alike_get_different_files(simulator, tmp_path):
 async def test_rate_ceiling_spaces_requests_from_the_start(simulator, tmp_path):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(6))
 
-    await run_batch(
-        job_file, tmp_path / "out", fast_settings(simulator.url, rpm=600, concurrency=6), progress=False
-    )
+    await run_jobs(job_file, tmp_path / "out", simulator.url, rpm=600, concurrency=6)
 
     times = sorted(simulator.state.post_times)
     gaps = [b - a for a, b in itertools.pairwise(times)]
