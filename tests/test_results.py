@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
+import hashlib
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import create_jobs, manifest, run_jobs, write_jsonl
@@ -171,3 +175,56 @@ async def test_b64_images_tolerate_a_data_uri_prefix_and_line_breaks(tmp_path):
         with pytest.raises(InvalidImage):
             await store.save_image("k", 0, decode_b64_image("not base64!"))
     assert (tmp_path / image.path).read_bytes() == png
+
+
+class SmallDisk:
+    """A tmpfs mounted at ``path``; ``resize`` changes its size (e.g. ``"16m"``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mount(self, size: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)],
+            capture_output=True,
+            check=False,
+        )
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 600 KiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    disk = SmallDisk(tmp_path / "disk")
+    disk.path.mkdir()
+    mounted = disk.mount("600k")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    disk.unmount()
+
+
+async def test_real_full_disk_stops_cleanly_and_resumes_when_space_returns(simulator, small_disk, tmp_path):
+    jobs = 40
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(jobs, aspect_ratio="1:1"))
+    out = small_disk.path / "out"
+
+    first = await run_jobs(job_file, out, simulator.url, concurrency=2)
+    assert first.stop_reason == "storage" and first.tally.succeeded < jobs
+
+    await asyncio.to_thread(small_disk.resize, "16m")  # space returns
+    second = await run_jobs(job_file, out, simulator.url)
+    assert second.complete
+    records = [r for r in manifest(out) if r["status"] == "succeeded"]
+    assert sorted(r["job_id"] for r in records) == sorted(f"job-{i}" for i in range(jobs))
+    for r in records:
+        assert (
+            hashlib.sha256((out / r["images"][0]["path"]).read_bytes()).hexdigest()
+            == r["images"][0]["sha256"]
+        )
+    assert simulator.state.generations == jobs  # answers recorded before the disk filled were reused
