@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from batchgen.simulator.faults import FaultConfig, SimulatorState
@@ -203,7 +204,7 @@ async def _cdn(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - o
     if state.roll(faults.cdn_not_image):
         return web.Response(text="<html>not an image</html>", content_type="image/png")
     if state.roll(faults.cdn_oversized):
-        return web.Response(body=b"\0" * faults.oversized_bytes, content_type="image/png")
+        return await _endless(request, faults.oversized_bytes)
     if state.roll(faults.cdn_bomb):
         return web.Response(body=bomb_png(), content_type="image/png")
     try:
@@ -213,6 +214,21 @@ async def _cdn(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - o
     except ValueError:
         return web.Response(status=404, text="no such file")
     return web.Response(body=png, content_type="image/png")
+
+
+async def _endless(request: web.Request, size: int) -> web.StreamResponse:
+    """``size`` bytes of junk, chunked with no Content-Length: a client must count as it reads."""
+    response = web.StreamResponse(headers={"Content-Type": "image/png"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunk = b"\0" * (1024 * 1024)
+    try:
+        for start in range(0, size, len(chunk)):
+            await response.write(chunk[: size - start])
+        await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass  # the client hung up at its cap, as it should
+    return response
 
 
 async def _truncated(request: web.Request) -> web.StreamResponse:

@@ -21,7 +21,8 @@ class FaultConfig:
     (answer after ``slow_seconds``), ``malformed`` (2xx with broken JSON), ``big_json`` (an
     answer padded to ``big_json_bytes``), ``bad_scheme`` (image URL ``file:///etc/passwd``).
     CDN faults: ``cdn_fail`` (500 or a truncated body), ``cdn_not_image``, ``cdn_oversized``
-    (``oversized_bytes`` of junk), ``cdn_bomb`` (decompression bomb), ``cdn_redirect_loop``.
+    (``oversized_bytes`` of junk, chunked, with no Content-Length), ``cdn_bomb`` (decompression
+    bomb), ``cdn_redirect_loop``.
     Limits: ``rpm_limit`` (429 past that many accepted requests in any ``limit_window``
     seconds, 60 by default), ``credits`` (generations
     before 403 "run out of credits"), ``hourly_limit`` (generations before the hourly 429).
