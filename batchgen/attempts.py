@@ -19,7 +19,7 @@ from enum import Enum
 from typing import TypeVar
 
 from batchgen.client import ApiClient, client_request_id
-from batchgen.errors import DownloadError, RateLimited, RequestError
+from batchgen.errors import DownloadError, RateLimited, RequestError, RetryBudgetExhausted
 from batchgen.images import InvalidImage
 from batchgen.jobfile import Job
 from batchgen.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
@@ -29,7 +29,7 @@ from batchgen.results import ResultStore, decode_b64_image
 from batchgen.retry import RetryBudget, RetryPolicy
 from batchgen.state import JobState
 
-__all__ = ["JobAttempt", "Outcome", "RetryBudgetExhausted", "RunControl"]
+__all__ = ["JobAttempt", "Outcome", "RunControl"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,14 +43,6 @@ class Outcome(Enum):
     FAILED_FINAL = "failed_final"
     FAILED_RETRYABLE = "failed_retryable"
     INTERRUPTED = "interrupted"  # the run stopped before the job finished; it stays resumable
-
-
-class RetryBudgetExhausted(RequestError):
-    """The run-wide retry quota ran out: the API keeps failing, so the run stops resumable."""
-
-    transient = True
-    stops_run = True
-    hint = "the API keeps failing; run again later to resume"
 
 
 class RunControl:

@@ -16,7 +16,8 @@ The tree::
         │   └── ServerError          5xx: transient
         ├── TransportError           timeout or connection error (transient)
         ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
-        └── DownloadError            a generated image could not be fetched or is not an image
+        ├── DownloadError            a generated image could not be fetched or is not an image
+        └── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
 
 Status meanings come from ``../shared/api-docs/NOTES.md`` (the API's "Errors with status code
 4xx" page): 401 is a bad key, 403 is exhausted credits or a plan limit ("paying fixes it, waiting
@@ -40,6 +41,7 @@ __all__ = [
     "RateLimited",
     "RequestError",
     "RequestRejected",
+    "RetryBudgetExhausted",
     "ServerError",
     "StorageError",
     "TransportError",
@@ -214,3 +216,11 @@ class DownloadError(RequestError):
     def __init__(self, message: str, *, transient: bool = True, **context: str | int | None) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.transient = transient
+
+
+class RetryBudgetExhausted(RequestError):
+    """The run-wide retry quota ran out: the API keeps failing, so the run stops resumable."""
+
+    transient = True
+    stops_run = True
+    hint = "the API keeps failing; run again later to resume"

@@ -25,9 +25,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from batchgen.attempts import JobAttempt, Outcome, RetryBudgetExhausted, RunControl
+from batchgen.attempts import JobAttempt, Outcome, RunControl
 from batchgen.client import ApiClient, open_session
-from batchgen.errors import AuthenticationError, CreditsExhausted, RateLimited, RequestError, StorageError
+from batchgen.errors import (
+    AuthenticationError,
+    CreditsExhausted,
+    RateLimited,
+    RequestError,
+    RetryBudgetExhausted,
+    StorageError,
+)
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
 from batchgen.progress import Progress, Tally
 from batchgen.ratelimit import AdaptiveRateLimiter
