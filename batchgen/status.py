@@ -35,5 +35,5 @@ async def read_status(out_dir: Path) -> dict[str, str | int | float]:
         "failed_retryable": counts.failed_retryable,
         "in_progress": counts.in_progress,
         "pending": max(0, total - finished),
-        "tokens_used": counts.tokens_used,
+        "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
     }

@@ -110,7 +110,7 @@ def test_status_counts(simulator, tmp_path, monkeypatch, capsys):
         "failed_retryable": 0,
         "in_progress": 0,
         "pending": 0,
-        "tokens_used": 378000.0,
+        "tokens_used": 378000,
     }
     assert main(["status", str(tmp_path / "nothing")]) == ExitCode.INVALID_INPUT
 
@@ -146,6 +146,7 @@ def test_second_concurrent_run_is_refused_with_73(make_simulator, tmp_path, monk
         posts = sim.state.posts
         monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
         assert main(args) == ExitCode.LOCKED
+        assert main(["status", str(out)]) == ExitCode.OK  # status reads a live run's folder
         assert sim.state.posts <= posts + 1  # only the first run's own next request, if any
     finally:
         first.send_signal(signal.SIGTERM)
