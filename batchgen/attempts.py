@@ -19,7 +19,7 @@ from enum import Enum
 from typing import TypeVar
 
 from batchgen.client import ApiClient, client_request_id
-from batchgen.errors import DownloadError, RateLimited, RequestError, RetryBudgetExhausted
+from batchgen.errors import DownloadError, RateLimited, RequestError, RetryBudgetExhausted, StorageError
 from batchgen.images import InvalidImage
 from batchgen.jobfile import Job
 from batchgen.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
@@ -158,7 +158,15 @@ class JobAttempt:
                 if not await control.backoff(decision.delay):
                     return None
                 continue
-            await self._store.db.answered(self.job.id, answer)
+            try:
+                await self._store.db.answered(self.job.id, answer)
+            except StorageError:
+                # Paid for but not recordable (disk full): the log is the last place to keep it.
+                urls = [image.url for image in answer.images]
+                log.error(  # noqa: TRY400 - the stop reports the error itself; no traceback needed
+                    "job %s: answer not recorded: request_id=%s urls=%s", self.job.id, answer.request_id, urls
+                )
+                raise
             control.limiter.on_success()
             control.budget.refund()
             self.tokens_used = float(answer.tokens_used or 0)

@@ -21,6 +21,7 @@ from batchgen.images import InvalidImage
 from batchgen.manifest import ManifestRecord, Status
 from batchgen.results import ResultStore, decode_b64_image
 from batchgen.simulator.pictures import bomb_png, render_png
+from batchgen.state import StateDB
 
 
 async def chunks_of(data: bytes, size: int = 1000):
@@ -218,6 +219,9 @@ async def test_real_full_disk_stops_cleanly_and_resumes_when_space_returns(simul
     assert first.stop_reason == "storage" and first.tally.succeeded < jobs
 
     await asyncio.to_thread(small_disk.resize, "16m")  # space returns
+    db = await StateDB.open(out / ".batchgen" / "state.sqlite3")
+    unrecorded = len(await db.in_flight())  # answered while the disk was full: not recordable
+    await db.close()
     second = await run_jobs(job_file, out, simulator.url)
     assert second.complete
     records = [r for r in manifest(out) if r["status"] == "succeeded"]
@@ -227,4 +231,6 @@ async def test_real_full_disk_stops_cleanly_and_resumes_when_space_returns(simul
             hashlib.sha256((out / r["images"][0]["path"]).read_bytes()).hexdigest()
             == r["images"][0]["sha256"]
         )
-    assert simulator.state.generations == jobs  # answers recorded before the disk filled were reused
+    # Every recorded answer was reused; only answers that could not be recorded were paid again.
+    assert simulator.state.generations <= jobs + unrecorded
+    assert len(second.in_flight_before) == unrecorded  # and the resume said so
