@@ -77,10 +77,21 @@ class RunControl:
         task.cancel()
         return None
 
-    async def backoff(self, seconds: float) -> bool:
-        """Sleep ``seconds`` before a retry; False if the run stopped meanwhile."""
-        await self.unless_stopped(asyncio.sleep(seconds))
-        return not self.stopping
+    async def retry_wait(self, error: RequestError, tries: int, label: str) -> bool | None:
+        """Judge a failed try by the policy and the budget; wait out the backoff.
+
+        Returns True to try again now, False to give up (record ``error``), None when the run
+        stopped during the wait. Raises :class:`RetryBudgetExhausted` when the run-wide quota is
+        spent.
+        """
+        decision = self.policy.decide(error, tries)
+        if not decision.retry:
+            return False
+        if not self.budget.spend(error):
+            raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
+        log.info("%s: %s; retry %d in %.1fs", label, error, tries, decision.delay)
+        await self.unless_stopped(asyncio.sleep(decision.delay))
+        return None if self.stopping else True
 
 
 class JobAttempt:
@@ -149,15 +160,10 @@ class JobAttempt:
                 if error.stops_run:
                     raise
                 tries += 1
-                decision = control.policy.decide(error, tries)
-                if not decision.retry:
-                    return error
-                if not control.budget.spend(error):
-                    raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
-                log.info("job %s: %s; retry %d in %.1fs", self.job.id, error, tries, decision.delay)
-                if not await control.backoff(decision.delay):
-                    return None
-                continue
+                again = await control.retry_wait(error, tries, f"job {self.job.id}")
+                if again:
+                    continue
+                return None if again is None else error
             try:
                 await self._store.db.answered(self.job.id, answer)
             except StorageError:
@@ -203,16 +209,9 @@ class JobAttempt:
             except DownloadError as exc:
                 error = exc
             tries += 1
-            decision = self._control.policy.decide(error, tries)
-            if not decision.retry:
-                return error
-            if not self._control.budget.spend(error):
-                raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
-            log.info(
-                "job %s: image %d: %s; retry %d in %.1fs", self.job.id, index, error, tries, decision.delay
-            )
-            if not await self._control.backoff(decision.delay):
-                return None
+            again = await self._control.retry_wait(error, tries, f"job {self.job.id}: image {index}")
+            if not again:
+                return None if again is None else error
 
     async def _fail(
         self, error: RequestError, answer: Answer | None = None, *, content_violation: bool = False
