@@ -29,6 +29,7 @@ __all__ = [
     "WrittenFile",
     "ensure_real_dir",
     "fsync_dir",
+    "make_output_dir",
     "remove_temporaries",
     "safe_name",
     "write_stream",
@@ -56,6 +57,17 @@ def safe_name(job_id: str) -> str:
     if stem.split(".")[0].lower() in _RESERVED:
         stem = "_" + stem
     return f"{stem}-{hashlib.sha256(job_id.encode()).hexdigest()[:10]}"
+
+
+def make_output_dir(root: Path) -> None:
+    """Create the output folder ``root`` if needed. Raises :class:`StorageError`.
+
+    Unlike the folders batchgen makes inside it, ``root`` may be a symlink: the user chose it.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the output folder {root}: {exc.strerror or exc}") from exc
 
 
 def ensure_real_dir(path: Path, root: Path) -> Path:

@@ -31,6 +31,7 @@ from batchgen.files import (
     DirectoryLock,
     ensure_real_dir,
     fsync_dir,
+    make_output_dir,
     remove_temporaries,
     safe_name,
     write_stream,
@@ -59,29 +60,25 @@ class ResultStore:
 
     @classmethod
     @asynccontextmanager
-    async def open(
-        cls, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, lock: bool = True
-    ) -> AsyncIterator[ResultStore]:
-        """Open ``root`` for a run (``lock=False``: read-only use such as ``batchgen status``).
+    async def open(cls, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> AsyncIterator[ResultStore]:
+        """Open ``root`` for a run.
 
         Creates the folder layout, takes the lock (raises
         :class:`~batchgen.errors.OutputLockedError` when a live run holds it), removes temporary
         files a crash left, and brings ``manifest.jsonl`` back in line with the database.
         Raises :class:`~batchgen.errors.StorageError` for an unusable folder.
         """
-        ensure_real_dir(root, root)
+        make_output_dir(root)
         private = ensure_real_dir(root / ".batchgen", root)
         folder_lock = DirectoryLock(private / "lock")
-        if lock:
-            folder_lock.acquire()
+        folder_lock.acquire()
         try:
             db = await StateDB.open(private / "state.sqlite3")
             try:
                 store = cls(root, db, ManifestFile(root / "manifest.jsonl"), max_pixels)
-                if lock:
-                    ensure_real_dir(store.images, root)
-                    remove_temporaries(store.images)
-                    await store._sync_manifest()
+                ensure_real_dir(store.images, root)
+                remove_temporaries(store.images)
+                await store._sync_manifest()
                 yield store
             finally:
                 await db.close()

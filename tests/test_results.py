@@ -234,3 +234,12 @@ async def test_real_full_disk_stops_cleanly_and_resumes_when_space_returns(simul
     # Every recorded answer was reused; only answers that could not be recorded were paid again.
     assert simulator.state.generations <= jobs + unrecorded
     assert len(second.in_flight_before) == unrecorded  # and the resume said so
+
+
+async def test_the_output_folder_itself_may_be_a_users_symlink(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    async with ResultStore.open(tmp_path / "link") as store:
+        image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 4)))
+    assert (real / image.path).is_file()
