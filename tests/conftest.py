@@ -22,6 +22,33 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_jobs"
 
 
+MALFORMED_JOB_FILES = {  # file name -> bytes: each must be one clear job-file error
+    "empty.yaml": b"",
+    "not-yaml.yaml": b"jobs: [unclosed\n",
+    "jobs-not-list.yaml": b"jobs:\n  prompt: hi\n",
+    "no-jobs.yaml": b"defaults:\n  model: reve/create-image\n",
+    "top-typo.yaml": b"jobz:\n  - prompt: hi\n",
+    "scalar-job.yaml": b"jobs:\n  - just a string\n",
+    "latin1.yaml": "jobs:\n  - prompt: caf\xe9\n".encode("latin-1"),
+    "bad-json.jsonl": b'{"model": "reve/create-image", "prompt": }\n',
+    "array-line.jsonl": b"[1, 2]\n",
+    "nan.jsonl": b'{"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "strength": NaN}\n',
+    "dup-key.jsonl": b'{"model": "reve/create-image", "prompt": "a", "prompt": "b"}\n',
+    "dup-id.jsonl": b'{"id": "x", "model": "reve/create-image", "prompt": "a"}\n{"id": "x", "model": "reve/create-image", "prompt": "b"}\n',
+    "missing-image.jsonl": b'{"model": "reve/edit-image", "prompt": "p", "image_url": "nowhere.png"}\n',
+    "not-an-image.jsonl": b'{"model": "reve/edit-image", "prompt": "p", "image_url": "not-an-image.jsonl"}\n',
+    "too-long.jsonl": json.dumps({"model": "reve/create-image", "prompt": "x" * 2561}).encode() + b"\n",
+    "bool-as-string.jsonl": b'{"model": "reve/create-image", "prompt": "p", "convert_base64_to_url": "yes"}\n',
+    "null-seed.jsonl": b'{"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "seed": null}\n',
+    "too-many-images.jsonl": json.dumps(
+        {"model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["https://x.test"] * 5}
+    ).encode()
+    + b"\n",
+    "empty.jsonl": b"\n\n",
+    "dup-key.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n",
+}
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No AIMLAPI_* variable of the developer's shell leaks into a test."""

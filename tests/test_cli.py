@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, create_jobs, manifest, write_jsonl
+from conftest import MALFORMED_JOB_FILES, SAMPLES, create_jobs, manifest, write_jsonl
 
 from batchgen import results
 from batchgen.cli import ExitCode, main
@@ -63,6 +63,17 @@ def test_invalid_job_file_exits_2_and_sends_and_writes_nothing(simulator, tmp_pa
     code = main(run_args(job_file, out, simulator.url))
     assert code == ExitCode.INVALID_INPUT
     assert "did you mean 'prompt'?" in capsys.readouterr().err
+    assert simulator.state.posts == 0 and not out.exists()
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_JOB_FILES))
+def test_every_kind_of_malformed_file_exits_2_naming_where(simulator, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    job_file = tmp_path / name
+    job_file.write_bytes(MALFORMED_JOB_FILES[name])
+    out = tmp_path / "out"
+    assert main(run_args(job_file, out, simulator.url)) == ExitCode.INVALID_INPUT
+    assert f"{job_file}" in capsys.readouterr().err
     assert simulator.state.posts == 0 and not out.exists()
 
 

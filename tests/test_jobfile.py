@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, write_jsonl, write_yaml
+from conftest import MALFORMED_JOB_FILES, SAMPLES, write_jsonl, write_yaml
 
 from batchgen.errors import JobFileError
 from batchgen.jobfile import iter_jobs, scan_job_file
@@ -134,37 +134,10 @@ def test_unknown_model_suggests_the_nearest(tmp_path):
     assert "did you mean 'reve/create-image'?" in problem
 
 
-MALFORMED = {
-    "empty.yaml": b"",
-    "not-yaml.yaml": b"jobs: [unclosed\n",
-    "jobs-not-list.yaml": b"jobs:\n  prompt: hi\n",
-    "no-jobs.yaml": b"defaults:\n  model: reve/create-image\n",
-    "top-typo.yaml": b"jobz:\n  - prompt: hi\n",
-    "scalar-job.yaml": b"jobs:\n  - just a string\n",
-    "latin1.yaml": "jobs:\n  - prompt: caf\xe9\n".encode("latin-1"),
-    "bad-json.jsonl": b'{"model": "reve/create-image", "prompt": }\n',
-    "array-line.jsonl": b"[1, 2]\n",
-    "nan.jsonl": b'{"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "strength": NaN}\n',
-    "dup-key.jsonl": b'{"model": "reve/create-image", "prompt": "a", "prompt": "b"}\n',
-    "dup-id.jsonl": b'{"id": "x", "model": "reve/create-image", "prompt": "a"}\n{"id": "x", "model": "reve/create-image", "prompt": "b"}\n',
-    "missing-image.jsonl": b'{"model": "reve/edit-image", "prompt": "p", "image_url": "nowhere.png"}\n',
-    "not-an-image.jsonl": b'{"model": "reve/edit-image", "prompt": "p", "image_url": "not-an-image.jsonl"}\n',
-    "too-long.jsonl": json.dumps({"model": "reve/create-image", "prompt": "x" * 2561}).encode() + b"\n",
-    "bool-as-string.jsonl": b'{"model": "reve/create-image", "prompt": "p", "convert_base64_to_url": "yes"}\n',
-    "null-seed.jsonl": b'{"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "seed": null}\n',
-    "too-many-images.jsonl": json.dumps(
-        {"model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["https://x.test"] * 5}
-    ).encode()
-    + b"\n",
-    "empty.jsonl": b"\n\n",
-    "dup-key.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n",
-}
-
-
-@pytest.mark.parametrize("name", sorted(MALFORMED))
+@pytest.mark.parametrize("name", sorted(MALFORMED_JOB_FILES))
 def test_malformed_files_are_each_a_clear_job_file_error(tmp_path, name):
     path = tmp_path / name
-    path.write_bytes(MALFORMED[name])
+    path.write_bytes(MALFORMED_JOB_FILES[name])
     found = problems_of(path)
     assert found and all(p.startswith(str(path)) for p in found)
 
