@@ -264,7 +264,7 @@ def _build_job(name: str, base_dir: Path, entry: _Entry, defaults: _Entry) -> Jo
 
     if not isinstance(entry.raw, dict):
         return [problem(None, None, f"a job must be a mapping of fields, got {_show(entry.raw)}")]
-    raw = dict(entry.raw)
+    raw = {str(key): value for key, value in entry.raw.items()}
     problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated]
     if "id" in defaults.raw:
         problems.append(problem(None, "id", "`defaults` cannot set `id`", defaults.key_lines["id"]))
@@ -286,8 +286,7 @@ def _build_job(name: str, base_dir: Path, entry: _Entry, defaults: _Entry) -> Jo
 
 def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | None]:
     if "id" not in raw:
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-        return "job-" + hashlib.sha256(canonical.encode()).hexdigest()[:16], None
+        return "job-" + hashlib.sha256(_canonical(fields).encode()).hexdigest()[:16], None
     value = raw["id"]
     if isinstance(value, bool) or not isinstance(value, str | int):
         return "?", f"must be a string or an integer, got {_show(value)}"
@@ -299,6 +298,14 @@ def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | Non
     if any(unicodedata.category(c) == "Cc" for c in text):
         return repr(text), "must not contain control characters"
     return text, None
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    """The request as canonical JSON (sorted keys, no spaces): the same content, the same text."""
+    try:
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):  # mixed-type keys or a YAML alias cycle: invalid anyway
+        return repr(fields)
 
 
 def _model_problems(fields: dict[str, Any], job_id: str, problem: Any) -> list[JobFileProblem]:

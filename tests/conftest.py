@@ -45,6 +45,9 @@ MALFORMED_JOB_FILES = {  # file name -> bytes: each must be one clear job-file e
     ).encode()
     + b"\n",
     "empty.jsonl": b"\n\n",
+    "int-key.yaml": b"jobs:\n  - 1: x\n    model: reve/create-image\n    prompt: y\n",
+    "alias-cycle.yaml": b"jobs:\n  - &a {model: reve/create-image, prompt: [*a]}\n",
+    "mixed-keys.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: {1: a, b: c}\n",
     "dup-key.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n",
 }
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +114,23 @@ def test_mutated_jobs_only_ever_raise_job_file_error(job, data):
     yaml_text = "jobs:\n  - " + json.dumps(mutated) + "\n"
     cut = data.draw(st.integers(0, len(yaml_text)))
     scan_text(yaml_text[:cut].encode(), ".yaml")
+
+
+YAML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["model", "prompt", "image_url", "id", "seed", "x"]) | st.integers(), YAML_VALUES
+    )
+)
+def test_arbitrary_yaml_structures_only_ever_raise_job_file_error(job):
+    document = {"defaults": {"model": "reve/create-image"}, "jobs": [job]}
+    scan_text(yaml.safe_dump(document).encode(), ".yaml")
