@@ -43,6 +43,7 @@ __all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file
 
 MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request-Id
 MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
+MAX_YAML_NODES = 1_000_000  # values in a YAML file once aliases are expanded: refuses alias bombs
 _YAML_KEYS = ("defaults", "jobs")
 _REMOTE_SCHEMES = ("http://", "https://", "data:")
 _SHOWN_CHARS = 80  # an offending value is shown up to this long
@@ -158,7 +159,7 @@ def _jsonl_entries(path: Path) -> Iterator[_Entry | JobFileProblem]:
                 continue
             try:
                 raw = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
-            except (json.JSONDecodeError, ValueError) as exc:
+            except (ValueError, RecursionError) as exc:
                 yield JobFileProblem(name, number, None, None, f"invalid JSON: {exc}")
                 continue
             keys = {str(k): number for k in raw} if isinstance(raw, dict) else {}
@@ -177,31 +178,71 @@ def _no_nan(constant: str) -> None:
     raise ValueError(f"{constant} is not valid JSON")
 
 
+class _Unreadable(Exception):
+    """The YAML file cannot be read as a job file at all: (1-based line or None, message)."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 def _yaml_entries(path: Path) -> tuple[list[_Entry | JobFileProblem], _Entry]:
     """Parse a YAML job file into its jobs and defaults, keeping each node's line."""
     name = str(path)
+    loader: yaml.SafeLoader | None = None
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        return [JobFileProblem(name, line, None, None, f"not UTF-8 text ({exc.reason})")], _Entry({}, None)
-    try:
-        loader = yaml.SafeLoader(text)  # rejects control characters already
-    except yaml.YAMLError as exc:
-        return [JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")], _Entry({}, None)
-    try:
+        loader = yaml.SafeLoader(_utf8(path))  # the reader rejects control characters already
         root = loader.get_single_node()
         if root is None:
-            return [JobFileProblem(name, None, None, None, "the file is empty")], _Entry({}, None)
+            raise _Unreadable(None, "the file is empty")
+        if _expanded_size(root, {}, set()) > MAX_YAML_NODES:
+            raise _Unreadable(
+                None, f"more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb?)"
+            )
         return _yaml_layout(name, loader, root)
+    except _Unreadable as exc:
+        problem = JobFileProblem(name, exc.line, None, None, str(exc))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        at = mark.line + 1 if mark else None
-        return [JobFileProblem(name, at, None, None, f"invalid YAML: {exc.problem}")], _Entry({}, None)
+        problem = JobFileProblem(
+            name, mark.line + 1 if mark else None, None, None, f"invalid YAML: {exc.problem}"
+        )
     except yaml.YAMLError as exc:
-        return [JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")], _Entry({}, None)
+        problem = JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")
+    except RecursionError:
+        problem = JobFileProblem(name, None, None, None, "invalid YAML: nested too deeply")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+    return [problem], _Entry({}, None)
+
+
+def _utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(data[: exc.start].count(b"\n") + 1, f"not UTF-8 text ({exc.reason})") from None
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """How many values ``node`` stands for once aliases are expanded (a cycle counts once)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in path or not isinstance(node, yaml.CollectionNode):
+        return 1
+    path.add(key)
+    mapping = isinstance(node, yaml.MappingNode)
+    children = [item for pair in node.value for item in pair] if mapping else node.value
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, path)
+        if total > MAX_YAML_NODES:
+            break  # no need to count the rest of a bomb
+    path.discard(key)
+    sizes[key] = total
+    return total
 
 
 def _yaml_layout(

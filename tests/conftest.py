@@ -48,6 +48,13 @@ MALFORMED_JOB_FILES = {  # file name -> bytes: each must be one clear job-file e
     "int-key.yaml": b"jobs:\n  - 1: x\n    model: reve/create-image\n    prompt: y\n",
     "alias-cycle.yaml": b"jobs:\n  - &a {model: reve/create-image, prompt: [*a]}\n",
     "mixed-keys.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: {1: a, b: c}\n",
+    "alias-bomb.yaml": (
+        b'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+        + b"".join(b"a%d: &a%d [%s]\n" % (i, i, b", ".join([b"*a%d" % (i - 1)] * 9)) for i in range(1, 10))
+        + b"jobs:\n  - model: reve/create-image\n    prompt: *a9\n"
+    ),
+    "deep.yaml": b"jobs:\n  - prompt: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep.jsonl": b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
     "dup-key.yaml": b"jobs:\n  - model: reve/create-image\n    prompt: a\n    prompt: b\n",
 }
 
