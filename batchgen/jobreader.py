@@ -1,0 +1,202 @@
+"""Reading job files: YAML and JSONL text -> raw job entries, each with the lines it came from.
+
+No validation of fields happens here (that is :mod:`batchgen.jobfile`); this module only turns
+text into mappings and reports text that cannot be read as a job file: bad syntax, non-UTF-8,
+repeated keys, NaN, alias bombs, nesting too deep.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batchgen.errors import JobFileProblem
+
+__all__ = ["MAX_YAML_NODES", "Entry", "jsonl_entries", "show_value", "unknown_name", "yaml_entries"]
+
+MAX_YAML_NODES = 1_000_000  # values in a YAML file once aliases are expanded: refuses alias bombs
+_YAML_KEYS = ("defaults", "jobs")
+_SHOWN_CHARS = 80  # an offending value is shown up to this long
+
+
+@dataclass(slots=True)
+class Entry:
+    """One raw job as read: its mapping, its line, the line of each of its keys, and the keys
+    it repeats (YAML silently keeps the last of a repeated key; we report it)."""
+
+    raw: Any
+    line: int | None
+    key_lines: dict[str, int] = field(default_factory=dict)
+    repeated: list[tuple[str, int, str]] = field(default_factory=list)  # key, its line, message
+
+
+def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
+    """Yield each non-blank line of a JSONL file as an entry (or a problem), reading lazily."""
+    name = str(path)
+    with path.open("rb") as lines:
+        for number, raw_line in enumerate(lines, start=1):
+            try:
+                text = raw_line.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                yield JobFileProblem(name, number, None, None, f"not UTF-8 text ({exc.reason})")
+                continue
+            if not text:
+                continue
+            try:
+                raw = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
+            except (ValueError, RecursionError) as exc:
+                yield JobFileProblem(name, number, None, None, f"invalid JSON: {exc}")
+                continue
+            keys = {str(k): number for k in raw} if isinstance(raw, dict) else {}
+            yield Entry(raw, number, keys)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate key(s) {', '.join(map(repr, duplicates))}")
+    return dict(pairs)
+
+
+def _no_nan(constant: str) -> None:
+    raise ValueError(f"{constant} is not valid JSON")
+
+
+class _Unreadable(Exception):
+    """The YAML file cannot be read as a job file at all: (1-based line or None, message)."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def yaml_entries(path: Path) -> tuple[list[Entry | JobFileProblem], Entry]:
+    """Parse a YAML job file into (its jobs, its ``defaults:``), keeping each node's line.
+
+    Raises ``OSError`` when the file cannot be read; everything else is returned as a problem.
+    """
+    name = str(path)
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(_utf8(path))  # the reader rejects control characters already
+        root = loader.get_single_node()
+        if root is None:
+            raise _Unreadable(None, "the file is empty")
+        if _expanded_size(root, {}, set()) > MAX_YAML_NODES:
+            raise _Unreadable(
+                None, f"more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb?)"
+            )
+        return _yaml_layout(name, loader, root)
+    except _Unreadable as exc:
+        problem = JobFileProblem(name, exc.line, None, None, str(exc))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = JobFileProblem(
+            name, mark.line + 1 if mark else None, None, None, f"invalid YAML: {exc.problem}"
+        )
+    except yaml.YAMLError as exc:
+        problem = JobFileProblem(name, None, None, None, f"invalid YAML: {exc}")
+    except RecursionError:
+        problem = JobFileProblem(name, None, None, None, "invalid YAML: nested too deeply")
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return [problem], Entry({}, None)
+
+
+def _utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(data[: exc.start].count(b"\n") + 1, f"not UTF-8 text ({exc.reason})") from None
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """How many values ``node`` stands for once aliases are expanded (a cycle counts once)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in path or not isinstance(node, yaml.CollectionNode):
+        return 1
+    path.add(key)
+    mapping = isinstance(node, yaml.MappingNode)
+    children = [item for pair in node.value for item in pair] if mapping else node.value
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, path)
+        if total > MAX_YAML_NODES:
+            break  # no need to count the rest of a bomb
+    path.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _yaml_layout(
+    name: str, loader: yaml.SafeLoader, root: yaml.Node
+) -> tuple[list[Entry | JobFileProblem], Entry]:
+    if not isinstance(root, yaml.MappingNode):
+        problem = "the top level must be a mapping with `jobs:` (and optionally `defaults:`)"
+        return [JobFileProblem(name, root.start_mark.line + 1, None, None, problem)], Entry({}, None)
+    top = _mapping_entry(loader, root, construct=False)  # its jobs are constructed one by one below
+    out: list[Entry | JobFileProblem] = [
+        JobFileProblem(name, line, None, key, unknown_name("top-level key", key, _YAML_KEYS))
+        for key, line in top.key_lines.items()
+        if key not in _YAML_KEYS
+    ]
+    out += [JobFileProblem(name, line, None, key, msg) for key, line, msg in top.repeated]
+    nodes = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
+    defaults = Entry({}, None)
+    if "defaults" in nodes:
+        node = nodes["defaults"]
+        if isinstance(node, yaml.MappingNode):
+            defaults = _mapping_entry(loader, node)
+        elif not _is_null(node):
+            out.append(JobFileProblem(name, node.start_mark.line + 1, None, "defaults", "must be a mapping"))
+    jobs = nodes.get("jobs")
+    if jobs is None:
+        out.append(JobFileProblem(name, None, None, "jobs", "missing `jobs:` list"))
+    elif not isinstance(jobs, yaml.SequenceNode):
+        out.append(JobFileProblem(name, jobs.start_mark.line + 1, None, "jobs", "must be a list of jobs"))
+    else:
+        out += [_mapping_entry(loader, node) for node in jobs.value]
+    return out, defaults
+
+
+def _mapping_entry(loader: yaml.SafeLoader, node: yaml.Node, *, construct: bool = True) -> Entry:
+    line = node.start_mark.line + 1
+    if not isinstance(node, yaml.MappingNode):
+        return Entry(loader.construct_document(node), line)
+    entry = Entry(loader.construct_document(node) if construct else {}, line)
+    for key_node, _ in node.value:
+        key = str(key_node.value)
+        if key in entry.key_lines:
+            message = f"duplicate key (first at line {entry.key_lines[key]})"
+            entry.repeated.append((key, key_node.start_mark.line + 1, message))
+        entry.key_lines.setdefault(key, key_node.start_mark.line + 1)
+    return entry
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def unknown_name(what: str, value: Any, choices: Any) -> str:
+    """ "unknown <what> <value>", with the closest of ``choices`` suggested (or all of them)."""
+    options = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(options)}"
+    return f"unknown {what} {show_value(value)}{hint}"
+
+
+def show_value(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
