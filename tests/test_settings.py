@@ -1,0 +1,45 @@
+"""Settings: the API key's sources, the base URL's, and range checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchgen.errors import UsageError
+from batchgen.settings import DEFAULT_BASE_URL, Settings, load_api_key, resolve_base_url
+
+
+def test_key_from_file_wins_over_the_environment(tmp_path, monkeypatch):
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    key_file.chmod(0o600)
+    monkeypatch.setenv("AIMLAPI_KEY", "from-env")
+    assert load_api_key(key_file) == "from-file"
+    assert load_api_key(None) == "from-env"
+
+
+def test_missing_or_empty_key_is_a_usage_error_without_the_key(tmp_path):
+    with pytest.raises(UsageError, match="AIMLAPI_KEY"):
+        load_api_key(None)
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    with pytest.raises(UsageError, match="empty"):
+        load_api_key(empty)
+
+
+def test_base_url_from_flag_then_environment_then_default(monkeypatch):
+    assert resolve_base_url(None) == DEFAULT_BASE_URL
+    monkeypatch.setenv("AIMLAPI_BASE_URL", "http://127.0.0.1:9/")
+    assert resolve_base_url(None) == "http://127.0.0.1:9"
+    assert resolve_base_url("https://proxy.test") == "https://proxy.test"
+    with pytest.raises(UsageError):
+        resolve_base_url("ftp://x")
+
+
+def test_key_is_kept_out_of_repr():
+    assert "secret" not in repr(Settings(api_key="secret"))
+
+
+@pytest.mark.parametrize("bad", [{"concurrency": 0}, {"rpm": 0}, {"max_retries": -1}, {"grace": -1}])
+def test_out_of_range_settings_are_refused(bad):
+    with pytest.raises(UsageError):
+        Settings(api_key="k", **bad)
