@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -123,10 +123,12 @@ class ApiClient:
     async def stream_image(self, url: str) -> AsyncIterator[bytes]:
         """Yield the bytes of a generated image at ``url`` in chunks, never holding it whole.
 
-        Only http(s) URLs are fetched, without ``Authorization``, following at most
-        ``max_redirects`` redirects; more than ``max_image_bytes`` is refused.
+        Only http(s) URLs are fetched (a relative one is resolved against the API's base URL),
+        without ``Authorization``, following at most ``max_redirects`` redirects; more than
+        ``max_image_bytes`` is refused.
         Raises :class:`DownloadError` (permanent for a refused URL, transient otherwise).
         """
+        url = urljoin(self._url, url)
         if urlsplit(url).scheme not in ("http", "https"):
             raise DownloadError(f"refused to fetch {url[:80]!r}: only http(s) URLs", transient=False)
         cap = self._settings.max_image_bytes

@@ -209,3 +209,8 @@ async def test_retry_after_in_either_form_is_read(header, low, high, stops):
         await runner.cleanup()
     assert caught.value.retry_after >= low and (high is None or caught.value.retry_after <= high)
     assert caught.value.stops_run is stops  # a wait of more than minutes ends the run, resumable
+
+
+async def test_relative_image_urls_resolve_against_the_api(simulator):
+    data = await fetch(simulator, "/cdn/32x24-0abc.png")
+    assert data.startswith(b"\x89PNG") and simulator.state.cdn_gets == 1
