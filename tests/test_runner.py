@@ -7,6 +7,7 @@ import hashlib
 import itertools
 
 import pytest
+from aiohttp import web
 from conftest import SAMPLES, create_jobs, fast_settings, manifest, run_jobs, write_jsonl, write_yaml
 
 from batchgen.runner import StopReason, run_batch
@@ -229,3 +230,38 @@ async def test_unannounced_server_limit_is_found_and_respected(make_simulator, t
     assert report.complete
     assert sim.state.statuses[429] > 0  # it had to find the limit
     assert sim.state.statuses[429] < 60  # ...but did not retry into it for every job
+
+
+async def test_data_uri_in_place_of_an_image_url_is_decoded_not_fetched(tmp_path):
+    png = (SAMPLES / "images" / "t-rex.png").read_bytes()
+    answer = {
+        "images": [
+            {"url": "data:image/png;base64," + base64.b64encode(png).decode(), "width": 512, "height": 384}
+        ],
+        "seed": 7,
+    }
+
+    async def flux(request: web.Request) -> web.Response:
+        return web.json_response(answer, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", flux)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        job = {
+            "id": "f",
+            "model": "flux/dev/image-to-image",
+            "prompt": "p",
+            "image_url": "https://x.test/a.png",
+        }
+        out = tmp_path / "out"
+        report = await run_jobs(
+            write_jsonl(tmp_path / "j.jsonl", [job]), out, f"http://127.0.0.1:{runner.addresses[0][1]}"
+        )
+    finally:
+        await runner.cleanup()
+    assert report.complete
+    (record,) = manifest(out)
+    assert (out / record["images"][0]["path"]).read_bytes() == png and record["images"][0]["url"] is None
