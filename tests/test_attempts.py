@@ -22,14 +22,11 @@ def control() -> RunControl:
     return RunControl(AdaptiveRateLimiter(60_000), RetryPolicy(base=0.0), RetryBudget())
 
 
-async def attempt(simulator, store: ResultStore, control: RunControl, **options) -> JobAttempt:
+async def run_job(simulator, store: ResultStore, control: RunControl) -> Outcome:
+    """Carry JOB through one attempt against the simulator."""
     settings = fast_settings(simulator.url)
     async with open_session(settings) as session:
-        job_attempt = JobAttempt(
-            JOB, control, store, ApiClient(session, settings), retry_failed=False, **options
-        )
-        job_attempt.outcome = await job_attempt.run()
-    return job_attempt
+        return await JobAttempt(JOB, control, store, ApiClient(session, settings), retry_failed=False).run()
 
 
 async def test_a_recorded_answer_is_fetched_again_never_generated(simulator, control, tmp_path):
