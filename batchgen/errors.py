@@ -193,18 +193,21 @@ class ServerError(ApiError):
     """5xx or another unexpected status: the API failed; trying again later may work."""
 
     transient = True
+    hint = "batchgen retries it; if the run gives up, run the same command later to resume"
 
 
 class TransportError(RequestError):
     """A timeout or connection error; the request may or may not have reached the API."""
 
     transient = True
+    hint = "check the network, --base-url and the proxy settings; a later run resumes"
 
 
 class MalformedResponse(RequestError):
     """A 2xx answer whose body is not the documented JSON shape (excerpt in ``body_excerpt``)."""
 
     transient = True
+    hint = "batchgen retries it; the manifest keeps an excerpt of the body"
 
 
 class DownloadError(RequestError):
@@ -212,6 +215,8 @@ class DownloadError(RequestError):
 
     Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent.
     """
+
+    hint = "the paid generation is kept; a later run fetches the image again (not for refused URLs)"
 
     def __init__(self, message: str, *, transient: bool = True, **context: str | int | None) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
