@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -110,16 +111,11 @@ async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
         return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
     simulator = await start_simulator()
     try:
-        settings = _replace(settings, base_url=simulator.url)
+        settings = dataclasses.replace(settings, base_url=simulator.url)
         log.info("simulated API at %s (no key needed, nothing is billed)", simulator.url)
         return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
     finally:
         await simulator.close()
-
-
-def _replace(settings: Settings, **changes: object) -> Settings:
-    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    return Settings(**{**values, **changes})
 
 
 def _exit_code(report: RunReport) -> int:
