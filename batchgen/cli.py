@@ -274,16 +274,12 @@ def _add_simulate_server(commands: argparse._SubParsersAction[argparse.ArgumentP
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
     server.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
     for f in fields(FaultConfig):
-        kind = (
-            int
-            if f.name in ("seed", "rpm_limit", "credits", "hourly_limit") or f.name.endswith("_bytes")
-            else float
-        )
+        kind = float if isinstance(f.default, float) else int
         server.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             type=kind,
             default=f.default,
-            help=f.name.replace("_", " "),
+            help=f.metadata["help"],
         )
     server.set_defaults(handler=_simulate_server)

@@ -12,45 +12,39 @@ from typing import Any
 __all__ = ["FaultConfig", "SimulatorState"]
 
 
+def _opt(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(slots=True)
 class FaultConfig:
     """Fault probabilities (0..1, drawn per request from a seeded RNG) and enforced limits.
 
-    Generation faults: ``error_429`` (no ``Retry-After``, like the API), ``error_500``,
-    ``error_503``, ``drop`` (connection closed before any answer; nothing billed), ``slow``
-    (answer after ``slow_seconds``), ``malformed`` (2xx with broken JSON), ``big_json`` (an
-    answer padded to ``big_json_bytes``), ``bad_scheme`` (image URL ``file:///etc/passwd``).
-    CDN faults: ``cdn_fail`` (500 or a truncated body), ``cdn_not_image``, ``cdn_oversized``
-    (``oversized_bytes`` of junk, chunked, with no Content-Length), ``cdn_bomb`` (decompression
-    bomb), ``cdn_redirect_loop``.
-    Limits: ``rpm_limit`` (429 past that many accepted requests in any ``limit_window``
-    seconds, 60 by default), ``credits`` (generations
-    before 403 "run out of credits"), ``hourly_limit`` (generations before the hourly 429).
-    ``latency``: seconds every generation takes.
+    Each field's ``help`` metadata says what it does (and is the ``simulate-server --help``).
     """
 
-    seed: int = 0
-    latency: float = 0.0
-    error_429: float = 0.0
-    error_500: float = 0.0
-    error_503: float = 0.0
-    drop: float = 0.0
-    slow: float = 0.0
-    slow_seconds: float = 5.0
-    malformed: float = 0.0
-    big_json: float = 0.0
-    big_json_bytes: int = 80 * 1024 * 1024
-    bad_scheme: float = 0.0
-    cdn_fail: float = 0.0
-    cdn_not_image: float = 0.0
-    cdn_oversized: float = 0.0
-    oversized_bytes: int = 60 * 1024 * 1024
-    cdn_bomb: float = 0.0
-    cdn_redirect_loop: float = 0.0
-    rpm_limit: int | None = None
-    limit_window: float = 60.0
-    credits: int | None = None
-    hourly_limit: int | None = None
+    seed: int = _opt(0, "seed of the fault RNG (same seed, same faults)")
+    latency: float = _opt(0.0, "seconds every generation takes")
+    error_429: float = _opt(0.0, "probability of 429 Too many requests, without Retry-After like the API")
+    error_500: float = _opt(0.0, "probability of 500")
+    error_503: float = _opt(0.0, "probability of 503")
+    drop: float = _opt(0.0, "probability of closing the connection before answering (nothing billed)")
+    slow: float = _opt(0.0, "probability of answering after --slow-seconds more")
+    slow_seconds: float = _opt(5.0, "seconds a slow answer takes on top of --latency")
+    malformed: float = _opt(0.0, "probability of a 201 with broken JSON")
+    big_json: float = _opt(0.0, "probability of an answer padded to --big-json-bytes")
+    big_json_bytes: int = _opt(80 * 1024 * 1024, "bytes of a padded answer")
+    bad_scheme: float = _opt(0.0, "probability of an image URL file:///etc/passwd")
+    cdn_fail: float = _opt(0.0, "probability of a CDN 500 or truncated image")
+    cdn_not_image: float = _opt(0.0, "probability of HTML served as image/png")
+    cdn_oversized: float = _opt(0.0, "probability of --oversized-bytes of junk, chunked, no length")
+    oversized_bytes: int = _opt(60 * 1024 * 1024, "bytes of an oversized image")
+    cdn_bomb: float = _opt(0.0, "probability of a decompression bomb (a tiny PNG claiming 100000x100000)")
+    cdn_redirect_loop: float = _opt(0.0, "probability of a CDN redirect to itself, forever")
+    rpm_limit: int | None = _opt(None, "429 past this many accepted requests per --limit-window seconds")
+    limit_window: float = _opt(60.0, "seconds of the --rpm-limit window")
+    credits: int | None = _opt(None, "generations before 403 'You've run out of credits'")
+    hourly_limit: int | None = _opt(None, "generations before 429 'free limit for the hour'")
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set fields by name (unknown names raise ``KeyError``)."""
