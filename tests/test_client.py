@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import ssl
+from types import SimpleNamespace
 
 import pytest
+import trustme
 from aiohttp import web
 from conftest import fast_settings
 
@@ -21,7 +24,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.settings import Timeouts
-from batchgen.simulator import VIOLATION_MARKER
+from batchgen.simulator import VIOLATION_MARKER, start_simulator
 
 CREATE = {"model": "reve/create-image", "prompt": "a T-rex"}
 FLUX = {
@@ -214,3 +217,30 @@ async def test_retry_after_in_either_form_is_read(header, low, high, stops):
 async def test_relative_image_urls_resolve_against_the_api(simulator):
     data = await fetch(simulator, "/cdn/32x24-0abc.png")
     assert data.startswith(b"\x89PNG") and simulator.state.cdn_gets == 1
+
+
+@pytest.fixture
+async def tls_simulator(tmp_path):
+    """The simulator over TLS, its certificate from a throwaway CA; yields (url, CA file)."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    sim = await start_simulator(ssl_context=server_context)
+    yield sim.url, ca_file
+    await sim.close()
+
+
+async def test_tls_is_always_verified_and_a_private_ca_can_be_trusted(tls_simulator, monkeypatch):
+    url, ca_file = tls_simulator
+    assert url.startswith("https://")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(TransportError, match=r"(?i)certificate"):
+        await generate(SimpleNamespace(url=url), CREATE)
+
+    answer = await generate(SimpleNamespace(url=url), CREATE, ca_bundle=ca_file)  # --ca-bundle
+    assert answer.request_id
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the standard variable works too
+    assert (await generate(SimpleNamespace(url=url), CREATE)).request_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,16 +66,22 @@ class RunningSimulator:
 
 
 async def start_simulator(
-    config: FaultConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: FaultConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> RunningSimulator:
-    """Start the simulator on ``host:port`` (port 0: a free one) in the running event loop."""
+    """Start the simulator on ``host:port`` (port 0: a free one) in the running event loop;
+    over TLS when given a server ``ssl_context``."""
     state = SimulatorState(config or FaultConfig())
     runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1]
-    return RunningSimulator(f"http://{host}:{bound}", state, runner)
+    scheme = "https" if ssl_context else "http"
+    return RunningSimulator(f"{scheme}://{host}:{bound}", state, runner)
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
