@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings(
         api_key=SIMULATOR_KEY if args.simulate else load_api_key(args.api_key_file),
+        # With --simulate, the simulator's own URL replaces this once it listens.
         base_url="http://127.0.0.1" if args.simulate else resolve_base_url(args.base_url),
         concurrency=args.concurrency,
         rpm=args.rpm,

@@ -9,11 +9,11 @@ whose answer was recorded was generated again (paid generations <= jobs + in fli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ import pytest
 from conftest import create_jobs, write_jsonl
 
 from batchgen.simulator import SIMULATOR_KEY
+from batchgen.state import StateDB
 
 JOBS = 24
 
@@ -58,8 +59,15 @@ def dispatched_jobs(out: Path) -> set[str]:
     path = out / ".batchgen" / "state.sqlite3"
     if not path.exists():
         return set()
-    with sqlite3.connect(path) as db:
-        return {row[0] for row in db.execute("SELECT job_id FROM jobs WHERE state='dispatched'")}
+
+    async def read() -> set[str]:
+        db = await StateDB.open(path)
+        try:
+            return {job_id for job_id, _ in await db.in_flight()}
+        finally:
+            await db.close()
+
+    return asyncio.run(read())
 
 
 def check_folder(out: Path, job_ids: set[str]) -> None:
