@@ -84,15 +84,23 @@ def generations_per_job(sim) -> Counter[str]:
     return Counter(prompt.removeprefix("picture number ") for _, prompt, _ in sim.state.generated)
 
 
+def mixed_jobs(count: int) -> list[dict[str, object]]:
+    """Jobs answered with a URL, and every third one with inline base64 bytes."""
+    return [
+        job | ({"convert_base64_to_url": False} if i % 3 == 2 else {})
+        for i, job in enumerate(create_jobs(count))
+    ]
+
+
 KILL_POINTS = [("posts", k) for k in (1, 3, 6, 10, 15, 20, 23)]
 KILL_POINTS += [("generations", k) for k in (1, 2, 5, 9, 14, 19, 24)]
-KILL_POINTS += [("cdn_gets", k) for k in (1, 4, 8, 12, 17, 22, 24)]
+KILL_POINTS += [("cdn_gets", k) for k in (1, 3, 6, 9, 12, 14, 16)]  # 16 of the 24 jobs answer with URLs
 
 
 @pytest.mark.parametrize(("counter", "k"), KILL_POINTS, ids=[f"{c}-{k}" for c, k in KILL_POINTS])
 def test_sigkill_then_resume_loses_nothing_and_pays_once(make_simulator, tmp_path, counter, k):
     sim = make_simulator(latency=0.02, seed=k)
-    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(JOBS))
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", mixed_jobs(JOBS))
     out = tmp_path / "out"
 
     proc = start_run(job_file, out, sim.url)
@@ -123,7 +131,7 @@ def test_faulty_api_and_three_random_kills_end_with_every_job_once(make_simulato
         seed=42, error_429=0.1, error_500=0.05, error_503=0.05, drop=0.05, cdn_fail=0.1, latency=0.01
     )
     jobs = 200
-    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(jobs))
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", mixed_jobs(jobs))
     out = tmp_path / "out"
     rng = random.Random(7)
     in_flight: set[str] = set()
