@@ -101,8 +101,15 @@ def load_api_key(key_file: Path | None) -> str:
         key = text.strip().splitlines()[0].strip() if text.strip() else ""
         if not key:
             raise UsageError(f"--api-key-file {str(key_file)!r} is empty")
-        return key
+        return _checked(key, f"--api-key-file {str(key_file)!r}")
     key = os.environ.get("AIMLAPI_KEY", "").strip()
     if not key:
         raise UsageError("no API key: set AIMLAPI_KEY or pass --api-key-file (or use --simulate)")
+    return _checked(key, "AIMLAPI_KEY")
+
+
+def _checked(key: str, source: str) -> str:
+    # A key goes into an HTTP header: spaces or control characters there mean a pasting mistake.
+    if not key.isascii() or not key.isprintable() or " " in key:
+        raise UsageError(f"the API key in {source} has spaces or unprintable characters")
     return key

@@ -43,3 +43,11 @@ def test_key_is_kept_out_of_repr():
 def test_out_of_range_settings_are_refused(bad):
     with pytest.raises(UsageError):
         Settings(api_key="k", **bad)
+
+
+@pytest.mark.parametrize("bad", ["two words", "line\nbreak", "tab\there", "ключ"])
+def test_a_mangled_key_is_refused_without_showing_it(monkeypatch, bad):
+    monkeypatch.setenv("AIMLAPI_KEY", bad)
+    with pytest.raises(UsageError) as caught:
+        load_api_key(None)
+    assert bad not in str(caught.value)
