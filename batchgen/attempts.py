@@ -186,9 +186,7 @@ class JobAttempt:
             return await self._fail(RequestError("the API answered with no image"), answer)
         images: list[ImageRecord] = []
         for index, ref in enumerate(answer.images):
-            # A data: URI in place of a URL is inline bytes too (some flux back ends answer so).
-            inline = ref.b64_json or (ref.url if ref.url and ref.url.startswith("data:") else None)
-            saved = await self._save_image(index, None if inline else ref.url, inline)
+            saved = await self._save_image(index, ref.url, ref.b64_json)
             if not isinstance(saved, ImageRecord):
                 return await self._fail(saved, answer) if saved else Outcome.INTERRUPTED
             images.append(saved)

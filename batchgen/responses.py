@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from batchgen.errors import MalformedResponse
 
@@ -35,6 +35,13 @@ class ImageRef(BaseModel):
     width: int | None = None
     height: int | None = None
     content_type: str | None = None
+
+    @model_validator(mode="after")
+    def _data_uri_is_inline(self) -> ImageRef:
+        # Some flux back ends put a data: URI where the URL goes: those are inline bytes.
+        if self.url is not None and self.url.startswith("data:") and not self.b64_json:
+            self.b64_json, self.url = self.url, None
+        return self
 
 
 class Answer(BaseModel):
