@@ -103,22 +103,28 @@ class ManifestFile:
         Raises :class:`StorageError` if the file cannot be read or is a symlink.
         """
         extra: list[ManifestRecord] = []
-        count = good_end = 0
+        count = good_end = last_start = 0
+        last = b""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise StorageError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         with os.fdopen(fd, "r+b") as handle:
             for line in handle:
-                if not _complete(line):
-                    break
+                if not line.endswith(b"\n"):
+                    break  # torn by a crash mid-append
                 if count >= known:
                     record = _parse(line)
                     if record is None:
                         break
                     extra.append(record)
+                last_start, last = good_end, line
                 count += 1
                 good_end += len(line)
+            # Each record is one write, so only the tail can be torn; records the database already
+            # holds are not parsed again, except the last, in case a crash left junk ending in "\n".
+            if 0 < count <= known and not _complete(last):
+                count, good_end = count - 1, last_start
             if handle.seek(0, os.SEEK_END) != good_end:
                 handle.truncate(good_end)
                 handle.flush()

@@ -36,3 +36,10 @@ def test_a_planted_symlink_is_refused(tmp_path):
     (tmp_path / "manifest.jsonl").symlink_to(target)
     with pytest.raises(StorageError):
         ManifestFile(tmp_path / "manifest.jsonl").repair(known=0)
+
+
+def test_junk_ending_in_a_newline_at_the_tail_is_cut_too(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    path.write_text(record("a").model_dump_json() + "\n" + '{"job_id": "b", "mo\n')
+    assert ManifestFile(path).repair(known=2) == (1, [])
+    assert path.read_text() == record("a").model_dump_json() + "\n"
