@@ -52,8 +52,9 @@ class Progress:
     def update(self, tally: Tally) -> None:
         """Show the tally after a job changed state."""
         if self._bar is not None:
-            self._bar.n = tally.seen
-            self._bar.set_postfix_str(self._summary(tally), refresh=True)
+            # update() lets tqdm throttle redraws (mininterval); forcing one per job is slow on resume.
+            self._bar.set_postfix_str(self._summary(tally), refresh=False)
+            self._bar.update(tally.seen - self._bar.n)
         elif time.monotonic() - self._last_log >= self._interval:
             self._last_log = time.monotonic()
             log.info("progress %d/%d: %s", tally.seen, self.total, self._summary(tally))
@@ -62,6 +63,7 @@ class Progress:
         """Final line; closes the bar."""
         if self._bar is not None:
             self.update(tally)
+            self._bar.refresh()
             self._bar.close()
         log.info("finished %d/%d: %s", tally.seen, self.total, self._summary(tally))
 
