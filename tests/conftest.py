@@ -6,13 +6,15 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from batchgen.runner import RunReport, run_batch
 from batchgen.settings import Settings
@@ -128,6 +130,23 @@ def fast_settings(url: str, **overrides: Any) -> Settings:
         "grace": 5.0,
     }
     return Settings(**{**values, **overrides})
+
+
+@asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve ``handler`` for every method and path on a free 127.0.0.1 port; yield its base URL.
+
+    For stand-ins of servers that the simulator deliberately is not (proxies, Retry-After senders).
+    """
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def run_jobs(job_file: Path, out: Path, url: str, **overrides: Any) -> RunReport:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import trustme
 from aiohttp import web
-from conftest import fast_settings
+from conftest import fast_settings, serving
 
 from batchgen.client import ApiClient, client_request_id, open_session
 from batchgen.errors import (
@@ -160,14 +160,8 @@ async def test_http_proxy_from_the_environment_is_used_and_no_proxy_honoured(sim
         seen.append(str(request.url))
         return web.Response(status=502, text="proxy says no")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    async with serving(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         with pytest.raises(ServerError, match="502"):
@@ -177,8 +171,6 @@ async def test_http_proxy_from_the_environment_is_used_and_no_proxy_honoured(sim
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         answer = await generate(simulator, CREATE)
         assert answer.request_id and len(seen) == 1
-    finally:
-        await runner.cleanup()
 
 
 async def test_unusable_ca_bundle_is_a_usage_error(tmp_path):
@@ -197,19 +189,11 @@ async def test_retry_after_in_either_form_is_read(header, low, high, stops):
             {"message": "Too many requests"}, status=429, headers={"Retry-After": header}
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", throttled)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(throttled) as url:
         settings = fast_settings(url)
         async with open_session(settings) as session:
             with pytest.raises(RateLimited) as caught:
                 await ApiClient(session, settings).generate(CREATE, client_request_id="bg.x.1.a1")
-    finally:
-        await runner.cleanup()
     assert caught.value.retry_after >= low and (high is None or caught.value.retry_after <= high)
     assert caught.value.stops_run is stops  # a wait of more than minutes ends the run, resumable
 

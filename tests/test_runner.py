@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 from aiohttp import web
-from conftest import SAMPLES, create_jobs, fast_settings, manifest, run_jobs, write_jsonl, write_yaml
+from conftest import SAMPLES, create_jobs, fast_settings, manifest, run_jobs, serving, write_jsonl, write_yaml
 
 from batchgen.runner import StopReason, run_batch
 from batchgen.simulator import VIOLATION_MARKER
@@ -244,12 +244,7 @@ async def test_data_uri_in_place_of_an_image_url_is_decoded_not_fetched(tmp_path
     async def flux(request: web.Request) -> web.Response:
         return web.json_response(answer, status=201)
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", flux)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with serving(flux) as url:
         job = {
             "id": "f",
             "model": "flux/dev/image-to-image",
@@ -257,11 +252,7 @@ async def test_data_uri_in_place_of_an_image_url_is_decoded_not_fetched(tmp_path
             "image_url": "https://x.test/a.png",
         }
         out = tmp_path / "out"
-        report = await run_jobs(
-            write_jsonl(tmp_path / "j.jsonl", [job]), out, f"http://127.0.0.1:{runner.addresses[0][1]}"
-        )
-    finally:
-        await runner.cleanup()
+        report = await run_jobs(write_jsonl(tmp_path / "j.jsonl", [job]), out, url)
     assert report.complete
     (record,) = manifest(out)
     assert (out / record["images"][0]["path"]).read_bytes() == png and record["images"][0]["url"] is None
