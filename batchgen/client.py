@@ -192,7 +192,7 @@ def _status_error(response: aiohttp.ClientResponse, payload: bytes) -> RequestEr
     if status == 429:  # noqa: PLR2004
         retry_after = _retry_after(response.headers.get("Retry-After"))
         long_wait = bool(_HOURLY.search(message)) or (retry_after or 0) > LONG_RETRY_AFTER
-        return RateLimited(text, retry_after=retry_after, hourly=long_wait, **context)
+        return RateLimited(text, retry_after=retry_after, long_wait=long_wait, **context)
     if 400 <= status < 500 and status not in _TRANSIENT_4XX:  # noqa: PLR2004
         return RequestRejected(text, **context)
     return ServerError(text, **context)

@@ -12,7 +12,7 @@ The tree::
         │   ├── RequestRejected      400/422 and other 4xx: the job itself is wrong (permanent)
         │   ├── AuthenticationError  401: key missing, expired or invalid (stops the run)
         │   ├── CreditsExhausted     403: out of credits or plan limit (stops the run)
-        │   ├── RateLimited          429: back off; the hourly variant stops the run
+        │   ├── RateLimited          429: back off; a long wait (hourly limit) stops the run
         │   └── ServerError          5xx: transient
         ├── TransportError           timeout or connection error (transient)
         ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
@@ -168,7 +168,7 @@ class CreditsExhausted(ApiError):
 
 
 class RateLimited(ApiError):
-    """429: a rate or concurrency limit. ``hourly`` marks a long wait (the free-tier "limit for
+    """429: a rate or concurrency limit. ``long_wait`` marks one not worth waiting out (the "limit for
     the hour", or a ``Retry-After`` of more than a few minutes): the run stops resumable."""
 
     transient = True
@@ -178,15 +178,15 @@ class RateLimited(ApiError):
         message: str,
         *,
         retry_after: float | None = None,
-        hourly: bool = False,
+        long_wait: bool = False,
         **context: str | int | None,
     ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.retry_after = retry_after
-        self.hourly = hourly
-        self.stops_run = hourly
-        if hourly:
-            self.hint = "the hourly limit resets within the hour: run again later to resume"
+        self.long_wait = long_wait
+        self.stops_run = long_wait
+        if long_wait:
+            self.hint = "the limit resets later (the hourly one within the hour): run again then to resume"
 
 
 class ServerError(ApiError):

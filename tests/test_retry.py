@@ -36,7 +36,7 @@ def test_permanent_and_run_stopping_errors_never_retry():
         RequestRejected("x"),
         AuthenticationError("x"),
         CreditsExhausted("x"),
-        RateLimited("x", hourly=True),
+        RateLimited("x", long_wait=True),
         DownloadError("x", transient=False),
     ):
         assert not POLICY.decide(error, 1).retry
