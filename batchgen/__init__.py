@@ -2,7 +2,7 @@
 
 Pipeline, one module each: ``jobfile`` (job file -> jobs) -> ``requests`` (typed bodies) ->
 ``client`` (HTTP) -> ``runner`` / ``attempts`` (worker pool, retries, rate limit) ->
-``results`` (images, manifest, durable state). ``simulator`` is a stand-in API.
+``store`` (the output folder: images, manifest, durable state). ``simulator`` is a stand-in API.
 """
 
 from batchgen.errors import BatchgenError

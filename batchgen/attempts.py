@@ -1,6 +1,6 @@
 """One job, from its durable state to its manifest record: generate, record, fetch, save.
 
-The order is what makes a crash at any moment safe (see :mod:`batchgen.state`):
+The order is what makes a crash at any moment safe (see :mod:`batchgen.store.database`):
 
 1. a job with a succeeded record is skipped (nothing is sent, ever again);
 2. ``dispatched`` is committed before the request goes out;
@@ -15,44 +15,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from enum import Enum
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from batchgen.client import ApiClient, client_request_id
-from batchgen.errors import DownloadError, RateLimited, RequestError, RetryBudgetExhausted, StorageError
-from batchgen.images import InvalidImage
+from batchgen.errors import ContentViolation, DownloadError, RequestError, StorageError
+from batchgen.gates import Gates
+from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.jobfile import Job
-from batchgen.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
-from batchgen.ratelimit import AdaptiveRateLimiter
-from batchgen.responses import Answer
-from batchgen.results import ResultStore, decode_b64_image
-from batchgen.retry import RetryBudget, RetryPolicy
-from batchgen.state import JobState
+from batchgen.progress import Outcome
+from batchgen.responses import Answer, ImageRef
+from batchgen.retry import Interrupted, RetryPolicy, Seat, retrying
+from batchgen.store import (
+    ErrorInfo,
+    ImageRecord,
+    JobRow,
+    JobState,
+    ManifestRecord,
+    OutputFolder,
+    Status,
+    utc_now,
+)
 
-__all__ = ["JobAttempt", "Outcome", "RunControl"]
+__all__ = ["JobAttempt", "RunControl", "judge"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Outcome(Enum):
-    """How one job ended in this run (values name the :class:`~batchgen.progress.Tally` counters)."""
-
-    SUCCEEDED = "succeeded"
-    ALREADY_DONE = "already_done"  # succeeded in an earlier run; nothing sent
-    FAILED_FINAL = "failed_final"
-    FAILED_RETRYABLE = "failed_retryable"
-    INTERRUPTED = "interrupted"  # the run stopped before the job finished; it stays resumable
-
-
+@dataclass(slots=True)
 class RunControl:
-    """What every job of a run shares: rate limiter, retry policy and budget, and the stop event."""
+    """What every job of a run shares: the gates of generation requests and of downloads, the
+    retry policy, the ``concurrency`` places of jobs at work, and the stop event."""
 
-    def __init__(self, limiter: AdaptiveRateLimiter, policy: RetryPolicy, budget: RetryBudget) -> None:
-        self.limiter = limiter
-        self.policy = policy
-        self.budget = budget
-        self._stop = asyncio.Event()
+    generation_gates: Gates
+    download_gates: Gates
+    policy: RetryPolicy
+    places: asyncio.Semaphore
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def stopping(self) -> bool:
@@ -61,11 +61,15 @@ class RunControl:
 
     def stop(self, cause: BaseException | None = None) -> None:
         """Stop dispatching new requests (``cause``: the error that stops the run, if any)."""
-        del cause  # subclasses record it
+        del cause  # the pool records it
         self._stop.set()
 
-    async def unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
-        """Await ``awaitable`` unless the run stops first (then cancel it and return None)."""
+    async def unless_stopped(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` unless the run stops first: then cancel it and raise :class:`Interrupted`."""
+        if self.stopping:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise Interrupted
         task = asyncio.ensure_future(awaitable)
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
@@ -75,147 +79,147 @@ class RunControl:
         if task.done():
             return task.result()
         task.cancel()
+        raise Interrupted
+
+
+async def _finish_anyway(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def judge(row: JobRow | None, *, retry_failed: bool) -> Outcome | None:
+    """What a job's durable state says before anything is sent: already done, failed for good
+    (and not to be retried), or None when the job has work left."""
+    if row is None:
         return None
-
-    async def retry_wait(self, error: RequestError, tries: int, label: str) -> bool | None:
-        """Judge a failed try by the policy and the budget; wait out the backoff.
-
-        Returns True to try again now, False to give up (record ``error``), None when the run
-        stopped during the wait. Raises :class:`RetryBudgetExhausted` when the run-wide quota is
-        spent.
-        """
-        decision = self.policy.decide(error, tries)
-        if not decision.retry:
-            return False
-        if not self.budget.spend(error):
-            raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
-        log.info("%s: %s; retry %d in %.1fs", label, error, tries, decision.delay)
-        await self.unless_stopped(asyncio.sleep(decision.delay))
-        return None if self.stopping else True
+    if row.state is JobState.SUCCEEDED:
+        return Outcome.ALREADY_DONE
+    if row.state is JobState.FAILED and row.final and not retry_failed:
+        return Outcome.FAILED_FINAL
+    return None
 
 
 class JobAttempt:
     """Carries one job through this run; ``run`` returns its :class:`Outcome`.
 
-    Raises a :class:`RequestError` whose ``stops_run`` is set (401, 403, hourly 429, exhausted
-    retry budget) or :class:`~batchgen.errors.StorageError`: the run must stop; the job stays
-    resumable.
+    ``row``: its durable state from an earlier run, or None; ``seat``: its place among the jobs
+    at work, taken by the caller and given back during backoffs. Raises a :class:`RequestError`
+    whose ``stops_run`` is set (401, 403, hourly 429, exhausted retry budget) or
+    :class:`StorageError`: the run must stop; the job stays resumable.
     """
 
-    def __init__(
-        self, job: Job, control: RunControl, store: ResultStore, client: ApiClient, *, retry_failed: bool
+    def __init__(  # noqa: PLR0917 - the job, its state and what it runs with
+        self,
+        job: Job,
+        row: JobRow | None,
+        seat: Seat,
+        control: RunControl,
+        folder: OutputFolder,
+        client: ApiClient,
+        *,
+        retry_failed: bool,
     ) -> None:
         self.job = job
         self.tokens_used: float = 0
+        self._row = row
+        self._seat = seat
         self._control = control
-        self._store = store
+        self._folder = folder
         self._client = client
         self._retry_failed = retry_failed
-        self._attempts = 0
-        self._client_ids: list[str] = []
-        self._started = utc_now()
+        self._attempts = row.attempts if row else 0
+        self._client_ids = list(row.client_request_ids) if row else []
+        self._started = (row.started_at if row else None) or utc_now()
 
     async def run(self) -> Outcome:
         """Skip, resume or run the job."""
-        row = await self._store.db.get(self.job.id)
-        answer: Answer | None = None
-        if row is not None:
-            if row.state is JobState.SUCCEEDED:
-                return Outcome.ALREADY_DONE
-            if row.state is JobState.FAILED and row.final and not self._retry_failed:
-                return Outcome.FAILED_FINAL
-            self._attempts, self._client_ids = row.attempts, list(row.client_request_ids)
-            self._started = row.started_at or self._started
-            if not (row.final and self._retry_failed):
-                answer = row.answer  # already paid for: fetch again, never generate again
-        if answer is None:
-            generated = await self._generate()
-            if generated is None:
-                return Outcome.INTERRUPTED
-            if isinstance(generated, RequestError):
-                return await self._fail(generated)
-            answer = generated
-        return await self._save(answer)
-
-    async def _generate(self) -> Answer | RequestError | None:
-        """Send the request until answered, retried per policy; None when stopped first."""
-        control, tries = self._control, 0
-        while True:
-            sent_at = await control.unless_stopped(control.limiter.acquire())
-            if sent_at is None or control.stopping:
-                return None
-            self._attempts += 1
-            request_id = client_request_id(self.job.id, self._attempts)
-            self._client_ids.append(request_id)
-            await self._store.db.dispatched(self.job.id, self.job.model, request_id, utc_now())
-            try:
-                answer = await self._client.generate(self.job.body, client_request_id=request_id)
-            except RequestError as error:
-                await self._store.db.unanswered(self.job.id)
-                error.job_id = self.job.id
-                if isinstance(error, RateLimited):
-                    control.limiter.on_throttled(sent_at)
-                    if error.retry_after:
-                        control.limiter.pause(error.retry_after)
-                if error.stops_run:
-                    raise
-                tries += 1
-                again = await control.retry_wait(error, tries, f"job {self.job.id}")
-                if again:
-                    continue
-                return None if again is None else error
-            try:
-                await self._store.db.answered(self.job.id, answer)
-            except StorageError:
-                # Paid for but not recordable (disk full): the log is the last place to keep it.
-                urls = [image.url for image in answer.images]
-                log.error(  # noqa: TRY400 - the stop reports the error itself; no traceback needed
-                    "job %s: answer not recorded: request_id=%s urls=%s", self.job.id, answer.request_id, urls
-                )
+        known = judge(self._row, retry_failed=self._retry_failed)
+        if known is not None:
+            return known
+        # An answer already paid for is fetched again, never generated again (unless the user
+        # asked to retry a final failure).
+        answer = self._row.answer if self._row and not (self._row.final and self._retry_failed) else None
+        try:
+            if answer is None:
+                answer = await self._generate()
+            return await self._save(answer)
+        except Interrupted:
+            return Outcome.NOT_REACHED
+        except RequestError as error:
+            if error.stops_run:
                 raise
-            control.limiter.on_success()
-            control.budget.refund()
-            self.tokens_used = float(answer.tokens_used or 0)
-            return answer
+            return await self._fail(error, answer)
+
+    async def _generate(self) -> Answer:
+        """Send the request until answered, retried per policy."""
+        control = self._control
+        async for attempt in retrying(
+            control.policy,
+            control.generation_gates,
+            self._seat,
+            control.unless_stopped,
+            label=f"job {self.job.id}",
+        ):
+            async with attempt:
+                self._attempts += 1
+                request_id = client_request_id(self.job.id, self._attempts)
+                self._client_ids.append(request_id)
+                await self._folder.dispatched(self.job.id, self.job.model, request_id, utc_now())
+                try:
+                    answer = await self._client.generate(self.job.body, client_request_id=request_id)
+                except RequestError as error:
+                    error.job_id = self.job.id
+                    await self._folder.unanswered(self.job.id)
+                    raise
+        try:
+            await self._folder.answered(self.job.id, answer)
+        except StorageError:
+            # Paid for but not recordable (disk full): the log is the last place to keep it.
+            urls = [image.url for image in answer.images]
+            log.error(  # noqa: TRY400 - the stop reports the error itself; no traceback needed
+                "job %s: answer not recorded: request_id=%s urls=%s", self.job.id, answer.request_id, urls
+            )
+            raise
+        self.tokens_used = float(answer.tokens_used or 0)
+        return answer
 
     async def _save(self, answer: Answer) -> Outcome:
         if answer.content_violation:
-            error = RequestError("the API flagged a content violation; no image is kept", job_id=self.job.id)
-            return await self._fail(error, answer, content_violation=True)
+            raise ContentViolation(
+                "the API flagged a content violation; no image is kept", job_id=self.job.id
+            )
         if not answer.images:
-            return await self._fail(RequestError("the API answered with no image"), answer)
-        images: list[ImageRecord] = []
-        for index, ref in enumerate(answer.images):
-            saved = await self._save_image(index, ref.url, ref.b64_json)
-            if not isinstance(saved, ImageRecord):
-                return await self._fail(saved, answer) if saved else Outcome.INTERRUPTED
-            images.append(saved)
-        await self._store.finish(self._record(Status.SUCCEEDED, answer, images=images), final=False)
+            raise RequestError("the API answered with no image", job_id=self.job.id)
+        images = [await self._save_image(index, ref) for index, ref in enumerate(answer.images)]
+        await self._folder.finish(self._record(Status.SUCCEEDED, answer, images=images), final=False)
         return Outcome.SUCCEEDED
 
-    async def _save_image(
-        self, index: int, url: str | None, b64: str | None
-    ) -> ImageRecord | RequestError | None:
-        """Fetch (or decode) and save one image, retrying the download alone; None if stopped."""
-        tries = 0
-        while True:
-            try:
-                chunks = decode_b64_image(b64) if b64 else self._client.stream_image(url or "")
-                record = await self._store.save_image(self.job.id, index, chunks)
-                return record.model_copy(update={"url": url})
-            except InvalidImage as exc:
-                # Inline bytes stay the same bytes: only a fetched image may come out right next time.
-                error: RequestError = DownloadError(f"not an acceptable image: {exc}", transient=not b64)
-            except DownloadError as exc:
-                error = exc
-            tries += 1
-            again = await self._control.retry_wait(error, tries, f"job {self.job.id}: image {index}")
-            if not again:
-                return None if again is None else error
+    async def _save_image(self, index: int, ref: ImageRef) -> ImageRecord:
+        """Fetch (or decode) and save one image, retrying the download alone."""
+        control = self._control
+        async for attempt in retrying(
+            control.policy,
+            control.download_gates,
+            self._seat,
+            _finish_anyway,  # a paid answer's images are fetched even while the run stops (grace)
+            label=f"job {self.job.id}: image {index}",
+        ):
+            async with attempt:
+                try:
+                    if ref.b64_json:
+                        saved = await self._folder.save_image(
+                            self.job.id, index, decode_b64_image(ref.b64_json)
+                        )
+                    else:
+                        chunks = self._client.stream_image(ref.url or "")
+                        saved = await self._folder.save_image(self.job.id, index, chunks)
+                except InvalidImage as exc:
+                    # Inline bytes stay the same bytes: only a fetched image may come out right next time.
+                    raise DownloadError(
+                        f"not an acceptable image: {exc}", transient=not ref.b64_json
+                    ) from exc
+        return saved.model_copy(update={"url": ref.url})
 
-    async def _fail(
-        self, error: RequestError, answer: Answer | None = None, *, content_violation: bool = False
-    ) -> Outcome:
+    async def _fail(self, error: RequestError, answer: Answer | None) -> Outcome:
         final = not error.transient
         info = ErrorInfo(
             message=error.message,
@@ -225,8 +229,10 @@ class JobAttempt:
             retryable=not final,
             body_excerpt=error.body_excerpt,
         )
-        record = self._record(Status.FAILED, answer, error=info, content_violation=content_violation)
-        await self._store.finish(record, final=final)
+        violation = isinstance(error, ContentViolation)
+        await self._folder.finish(
+            self._record(Status.FAILED, answer, error=info, content_violation=violation), final=final
+        )
         log.warning(
             "job %s failed%s: %s", self.job.id, "" if final else " (a resume retries it)", info.message
         )

@@ -32,7 +32,7 @@ from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, start_simulator
-from batchgen.status import read_status
+from batchgen.store import read_status
 
 __all__ = ["ExitCode", "main"]
 
@@ -60,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if getattr(args, "debug", False):
-        logging.getLogger("aiosqlite").setLevel(logging.INFO)  # one line per query drowns the rest
     try:
         code: int = args.handler(args)
     except (UsageError, JobFileError) as exc:
@@ -220,7 +218,13 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     run.add_argument("--api-key-file", type=Path, help="file holding the API key [default: $AIMLAPI_KEY]")
     run.add_argument("--concurrency", type=int, default=d.concurrency, help="most requests in flight at once")
-    run.add_argument("--rpm", type=float, default=d.rpm, help="most requests per minute (smooth ceiling)")
+    run.add_argument(
+        "--rpm",
+        type=float,
+        default=d.rpm,
+        help="optional hard ceiling, requests per minute, evenly spaced (any 10 s window holds at most "
+        "N/6+1); without it the sending rate is learned from 429s and only --concurrency bounds it",
+    )
     run.add_argument(
         "--max-retries", type=int, default=d.max_retries, help="retries per job after the first try"
     )

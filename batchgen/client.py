@@ -43,13 +43,11 @@ from batchgen.errors import (
 from batchgen.responses import Answer, error_excerpt, parse_answer
 from batchgen.settings import Settings, Timeouts
 
-__all__ = ["ENDPOINT", "LONG_RETRY_AFTER", "ApiClient", "client_request_id", "open_session"]
+__all__ = ["ENDPOINT", "ApiClient", "client_request_id", "open_session"]
 
 ENDPOINT = "/v1/images/generations"
 CHUNK_BYTES = 64 * 1024
-_HOURLY = re.compile(r"\bhour(ly)?\b", re.IGNORECASE)  # "...your free limit for the hour" (NOTES.md)
 _TRANSIENT_4XX = {408, 409, 425}  # timeout, conflict, too early: the same request may pass later
-LONG_RETRY_AFTER = 300.0  # seconds: asked to wait longer, a run stops resumable rather than idle
 _TRACE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 log = logging.getLogger(__name__)
 
@@ -190,9 +188,7 @@ def _status_error(response: aiohttp.ClientResponse, payload: bytes) -> RequestEr
     if status == 403:  # noqa: PLR2004
         return CreditsExhausted(text, **context)
     if status == 429:  # noqa: PLR2004
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        long_wait = bool(_HOURLY.search(message)) or (retry_after or 0) > LONG_RETRY_AFTER
-        return RateLimited(text, retry_after=retry_after, long_wait=long_wait, **context)
+        return RateLimited(text, retry_after=_retry_after(response.headers.get("Retry-After")), **context)
     if 400 <= status < 500 and status not in _TRANSIENT_4XX:  # noqa: PLR2004
         return RequestRejected(text, **context)
     return ServerError(text, **context)

@@ -16,6 +16,7 @@ The tree::
         │   └── ServerError          5xx: transient
         ├── TransportError           timeout or connection error (transient)
         ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
+        ├── ContentViolation         the API flagged the request's content (permanent)
         ├── DownloadError            a generated image could not be fetched or is not an image
         └── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
 
@@ -26,12 +27,14 @@ does not"), 429 is a rate or concurrency limit sent without ``Retry-After``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
     "ApiError",
     "AuthenticationError",
     "BatchgenError",
+    "ContentViolation",
     "CreditsExhausted",
     "DownloadError",
     "JobFileError",
@@ -167,9 +170,15 @@ class CreditsExhausted(ApiError):
     hint = "top up credits or raise the key's spend cap, then run again to resume"
 
 
+LONG_RETRY_AFTER = 300.0
+"""Seconds: a 429 asking to wait longer than this ends the run resumable rather than idling it."""
+_HOURLY = re.compile(r"\bhour(ly)?\b", re.IGNORECASE)  # "...your free limit for the hour" (NOTES.md)
+
+
 class RateLimited(ApiError):
     """429: a rate or concurrency limit. ``long_wait`` marks one not worth waiting out (the "limit for
-    the hour", or a ``Retry-After`` of more than a few minutes): the run stops resumable."""
+    the hour" of NOTES.md, or a ``Retry-After`` over :data:`LONG_RETRY_AFTER`): the run stops
+    resumable. ``retry_after``: the server's ``Retry-After`` in seconds, if it sent one."""
 
     transient = True
 
@@ -178,11 +187,13 @@ class RateLimited(ApiError):
         message: str,
         *,
         retry_after: float | None = None,
-        long_wait: bool = False,
+        long_wait: bool | None = None,
         **context: str | int | None,
     ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.retry_after = retry_after
+        if long_wait is None:
+            long_wait = bool(_HOURLY.search(message)) or (retry_after or 0) > LONG_RETRY_AFTER
         self.long_wait = long_wait
         self.stops_run = long_wait
         if long_wait:
@@ -208,6 +219,13 @@ class MalformedResponse(RequestError):
 
     transient = True
     hint = "batchgen retries it; the manifest keeps an excerpt of the body"
+
+
+class ContentViolation(RequestError):
+    """The API answered, but flagged the content (reve ``content_violation``, flux
+    ``has_nsfw_concepts``): no image is kept and re-sending the same request cannot help."""
+
+    hint = "change the prompt or reference image; it is re-sent only with --retry-failed"
 
 
 class DownloadError(RequestError):

@@ -6,6 +6,8 @@ generated images downloaded from the API's CDN.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInfo", "InvalidImage", "inspect_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInfo", "InvalidImage", "decode_b64_image", "inspect_image"]
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 """Largest image accepted, in pixels (8192 x 8192); a larger one is treated as a decompression bomb."""
@@ -61,3 +63,15 @@ def inspect_image(source: Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     content_type = Image.MIME.get(fmt, "application/octet-stream")
     extension = {"JPEG": "jpg", "MPO": "jpg"}.get(fmt, fmt.lower() or "bin")
     return ImageInfo(content_type, width, height, extension)
+
+
+def decode_b64_image(data: str) -> bytes:
+    """The bytes of an inline ``b64_json`` image (or a ``data:<mime>;base64,`` URI).
+
+    Line breaks are tolerated. Raises :class:`InvalidImage` when ``data`` is not valid base64.
+    """
+    payload = data.split(";base64,", 1)[1] if data.startswith("data:") else data
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except binascii.Error as exc:
+        raise InvalidImage(f"b64_json is not valid base64: {exc}") from exc

@@ -5,19 +5,31 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "Tally"]
+__all__ = ["Outcome", "Progress", "Tally"]
 
 log = logging.getLogger("batchgen.progress")
 
 
+class Outcome(StrEnum):
+    """How one job of the file ended in this run; each value names its :class:`Tally` counter."""
+
+    SUCCEEDED = "succeeded"  # every image saved in this run
+    ALREADY_DONE = "already_done"  # succeeded in an earlier run; nothing sent
+    FAILED_FINAL = "failed_final"  # failed for good (now or earlier); re-sent only with --retry-failed
+    FAILED_RETRYABLE = "failed_retryable"  # failed transiently; a resume re-sends or re-downloads it
+    NOT_REACHED = "not_reached"  # the run stopped first; it stays resumable
+
+
 @dataclass(slots=True)
 class Tally:
-    """What this run has seen of the job file's jobs so far."""
+    """What this run has seen of the job file's jobs so far: a count per :class:`Outcome`."""
 
     succeeded: int = 0  # in this run
     already_done: int = 0  # succeeded in an earlier run: skipped, nothing sent
@@ -25,6 +37,10 @@ class Tally:
     failed_retryable: int = 0  # failed transiently; a resume re-sends or re-downloads them
     not_reached: int = 0  # left untouched because the run stopped
     tokens_used: float = 0.0  # reported by the API for this run's generations
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one job's outcome."""
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
     @property
     def seen(self) -> int:
@@ -36,10 +52,19 @@ class Tally:
 
 class Progress:
     """Reports a :class:`Tally` as jobs finish: every job on a terminal, every ``interval``
-    seconds (and at the end) as a log line elsewhere. ``total`` is the job count of the file."""
+    seconds (and at the end) as a log line elsewhere. ``total`` is the job count of the file;
+    ``sending_rate`` describes the current sending rate and why (shown with the counts)."""
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        interval: float = 30.0,
+        sending_rate: Callable[[], str] | None = None,
+    ) -> None:
         self.total = total
+        self._sending_rate = sending_rate
         self._stream = stream or sys.stderr
         self._interval = interval
         self._started = time.monotonic()
@@ -72,4 +97,5 @@ class Progress:
         done = tally.succeeded + tally.already_done
         failed = tally.failed_final + tally.failed_retryable
         rate = tally.succeeded / minutes
-        return f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:g}"
+        sending = f" sending={self._sending_rate()}" if self._sending_rate else ""
+        return f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:.0f}{sending}"

@@ -1,22 +1,37 @@
-"""Retry policy, pure: given an error and the attempt number, retry or stop, and after how long.
+"""Retries: a pure policy, a run-wide quota, and the one attempt loop every retried step uses.
 
 Backoff is "full jitter" exponential (AWS Architecture Blog, "Exponential Backoff And Jitter"):
 the delay is drawn uniformly from ``[0, min(cap, base * 2**(attempt-1))]``, so clients that failed
 together do not retry together. A ``Retry-After`` the server sends is a floor on the delay
 (the AIML API has not been seen to send one, NOTES.md, but a proxy in front of it may).
 
-The whole run shares a :class:`RetryBudget` (AWS SDKs' "standard" retry quota): a dead API
-drains it quickly and the run stops, instead of every job retrying into the outage.
+The whole run shares a :class:`RetryQuota` (AWS SDKs' "standard" retry quota, a gate of
+:mod:`batchgen.gates`): a dead API drains it quickly and the run stops, instead of every job
+retrying into the outage.
+
+:func:`retrying` is the loop, in stamina's shape::
+
+    async for attempt in retrying(policy, gates, seat, waiter, label="job trex"):
+        async with attempt:
+            answer = await client.generate(...)
+    # a RequestError that is not retried is raised out of the loop
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
-from batchgen.errors import RateLimited, RequestError, TransportError
+from batchgen.errors import RequestError, RetryBudgetExhausted, TransportError
+from batchgen.gates import Gates, Send
 
-__all__ = ["Decision", "RetryBudget", "RetryPolicy"]
+__all__ = ["Attempt", "Decision", "Interrupted", "RetryPolicy", "RetryQuota", "Seat", "retrying"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +68,20 @@ class RetryPolicy:
             return Decision(False, reason=f"gave up after {attempt} attempts")
         ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
         delay = (rng or random).uniform(0, ceiling)
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            delay = max(delay, error.retry_after)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
         return Decision(True, delay)
 
 
 @dataclass(slots=True)
-class RetryBudget:
-    """A run-wide retry quota, in tokens: AWS SDKs' standard retry mode.
+class RetryQuota:
+    """A run-wide retry quota, in tokens: AWS SDKs' standard retry mode, as a gate.
 
-    Each retry costs ``retry_cost`` tokens (``timeout_cost`` after a timeout or dropped
-    connection), each success refunds ``success_refund``; when the tokens run out no job may
-    retry and the run stops resumable.
+    A retry takes ``retry_cost`` tokens (``timeout_cost`` after a timeout or dropped
+    connection) before it is sent; when it succeeds it gives them back; a first try that
+    succeeds adds ``success_refund``. When a retry finds too few tokens, it raises
+    :class:`RetryBudgetExhausted` and the run stops, resumable.
     """
 
     capacity: int = 500
@@ -76,14 +93,104 @@ class RetryBudget:
     def __post_init__(self) -> None:
         self.tokens = self.capacity
 
-    def spend(self, error: RequestError) -> bool:
-        """Take the cost of retrying after ``error``; False (nothing taken) when it is not there."""
+    async def enter(self, send: Send) -> None:
+        """Take the cost of a retry (nothing for a first try)."""
+        error = send.retry_of
+        if error is None:
+            return
         cost = self.timeout_cost if isinstance(error, TransportError) else self.retry_cost
         if cost > self.tokens:
-            return False
+            raise RetryBudgetExhausted(f"retry budget exhausted; last error: {error}") from error
         self.tokens -= cost
-        return True
+        send.quota_taken = cost
 
-    def refund(self) -> None:
-        """Give back ``success_refund`` tokens after a success, up to ``capacity``."""
-        self.tokens = min(self.capacity, self.tokens + self.success_refund)
+    def settle(self, send: Send, error: RequestError | None) -> None:
+        """Give a successful retry's cost back (or ``success_refund`` for a first try)."""
+        if error is None:
+            self.tokens = min(self.capacity, self.tokens + (send.quota_taken or self.success_refund))
+
+
+class Interrupted(Exception):
+    """The run stopped while a job waited (for a slot, a gate or its backoff); it stays resumable."""
+
+
+Waiter = Callable[[Awaitable[object]], Awaitable[object]]
+"""Awaits an awaitable unless the run stops first; then raises :class:`Interrupted`."""
+
+
+class Seat:
+    """A job's place among the ``concurrency`` jobs at work; given back while it waits out a
+    backoff, so that a job waiting to retry never idles a place another job could use."""
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self.held = False
+
+    async def take(self, waiter: Waiter) -> None:
+        """Wait for a free place (raises :class:`Interrupted` if the run stops first)."""
+        await waiter(self._places.acquire())
+        self.held = True
+
+    def give_back(self) -> None:
+        """Free the place (idempotent)."""
+        if self.held:
+            self.held = False
+            self._places.release()
+
+
+class Attempt:
+    """One try: ``async with attempt:`` passes the gates first.
+
+    A :class:`RequestError` raised inside is kept in :attr:`error` (and suppressed) for the
+    loop to judge, and the gates hear how the try ended; anything else propagates.
+    """
+
+    def __init__(self, number: int, send: Send, gates: Gates, waiter: Waiter) -> None:
+        self.number = number
+        self.error: RequestError | None = None
+        self._send = send
+        self._gates = gates
+        self._waiter = waiter
+
+    async def __aenter__(self) -> Attempt:
+        await self._waiter(self._gates.enter(self._send))
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None:
+            self._gates.settle(self._send, None)
+            return False
+        if isinstance(exc, RequestError):
+            self._gates.settle(self._send, exc)
+            self.error = exc
+            return True
+        return False
+
+
+async def retrying(
+    policy: RetryPolicy, gates: Gates, seat: Seat, waiter: Waiter, *, label: str
+) -> AsyncIterator[Attempt]:
+    """Yield attempts until one ends without a :class:`RequestError`.
+
+    A failed attempt is judged by ``policy``; its backoff is waited out with ``seat`` given back
+    (other jobs work meanwhile). Raises the last error when it is not retried, and
+    :class:`Interrupted` when the run stops during a wait.
+    """
+    previous: RequestError | None = None
+    number = 0
+    while True:
+        number += 1
+        attempt = Attempt(number, Send(retry_of=previous), gates, waiter)
+        yield attempt
+        if attempt.error is None:
+            return
+        decision = policy.decide(attempt.error, number)
+        if not decision.retry:
+            raise attempt.error
+        log.info("%s: %s; retry %d in %.1fs", label, attempt.error, number, decision.delay)
+        seat.give_back()
+        await waiter(asyncio.sleep(decision.delay))
+        await seat.take(waiter)
+        previous = attempt.error

@@ -1,9 +1,13 @@
 """The worker pool: run every job of a job file into an output folder, resumably.
 
 ``run_batch`` validates the whole file first (nothing is sent or written for an invalid one),
-opens the output folder (lock, crash repair), then feeds the jobs through a bounded queue to
-``concurrency`` workers in one ``asyncio.TaskGroup``. Each job goes through
-:class:`batchgen.attempts.JobAttempt` (generate -> record -> fetch -> save).
+opens the output folder (lock, crash repair), then feeds the jobs, in chunks read off the event
+loop and judged against the folder's state with one lookup per chunk, to one task per job in
+one ``asyncio.TaskGroup``. At most ``concurrency`` jobs are at work at once; a job gives its
+place back while it waits out a backoff, so one unlucky job never idles a place. Each job goes
+through :class:`batchgen.attempts.JobAttempt` (generate -> record -> fetch -> save); every
+request passes the run's gates (retry quota, adaptive rate, optional ``--rpm`` ceiling:
+:mod:`batchgen.gates`).
 
 Stopping: SIGINT/SIGTERM, a 401, a 403, an hourly 429, an exhausted retry budget or a full disk
 set one stop event: nothing more is dispatched, in-flight requests finish (a second signal, or
@@ -18,16 +22,20 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from batchgen.attempts import JobAttempt, Outcome, RunControl
+from batchgen.attempts import JobAttempt, RunControl, judge
 from batchgen.client import ApiClient, open_session
 from batchgen.errors import (
+    LONG_RETRY_AFTER,
     AuthenticationError,
     CreditsExhausted,
     RateLimited,
@@ -35,16 +43,20 @@ from batchgen.errors import (
     RetryBudgetExhausted,
     StorageError,
 )
+from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
-from batchgen.progress import Progress, Tally
-from batchgen.ratelimit import AdaptiveRateLimiter
-from batchgen.results import ResultStore
-from batchgen.retry import RetryBudget, RetryPolicy
+from batchgen.progress import Outcome, Progress, Tally
+from batchgen.ratelimit import AdaptiveRate, RateCeiling
+from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
 from batchgen.settings import Settings
+from batchgen.store import JobRow, OutputFolder
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
 log = logging.getLogger(__name__)
+
+FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop
+NOT_BEFORE = "not_before"  # folder meta: a Retry-After's end (Unix time) that outlives the run
 
 
 class StopReason(StrEnum):
@@ -53,7 +65,7 @@ class StopReason(StrEnum):
     SIGNAL = "signal"  # SIGINT or SIGTERM
     BAD_KEY = "bad_key"  # 401: fix the key
     NO_CREDITS = "no_credits"  # 403: top up credits or raise the spend cap
-    HOURLY_LIMIT = "hourly_limit"  # 429 "limit for the hour": run again later
+    HOURLY_LIMIT = "hourly_limit"  # 429 "limit for the hour", or a long Retry-After: run again later
     RETRY_BUDGET = "retry_budget"  # the API kept failing: the run-wide retry quota ran out
     STORAGE = "storage"  # the output folder could not be written (disk full...)
 
@@ -84,10 +96,10 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     """
     summary = await asyncio.to_thread(scan_job_file, job_file)
     job_file_path = await asyncio.to_thread(job_file.resolve)
-    async with ResultStore.open(out_dir, max_pixels=settings.max_pixels) as store:
-        await store.db.set_meta("total_jobs", str(summary.count))
-        await store.db.set_meta("job_file", str(job_file_path))
-        in_flight = await store.db.in_flight()
+    async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
+        await folder.set_meta("total_jobs", str(summary.count))
+        await folder.set_meta("job_file", str(job_file_path))
+        in_flight = await folder.in_flight()
         if in_flight:
             log.warning(
                 "%d job(s) were in flight when the last run stopped; each may have been charged once. "
@@ -97,10 +109,11 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             )
         report = RunReport(summary.count, Tally(), in_flight_before=in_flight)
         async with open_session(settings) as session:
-            pool = _Pool(settings, store, ApiClient(session, settings), report)
-            pool.progress = Progress(summary.count) if progress else None
+            pool = _Pool(settings, folder, ApiClient(session, settings), report)
+            if progress:
+                pool.progress = Progress(summary.count, sending_rate=pool.describe_rate)
             await pool.run(iter_jobs(job_file))
-        report.tally.not_reached = summary.count - report.tally.seen
+        report.tally.not_reached += summary.count - report.tally.seen
     return report
 
 
@@ -113,72 +126,133 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
 ]
 
 
-class _Pool(RunControl):
-    """One run's workers, queue, stop event and signal handling."""
+class _RetryAfterMemo:
+    """A gate that remembers the latest ``Retry-After`` end, to hand it on to the next run."""
 
-    def __init__(self, settings: Settings, store: ResultStore, client: ApiClient, report: RunReport) -> None:
-        super().__init__(
-            limiter=AdaptiveRateLimiter(settings.rpm),
-            policy=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_cap),
-            budget=RetryBudget(settings.retry_budget),
-        )
+    def __init__(self) -> None:
+        self.not_before = 0.0  # Unix time
+
+    async def enter(self, send: Send) -> None:
+        del send
+
+    def settle(self, send: Send, error: RequestError | None) -> None:
+        del send
+        if isinstance(error, RateLimited) and error.retry_after:
+            self.not_before = max(self.not_before, time.time() + error.retry_after)
+
+
+class _Pool:
+    """One run's job tasks, gates, slots, stop event and signal handling."""
+
+    def __init__(
+        self, settings: Settings, folder: OutputFolder, client: ApiClient, report: RunReport
+    ) -> None:
         self.settings = settings
-        self.store = store
+        self.folder = folder
         self.client = client
         self.report = report
         self.progress: Progress | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.rate = AdaptiveRate()
+        self.retry_after = _RetryAfterMemo()
+        quota = RetryQuota(settings.retry_budget)
+        gates: list[Gate] = [quota, self.rate]
+        if settings.rpm is not None:
+            gates.append(RateCeiling(settings.rpm))
+        gates.append(self.retry_after)
+        self.control = RunControl(
+            generation_gates=Gates(*gates),
+            download_gates=Gates(quota),
+            policy=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_cap),
+            places=asyncio.Semaphore(settings.concurrency),
+        )
+        self._live: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
 
+    def describe_rate(self) -> str:
+        """The current sending rate, for progress lines."""
+        return "unlimited" if self.rate.rate == math.inf else f"{self.rate.rate:.1f}/s"
+
     async def run(self, jobs: Iterator[Job]) -> None:
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.settings.concurrency * 2)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal)
         try:
-            async with asyncio.TaskGroup() as group:
-                self._tasks = [group.create_task(self._produce(jobs, queue))]
-                self._tasks += [
-                    group.create_task(self._work(queue)) for _ in range(self.settings.concurrency)
-                ]
+            if await self._wait_out_retry_after():
+                async with asyncio.TaskGroup() as group:
+                    feeder = group.create_task(self._feed(jobs, group))
+                    self._live.add(feeder)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
+            if self.retry_after.not_before > time.time():
+                await self.folder.set_meta(NOT_BEFORE, repr(self.retry_after.not_before))
             if self.progress is not None:
                 self.progress.close(self.report.tally)
 
-    async def _produce(self, jobs: Iterator[Job], queue: asyncio.Queue[Job | None]) -> None:
-        while not self.stopping:
-            # Reading the next job may read a local image: keep it off the event loop.
-            job = await asyncio.to_thread(next, jobs, None)
-            if job is None:
-                break
-            await queue.put(job)
-        # Not in a `finally`: when cancelled, the workers are cancelled too and nobody would
-        # drain the queue these sentinels wait on.
-        for _ in range(self.settings.concurrency):
-            await queue.put(None)
+    async def _wait_out_retry_after(self) -> bool:
+        """Honour a Retry-After an earlier run was given; False when the run must not start."""
+        not_before = float(await self.folder.get_meta(NOT_BEFORE) or 0)
+        wait = not_before - time.time()
+        if wait <= 0:
+            return True
+        if wait > LONG_RETRY_AFTER:
+            self.stop(RateLimited(f"the API asked to wait until {time.ctime(not_before)}", long_wait=True))
+            return False
+        log.info("an earlier run was asked to wait (Retry-After): starting in %.1fs", wait)
+        try:
+            await self.control.unless_stopped(asyncio.sleep(wait))
+        except Interrupted:
+            return False
+        return True
 
-    async def _work(self, queue: asyncio.Queue[Job | None]) -> None:
-        while (job := await queue.get()) is not None:
-            if self.stopping:
-                continue  # left pending; counted as not reached
-            attempt = JobAttempt(job, self, self.store, self.client, retry_failed=self.settings.retry_failed)
+    async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
+        while not self.control.stopping:
+            # Reading jobs may read local images: a chunk at a time, off the event loop.
+            chunk = await asyncio.to_thread(lambda: list(itertools.islice(jobs, FEED_CHUNK)))
+            if not chunk:
+                return
+            rows = await self.folder.rows(job.id for job in chunk)
+            for job in chunk:
+                row = rows.get(job.id)
+                known = judge(row, retry_failed=self.settings.retry_failed)
+                if known is not None:
+                    self._count(known, 0.0)
+                    continue
+                seat = Seat(self.control.places)
+                try:
+                    await seat.take(self.control.unless_stopped)
+                except Interrupted:
+                    return
+                task = group.create_task(self._run_job(job, row, seat))
+                self._live.add(task)
+                task.add_done_callback(self._live.discard)
+
+    async def _run_job(self, job: Job, row: JobRow | None, seat: Seat) -> None:
+        try:
+            attempt = JobAttempt(
+                job,
+                row,
+                seat,
+                self.control,
+                self.folder,
+                self.client,
+                retry_failed=self.settings.retry_failed,
+            )
             try:
                 outcome = await attempt.run()
             except (RequestError, StorageError) as exc:
                 self.stop(exc)
-                continue
+                return  # left resumable; counted as not reached
             self._count(outcome, attempt.tokens_used)
+        finally:
+            seat.give_back()
 
     def _count(self, outcome: Outcome, tokens: float) -> None:
         tally = self.report.tally
         tally.tokens_used += tokens
-        if outcome is Outcome.INTERRUPTED:
-            return  # counted as not reached at the end
-        setattr(tally, outcome.value, getattr(tally, outcome.value) + 1)  # values name Tally fields
+        tally.add(outcome)
         if self.progress is not None:
             self.progress.update(tally)
 
@@ -189,20 +263,20 @@ class _Pool(RunControl):
             self.report.stop_reason = reason
             self.report.stop_message = str(cause) if cause is not None else "stopped by signal"
             log.warning("stopping (%s): %s", reason, self.report.stop_message)
-        super().stop(cause)
+        self.control.stop(cause)
 
     def _on_signal(self) -> None:
-        if self.stopping:
+        if self.control.stopping:
             log.warning("second signal: cancelling in-flight requests")
-            self._cancel_workers()
+            self._cancel_all()
             return
         log.warning(
             "signal received: no new requests; waiting up to %gs for in-flight ones (signal again to cancel)",
             self.settings.grace,
         )
         self.stop()
-        self._grace_timer = asyncio.get_running_loop().call_later(self.settings.grace, self._cancel_workers)
+        self._grace_timer = asyncio.get_running_loop().call_later(self.settings.grace, self._cancel_all)
 
-    def _cancel_workers(self) -> None:
-        for task in self._tasks:  # the producer too: it may wait on a queue nobody drains now
+    def _cancel_all(self) -> None:
+        for task in list(self._live):
             task.cancel()

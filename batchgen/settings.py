@@ -8,6 +8,7 @@ The API key is read from ``AIMLAPI_KEY`` or ``--api-key-file``, never from a com
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ class Timeouts:
 class Settings:
     """Everything one run needs besides the job file and the output folder.
 
-    Units: ``rpm`` requests per minute (ceiling of the sending rate); ``backoff_*`` and
+    Units: ``rpm`` requests per minute (an optional hard ceiling of the sending rate; None: the
+    rate is learned from 429s and only ``concurrency`` bounds it); ``backoff_*`` and
     ``grace`` seconds; ``max_*_bytes`` bytes. ``retry_budget`` is the AWS SDK "standard" retry
     quota: a retry costs 5 tokens (10 after a timeout), a success refunds 1.
     """
@@ -43,7 +45,7 @@ class Settings:
     api_key: str = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = 4
-    rpm: float = 60.0
+    rpm: float | None = None
     max_retries: int = 5
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -62,14 +64,14 @@ class Settings:
     def __post_init__(self) -> None:
         checks = {
             "--concurrency": self.concurrency >= 1,
-            "--rpm": self.rpm > 0,
+            "--rpm": self.rpm is None or (math.isfinite(self.rpm) and self.rpm > 0),
             "--max-retries": self.max_retries >= 0,
             "--grace": self.grace >= 0,
             "--timeout": self.generation_timeout.total > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise UsageError(f"{', '.join(bad)} out of range (counts >= 1, rates and seconds > 0)")
+            raise UsageError(f"{', '.join(bad)} out of range (counts >= 1, rates and seconds > 0 and finite)")
 
 
 def resolve_base_url(flag: str | None) -> str:

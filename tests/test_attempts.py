@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from conftest import fast_settings
 
-from batchgen.attempts import JobAttempt, Outcome, RunControl
+from batchgen.attempts import JobAttempt, RunControl
 from batchgen.client import ApiClient, open_session
+from batchgen.gates import Gates
 from batchgen.jobfile import Job
-from batchgen.ratelimit import AdaptiveRateLimiter
+from batchgen.progress import Outcome
+from batchgen.ratelimit import AdaptiveRate
 from batchgen.responses import Answer, ImageRef
-from batchgen.results import ResultStore
-from batchgen.retry import RetryBudget, RetryPolicy
+from batchgen.retry import RetryPolicy, RetryQuota, Seat
+from batchgen.store import OutputFolder
 
 JOB = Job("trex", {"model": "reve/create-image", "prompt": "a T-rex"}, line=1)
 
@@ -19,21 +23,30 @@ JOB = Job("trex", {"model": "reve/create-image", "prompt": "a T-rex"}, line=1)
 @pytest.fixture
 def control() -> RunControl:
     """Shared run machinery with no backoff delay."""
-    return RunControl(AdaptiveRateLimiter(60_000), RetryPolicy(base=0.0), RetryBudget())
+    quota = RetryQuota()
+    return RunControl(
+        generation_gates=Gates(quota, AdaptiveRate()),
+        download_gates=Gates(quota),
+        policy=RetryPolicy(base=0.0),
+        places=asyncio.Semaphore(4),
+    )
 
 
-async def run_job(simulator, store: ResultStore, control: RunControl) -> Outcome:
-    """Carry JOB through one attempt against the simulator."""
+async def run_job(simulator, store: OutputFolder, control: RunControl) -> Outcome:
+    """Carry JOB through one attempt against the simulator, from its durable state."""
     settings = fast_settings(simulator.url)
+    row = (await store.rows([JOB.id])).get(JOB.id)
     async with open_session(settings) as session:
-        return await JobAttempt(JOB, control, store, ApiClient(session, settings), retry_failed=False).run()
+        seat = Seat(control.places)
+        attempt = JobAttempt(JOB, row, seat, control, store, ApiClient(session, settings), retry_failed=False)
+        return await attempt.run()
 
 
 async def test_a_recorded_answer_is_fetched_again_never_generated(simulator, control, tmp_path):
-    async with ResultStore.open(tmp_path) as store:
-        await store.db.dispatched(JOB.id, JOB.model, "bg.trex.x.a1", "t")
+    async with OutputFolder.open(tmp_path) as store:
+        await store.dispatched(JOB.id, JOB.model, "bg.trex.x.a1", "t")
         url = f"{simulator.url}/cdn/40x30-00aa.png"
-        await store.db.answered(
+        await store.answered(
             JOB.id, Answer(request_id="rsid-1", tokens_used=126000, images=[ImageRef(url=url)])
         )
 
@@ -41,23 +54,23 @@ async def test_a_recorded_answer_is_fetched_again_never_generated(simulator, con
 
         assert outcome is Outcome.SUCCEEDED
         assert simulator.state.posts == 0 and simulator.state.cdn_gets == 1
-        assert (await store.db.get(JOB.id)).state == "succeeded"
+        assert (await store.rows([JOB.id]))[JOB.id].state == "succeeded"
 
 
 async def test_a_job_left_in_flight_is_sent_again_with_the_next_attempt_number(simulator, control, tmp_path):
-    async with ResultStore.open(tmp_path) as store:
-        await store.db.dispatched(JOB.id, JOB.model, "bg.trex.x.a1", "t")  # then the process died
+    async with OutputFolder.open(tmp_path) as store:
+        await store.dispatched(JOB.id, JOB.model, "bg.trex.x.a1", "t")  # then the process died
 
         outcome = await run_job(simulator, store, control)
 
         assert outcome is Outcome.SUCCEEDED and simulator.state.posts == 1
-        row = await store.db.get(JOB.id)
+        row = (await store.rows([JOB.id]))[JOB.id]
         assert row.attempts == 2 and row.client_request_ids[0] == "bg.trex.x.a1"
         assert simulator.state.generated[0][0] == row.client_request_ids[1]
 
 
 async def test_a_succeeded_job_is_not_touched(simulator, control, tmp_path):
-    async with ResultStore.open(tmp_path) as store:
+    async with OutputFolder.open(tmp_path) as store:
         first = await run_job(simulator, store, control)
         again = await run_job(simulator, store, control)
     assert (first, again) == (Outcome.SUCCEEDED, Outcome.ALREADY_DONE)
@@ -66,7 +79,7 @@ async def test_a_succeeded_job_is_not_touched(simulator, control, tmp_path):
 
 async def test_a_stopped_run_leaves_the_job_untouched(simulator, control, tmp_path):
     control.stop()
-    async with ResultStore.open(tmp_path) as store:
+    async with OutputFolder.open(tmp_path) as store:
         outcome = await run_job(simulator, store, control)
-        assert outcome is Outcome.INTERRUPTED and await store.db.get(JOB.id) is None
+        assert outcome is Outcome.NOT_REACHED and await store.rows([JOB.id]) == {}
     assert simulator.state.posts == 0

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import MALFORMED_JOB_FILES, SAMPLES, create_jobs, manifest, write_jsonl
 
-from batchgen import results
 from batchgen.cli import ExitCode, main
 from batchgen.simulator import SIMULATOR_KEY
+from batchgen.store import OutputFolder
 
 
 def batchgen(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[bytes]:
@@ -99,7 +99,7 @@ def test_internal_error_exits_70_without_hanging(simulator, tmp_path, monkeypatc
     async def bug(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(results.ResultStore, "save_image", bug)
+    monkeypatch.setattr(OutputFolder, "save_image", bug)
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(5))
     code = main(run_args(job_file, tmp_path / "o", simulator.url, "--concurrency", "1"))

@@ -9,7 +9,6 @@ whose answer was recorded was generated again (paid generations <= jobs + in fli
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -24,7 +23,7 @@ import pytest
 from conftest import create_jobs, write_jsonl
 
 from batchgen.simulator import SIMULATOR_KEY
-from batchgen.state import StateDB
+from batchgen.store.database import StateDatabase
 
 JOBS = 24
 
@@ -60,14 +59,11 @@ def dispatched_jobs(out: Path) -> set[str]:
     if not path.exists():
         return set()
 
-    async def read() -> set[str]:
-        db = await StateDB.open(path)
-        try:
-            return {job_id for job_id, _ in await db.in_flight()}
-        finally:
-            await db.close()
-
-    return asyncio.run(read())
+    db = StateDatabase.open(path, read_only=True)
+    try:
+        return {job_id for job_id, _ in db.in_flight()}
+    finally:
+        db.close()
 
 
 def check_folder(out: Path, job_ids: set[str]) -> None:

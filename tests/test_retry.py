@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from batchgen.errors import (
     AuthenticationError,
     CreditsExhausted,
     DownloadError,
     RateLimited,
     RequestRejected,
+    RetryBudgetExhausted,
     ServerError,
     TransportError,
 )
-from batchgen.retry import RetryBudget, RetryPolicy
+from batchgen.gates import Send
+from batchgen.retry import RetryPolicy, RetryQuota
 
 POLICY = RetryPolicy(max_retries=3, base=1.0, cap=8.0)
 
@@ -51,15 +55,24 @@ def test_zero_base_means_no_wait():
     assert RetryPolicy(base=0.0).decide(ServerError("x"), 5).delay == 0.0
 
 
-def test_budget_costs_more_after_timeouts_and_refunds_on_success():
-    budget = RetryBudget(capacity=20)
-    assert budget.spend(TransportError("t"))  # 10
-    assert budget.spend(ServerError("s"))  # 5
-    assert budget.tokens == 5
-    assert not budget.spend(TransportError("t"))  # would need 10
-    assert budget.tokens == 5
-    budget.refund()
-    assert budget.tokens == 6
+async def test_quota_costs_more_after_timeouts_and_a_successful_retry_gives_its_cost_back():
+    quota = RetryQuota(capacity=20)
+    timeout_retry = Send(retry_of=TransportError("t"))
+    await quota.enter(timeout_retry)  # 10
+    server_retry = Send(retry_of=ServerError("s"))
+    await quota.enter(server_retry)  # 5
+    assert quota.tokens == 5
+    with pytest.raises(RetryBudgetExhausted):
+        await quota.enter(Send(retry_of=TransportError("t")))  # would need 10
+    assert quota.tokens == 5
+    quota.settle(server_retry, None)  # the retry worked: its 5 come back
+    assert quota.tokens == 10
+    quota.settle(timeout_retry, ServerError("again"))  # failed again: nothing back
+    assert quota.tokens == 10
+    first_try = Send(retry_of=None)
+    await quota.enter(first_try)  # a first try costs nothing
+    quota.settle(first_try, None)
+    assert quota.tokens == 11
     for _ in range(100):
-        budget.refund()
-    assert budget.tokens == 20
+        quota.settle(first_try, None)
+    assert quota.tokens == 20

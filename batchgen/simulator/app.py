@@ -95,7 +95,7 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
-async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one branch per documented answer
+async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911, PLR0912 - one branch per documented answer
     state = request.app[STATE_KEY]
     faults = state.config
     client_id = request.headers.get("X-Client-Request-Id")
@@ -117,12 +117,14 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
         return _counted(state, _error(403, "You've run out of credits. Please top up your balance."))
     if faults.hourly_limit is not None and state.generations >= faults.hourly_limit:
         return _counted(state, _error(429, "Free-tier limit: You've reached your free limit for the hour"))
+    throttle = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
     if state.over_rate_limit():
-        return _counted(state, _error(429, "Too many requests"))
+        return _counted(state, _error(429, "Too many requests", **throttle))
     for probability, status in ((faults.error_429, 429), (faults.error_500, 500), (faults.error_503, 503)):
         if state.roll(probability):
-            message = "Too many requests" if status == HTTPStatus.TOO_MANY_REQUESTS else "Internal error"
-            return _counted(state, _error(status, message))
+            if status == HTTPStatus.TOO_MANY_REQUESTS:
+                return _counted(state, _error(status, "Too many requests", **throttle))
+            return _counted(state, _error(status, "Internal error"))
     if state.roll(faults.drop):
         assert request.transport is not None
         request.transport.close()
@@ -185,7 +187,7 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
         if body.get("convert_base64_to_url", True):
             item["url"] = _cdn_url(request, width, height)
         else:
-            png = await asyncio.to_thread(render_png, width, height, state.rng.randrange(2**32))
+            png = await asyncio.to_thread(render_png, width, height, state.picture_seed())
             item["b64_json"] = base64.b64encode(png).decode("ascii")
     return {"data": [item], "meta": {"usage": {"tokens_used": TOKENS[model]}}}, request_id
 
@@ -194,7 +196,7 @@ def _cdn_url(request: web.Request, width: int, height: int) -> str:
     state = request.app[STATE_KEY]
     if state.roll(state.config.bad_scheme):
         return "file:///etc/passwd"
-    return f"{request.scheme}://{request.host}/cdn/{width}x{height}-{state.rng.randrange(2**48):012x}.png"
+    return f"{request.scheme}://{request.host}/cdn/{width}x{height}-{state.picture_seed():012x}.png"
 
 
 async def _cdn(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one branch per fault

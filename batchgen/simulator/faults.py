@@ -45,6 +45,12 @@ class FaultConfig:
     limit_window: float = _opt(60.0, "seconds of the --rpm-limit window")
     credits: int | None = _opt(None, "generations before 403 'You've run out of credits'")
     hourly_limit: int | None = _opt(None, "generations before 429 'free limit for the hour'")
+    retry_after: int | None = _opt(
+        None, "Retry-After seconds on fault and rate-limit 429s (the real API sends none)"
+    )
+    image_pool: int = _opt(
+        0, "pictures drawn per size and served again (0: a new one per request); for benchmarks"
+    )
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set fields by name (unknown names raise ``KeyError``)."""
@@ -95,6 +101,11 @@ class SimulatorState:
         """Block (in another thread than the simulator's) until ``predicate(self)`` or timeout."""
         with self.changed:
             return bool(self.changed.wait_for(lambda: predicate(self), timeout))
+
+    def picture_seed(self) -> int:
+        """The seed of the next picture: new each time, or one of ``image_pool`` when set."""
+        pool = self.config.image_pool
+        return self.rng.randrange(pool) if pool > 0 else self.rng.randrange(2**48)
 
     def over_rate_limit(self) -> bool:
         """True when ``rpm_limit`` requests were already accepted in the last ``limit_window`` s."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import random
 import struct
@@ -26,6 +27,7 @@ ASPECT_SIZES = {
 FLUX_DEFAULT_SIZE = (1024, 768)  # the flux page's example, for a reference image it cannot fetch
 
 
+@functools.lru_cache(maxsize=256)  # the same picture again (FaultConfig.image_pool) costs nothing
 def render_png(width: int, height: int, seed: int) -> bytes:
     """A ``width`` x ``height`` PNG drawn from ``seed``: a colour field and a few shapes."""
     rng = random.Random(seed)

@@ -1,9 +1,10 @@
 """``manifest.jsonl``: the user-facing record, one JSON object per finished job attempt.
 
-The file is append-only; each record is written with one ``write`` and fsync'd. A job that
+The file is append-only; a group of records is written with one ``write`` and one fsync. A job that
 failed and later succeeded has both records, the later one last: the last record of a job is
 its outcome. A torn last line (a crash mid-append) is detected and cut off on the next run,
-which then re-appends it from the state database (:mod:`batchgen.state`), the source of truth.
+which then re-appends it from the state database (:mod:`batchgen.store.database`), the source
+of truth.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-import aiofiles
-import aiofiles.os
 from pydantic import BaseModel, ValidationError
 
 from batchgen.errors import StorageError
@@ -106,7 +105,7 @@ class ManifestFile:
         count = good_end = last_start = 0
         last = b""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise StorageError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         with os.fdopen(fd, "r+b") as handle:
@@ -131,15 +130,21 @@ class ManifestFile:
                 os.fsync(handle.fileno())
         return count, extra
 
-    async def append(self, record: ManifestRecord) -> None:
-        """Append ``record`` as one line and fsync it. Raises :class:`StorageError` (disk full...)."""
-        line = record.model_dump_json() + "\n"
+    def append_lines(self, lines: list[str]) -> None:
+        """Append ``lines`` (each one JSON record ending in a newline) with one write; fsync.
+
+        Blocking: call it off the event loop. Raises :class:`StorageError` (disk full...).
+        """
+        data = "".join(lines).encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            async with aiofiles.open(fd, "a", encoding="utf-8") as out:
-                await out.write(line)
-                await out.flush()
-                await aiofiles.os.wrap(os.fsync)(out.fileno())
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
 

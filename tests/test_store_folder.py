@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import create_jobs, manifest, run_jobs, write_jsonl
 
-from batchgen import files
 from batchgen.errors import OutputLockedError, StorageError
-from batchgen.files import safe_name
-from batchgen.images import InvalidImage
-from batchgen.manifest import ManifestRecord, Status
-from batchgen.results import ResultStore, decode_b64_image
+from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.simulator.pictures import bomb_png, render_png
-from batchgen.state import StateDB
+from batchgen.store import ManifestRecord, OutputFolder, Status
+from batchgen.store import files as store_files
+from batchgen.store.files import safe_name
 
 
 async def chunks_of(data: bytes, size: int = 1000):
@@ -35,7 +33,7 @@ def record(job_id: str, status: Status = Status.SUCCEEDED) -> ManifestRecord:
 
 async def test_saved_image_is_measured_and_named_from_the_job(tmp_path):
     png = render_png(40, 30, 1)
-    async with ResultStore.open(tmp_path) as store:
+    async with OutputFolder.open(tmp_path) as store:
         image = await store.save_image("job/1", 0, chunks_of(png))
         second = await store.save_image("job/1", 1, chunks_of(png))
     assert (image.width, image.height, image.bytes, image.content_type) == (40, 30, len(png), "image/png")
@@ -47,21 +45,21 @@ async def test_saved_image_is_measured_and_named_from_the_job(tmp_path):
 
 @pytest.mark.parametrize("data", [b"<html>not an image</html>", bomb_png(), render_png(40, 30, 1)[:200]])
 async def test_bad_image_bytes_are_refused_and_leave_nothing(tmp_path, data):
-    async with ResultStore.open(tmp_path) as store:
+    async with OutputFolder.open(tmp_path) as store:
         with pytest.raises(InvalidImage):
             await store.save_image("j", 0, chunks_of(data))
     assert list((tmp_path / "images").iterdir()) == []
 
 
 async def test_torn_manifest_line_is_cut_and_the_record_restored(tmp_path):
-    async with ResultStore.open(tmp_path) as store:
-        await store.finish(record("a"), final=False)
-        await store.finish(record("b"), final=False)
+    async with OutputFolder.open(tmp_path) as store:
+        await store.finish(record("a", Status.FAILED), final=False)
+        await store.finish(record("b", Status.FAILED), final=False)
     path = tmp_path / "manifest.jsonl"
     text = path.read_text()
     path.write_text(text[: len(text) - 15])  # a crash in the middle of the last append
 
-    async with ResultStore.open(tmp_path):
+    async with OutputFolder.open(tmp_path):
         pass
 
     assert [r["job_id"] for r in manifest(tmp_path)] == ["a", "b"]
@@ -81,11 +79,11 @@ async def test_lost_state_database_is_rebuilt_from_the_manifest(simulator, tmp_p
 
 
 async def test_second_live_run_is_refused(tmp_path):
-    async with ResultStore.open(tmp_path):
+    async with OutputFolder.open(tmp_path):
         with pytest.raises(OutputLockedError, match=str(os.getpid())):
-            async with ResultStore.open(tmp_path):
+            async with OutputFolder.open(tmp_path):
                 pass
-    async with ResultStore.open(tmp_path):  # released: free again
+    async with OutputFolder.open(tmp_path):  # released: free again
         pass
 
 
@@ -103,7 +101,7 @@ async def test_planted_symlinks_are_not_followed(tmp_path, planted):
     (out / planted).symlink_to(target)
 
     with pytest.raises(StorageError):
-        async with ResultStore.open(out):
+        async with OutputFolder.open(out):
             pass
     assert not any(p.is_file() and p.stat().st_size for p in outside.rglob("*"))
 
@@ -112,7 +110,7 @@ async def test_a_symlink_where_an_image_goes_is_replaced_not_followed(tmp_path):
     outside = tmp_path / "victim.txt"
     outside.write_text("keep me")
     out = tmp_path / "out"
-    async with ResultStore.open(out) as store:
+    async with OutputFolder.open(out) as store:
         (out / "images" / f"{safe_name('j')}.png").symlink_to(outside)
         image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 2)))
     assert outside.read_text() == "keep me"
@@ -151,18 +149,20 @@ async def test_malformed_answer_keeps_an_excerpt_in_the_manifest(make_simulator,
 async def test_full_disk_stops_the_run_resumably(simulator, tmp_path, monkeypatch):
     job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(4))
     out = tmp_path / "out"
-    real_mkstemp = files.tempfile.mkstemp
+    real_open = store_files.os.open
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(path, flags, *args, **kwargs):
+        if Path(path).name.startswith(store_files.TEMP_PREFIX):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+    monkeypatch.setattr(store_files.os, "open", full)
     first = await run_jobs(job_file, out, simulator.url, concurrency=1)
     assert first.stop_reason == "storage" and "No space left" in first.stop_message
     generated = simulator.state.generations
     assert generated == 1  # the answer is recorded; no further request went out
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
+    monkeypatch.setattr(store_files.os, "open", real_open)
     second = await run_jobs(job_file, out, simulator.url)
     assert second.complete and simulator.state.generations == 4  # the recorded answer was reused
 
@@ -171,10 +171,10 @@ async def test_b64_images_tolerate_a_data_uri_prefix_and_line_breaks(tmp_path):
     png = render_png(16, 16, 3)
     encoded = base64.b64encode(png).decode()
     wrapped = "data:image/png;base64," + "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60))
-    async with ResultStore.open(tmp_path) as store:
+    async with OutputFolder.open(tmp_path) as store:
         image = await store.save_image("j", 0, decode_b64_image(wrapped))
-        with pytest.raises(InvalidImage):
-            await store.save_image("k", 0, decode_b64_image("not base64!"))
+    with pytest.raises(InvalidImage):
+        decode_b64_image("not base64!")
     assert (tmp_path / image.path).read_bytes() == png
 
 
@@ -219,9 +219,8 @@ async def test_real_full_disk_stops_cleanly_and_resumes_when_space_returns(simul
     assert first.stop_reason == "storage" and first.tally.succeeded < jobs
 
     await asyncio.to_thread(small_disk.resize, "16m")  # space returns
-    db = await StateDB.open(out / ".batchgen" / "state.sqlite3")
-    unrecorded = len(await db.in_flight())  # answered while the disk was full: not recordable
-    await db.close()
+    async with OutputFolder.open(out) as folder:
+        unrecorded = len(await folder.in_flight())  # answered while the disk was full: not recordable
     second = await run_jobs(job_file, out, simulator.url)
     assert second.complete
     records = [r for r in manifest(out) if r["status"] == "succeeded"]
@@ -240,6 +239,6 @@ async def test_the_output_folder_itself_may_be_a_users_symlink(tmp_path):
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    async with ResultStore.open(tmp_path / "link") as store:
+    async with OutputFolder.open(tmp_path / "link") as store:
         image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 4)))
     assert (real / image.path).is_file()

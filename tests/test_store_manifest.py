@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from batchgen.errors import StorageError
-from batchgen.manifest import ManifestFile, ManifestRecord, Status
+from batchgen.store.manifest import ManifestFile, ManifestRecord, Status
 
 
 def record(job_id: str) -> ManifestRecord:
     return ManifestRecord(job_id=job_id, model="reve/create-image", status=Status.SUCCEEDED)
 
 
-async def test_append_then_repair_counts_complete_lines(tmp_path):
+def test_append_then_repair_counts_complete_lines(tmp_path):
     manifest = ManifestFile(tmp_path / "manifest.jsonl")
-    await manifest.append(record("a"))
-    await manifest.append(record("b"))
+    manifest.append_lines([record("a").model_dump_json() + "\n"])
+    manifest.append_lines([record("b").model_dump_json() + "\n"])
     with (tmp_path / "manifest.jsonl").open("a") as torn:
         torn.write('{"job_id": "c", "mod')  # a crash mid-append
 

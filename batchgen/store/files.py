@@ -13,26 +13,23 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import aiofiles
-import aiofiles.os
 
 from batchgen.errors import OutputLockedError, StorageError
 
 __all__ = [
     "DirectoryLock",
+    "TempFile",
     "WrittenFile",
     "ensure_real_dir",
     "fsync_dir",
     "make_output_dir",
     "remove_temporaries",
+    "replace",
     "safe_name",
-    "write_stream",
 ]
 
 TEMP_PREFIX = ".tmp-"
@@ -86,54 +83,89 @@ def ensure_real_dir(path: Path, root: Path) -> Path:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (fsync the folder itself)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    """Make renames and new files in ``path`` durable (fsync the folder itself).
+
+    Raises :class:`StorageError`.
+    """
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot sync {path}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
 class WrittenFile:
-    """A file made durable under a temporary name: where, its SHA-256 (hex) and size (bytes)."""
+    """A file made durable: where, its SHA-256 (hex) and size (bytes)."""
 
     path: Path
     sha256: str
     size: int
 
 
-async def write_stream(folder: Path, chunks: AsyncIterator[bytes]) -> WrittenFile:
-    """Write ``chunks`` to a new temporary file in ``folder``, fsync it, and return it.
+class TempFile:
+    """A new temporary file in ``folder``, written in parts, made durable, then renamed or dropped.
 
-    The caller renames it into place (:func:`os.replace`) once it is judged good, or deletes it.
-    The file is created exclusively (``O_EXCL``), so no planted symlink is followed.
-    Raises :class:`StorageError` when the disk is full or unwritable; the temporary file is
-    removed on any failure.
+    Created exclusively (``O_EXCL | O_NOFOLLOW``: no planted symlink is followed) with mode
+    0666 less the umask, like any file the user's tools create. Blocking: call it off the event
+    loop. Raises :class:`StorageError` when the disk is full or unwritable.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        self._digest = hashlib.sha256()
+        self._size = 0
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise StorageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        self._digest.update(data)
+        self._size += len(data)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.discard()
+            raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def commit(self) -> WrittenFile:
+        """fsync and close the file; it keeps its temporary name until :meth:`rename`."""
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        except OSError as exc:
+            self.discard()
+            raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._fd = -1
+        return WrittenFile(self.path, self._digest.hexdigest(), self._size)
+
+    def discard(self) -> None:
+        """Close and delete the file (idempotent)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def replace(source: Path, target: Path) -> None:
+    """Rename ``source`` over ``target`` (a planted symlink there is replaced, never followed).
+
+    The caller fsyncs the folder (:func:`fsync_dir`) before relying on the new name.
+    Raises :class:`StorageError`.
     """
     try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the user's other tools
+        source.replace(target)
     except OSError as exc:
-        raise StorageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
-    path = Path(name)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        async with aiofiles.open(fd, "wb") as out:
-            async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                await out.write(chunk)
-            await out.flush()
-            await aiofiles.os.wrap(os.fsync)(out.fileno())
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            await aiofiles.os.remove(path)
-        if isinstance(exc, OSError):
-            raise StorageError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
-        raise
-    return WrittenFile(path, digest.hexdigest(), size)
+        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def remove_temporaries(folder: Path) -> int:
@@ -173,8 +205,12 @@ class DirectoryLock:
                     f"{self.path.parent.parent} is in use by another batchgen run (pid {owner})"
                 ) from None
             raise StorageError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the pid is only for messages, but say why we stop
+            os.close(fd)
+            raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fd = fd
 
     def release(self) -> None:

@@ -1,0 +1,31 @@
+"""The output folder as one component: layout and lock, state database, manifest, atomic files.
+
+Everything outside this package goes through :class:`OutputFolder` (a run) or
+:func:`read_status` (``batchgen status``); nothing else touches the database or the files.
+
+    folder.py     the facade: open (lock, repair), group commit, images
+    database.py   SQLite write-ahead state; the job states and their allowed transitions
+    manifest.py   manifest records and the append-only file
+    files.py      safe names, temporary files, folder sync, the lock
+    status.py     read-only counts for ``batchgen status``
+"""
+
+from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
+from batchgen.store.folder import OutputFolder
+from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
+from batchgen.store.status import read_status
+
+__all__ = [
+    "TRANSITIONS",
+    "ErrorInfo",
+    "ImageRecord",
+    "JobRow",
+    "JobState",
+    "ManifestRecord",
+    "OutputFolder",
+    "StateCounts",
+    "Status",
+    "TransitionError",
+    "read_status",
+    "utc_now",
+]

@@ -1,0 +1,364 @@
+"""Write-ahead job state in SQLite (``DIR/.batchgen/state.sqlite3``), committed in groups.
+
+Why SQLite and not a JSONL journal: a resume must answer "what happened to job X?" for each of
+possibly millions of jobs without holding them all in memory; SQLite answers by primary key from
+disk, its WAL mode with ``synchronous=FULL`` makes each commit durable and atomic (no torn
+records), and it ships with Python. ``manifest.jsonl`` stays the user-facing record; it is a
+projection of the ``records`` table, re-appended from it after a crash.
+
+Job states and the moves between them are one table, :data:`TRANSITIONS`; every update names the
+states it may leave (``WHERE state IN (...)``) and one that changes no row raises
+:class:`TransitionError` (a bug, never a silent no-op).
+
+This module is synchronous: :class:`StateDatabase` runs on the store's one database thread
+(:mod:`batchgen.store.folder`), which applies each group of transitions in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import BatchgenError, StorageError
+from batchgen.responses import Answer
+from batchgen.store.manifest import ManifestRecord, Status
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TRANSITIONS",
+    "Change",
+    "JobRow",
+    "JobState",
+    "StateCounts",
+    "StateDatabase",
+    "TransitionError",
+]
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the layout below; 0 is the same layout written before versioning."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,      -- failed for good: re-sent only with --retry-failed
+    attempts INTEGER NOT NULL DEFAULT 0,   -- generation requests sent, over all runs
+    client_request_ids TEXT NOT NULL DEFAULT '[]',
+    answer TEXT,                           -- Answer JSON; base64 images dropped once saved
+    tokens_used REAL,
+    started_at TEXT
+);
+CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class JobState(StrEnum):
+    """Where a job stands."""
+
+    PENDING = "pending"  # not sent, or sent and refused without an answer (not billed)
+    DISPATCHED = "dispatched"  # committed as sent; no answer recorded yet (maybe billed)
+    ANSWERED = "answered"  # generation answered and recorded; images not all saved yet
+    SUCCEEDED = "succeeded"  # record committed; never sent again
+    FAILED = "failed"  # record committed; ``final`` says whether a plain resume retries it
+
+
+_S = JobState
+TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
+    {
+        (_S.PENDING, _S.DISPATCHED),  # first send
+        (_S.DISPATCHED, _S.DISPATCHED),  # re-send of a job in flight when a run died
+        (_S.FAILED, _S.DISPATCHED),  # a retryable failure re-sent, or --retry-failed
+        (_S.DISPATCHED, _S.PENDING),  # refused or lost without an answer: not billed
+        (_S.DISPATCHED, _S.ANSWERED),  # the paid answer, made durable before any fetch
+        (_S.ANSWERED, _S.SUCCEEDED),  # every image saved
+        (_S.ANSWERED, _S.FAILED),  # content violation, no image, a download that gave up
+        (_S.PENDING, _S.FAILED),  # refused for good (400), or retries spent without an answer
+        (_S.FAILED, _S.SUCCEEDED),  # a recorded answer fetched again by a resume
+        (_S.FAILED, _S.FAILED),  # ... and failed again
+    }
+)
+"""Every allowed ``(from, to)`` move of a job (as dask's scheduler lists its transitions)."""
+
+
+def _sources(target: JobState) -> tuple[str, ...]:
+    return tuple(sorted(source.value for source, to in TRANSITIONS if to is target))
+
+
+class TransitionError(BatchgenError):
+    """A state update found the job in a state it may not leave that way: a bug in batchgen."""
+
+    hint = "please report it with the log; the output folder stays resumable"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job's durable state."""
+
+    job_id: str
+    state: JobState
+    final: bool
+    attempts: int
+    client_request_ids: list[str]
+    answer: Answer | None
+    started_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateCounts:
+    """Jobs per state, the failed ones split into final and retryable; tokens in all."""
+
+    succeeded: int = 0
+    failed_final: int = 0
+    failed_retryable: int = 0
+    in_progress: int = 0
+    tokens_used: float = 0.0
+
+
+class StateDatabase:
+    """The state database of one output folder; every method runs on one thread.
+
+    Writes happen only inside :meth:`group` (one transaction, one sync to disk for all of its
+    transitions). Raises :class:`StorageError` when SQLite cannot read or write the file.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> StateDatabase:
+        """Open (creating if needed) the database at ``path``: WAL mode, ``synchronous=FULL``.
+
+        ``read_only`` opens an existing database without write access (``batchgen status``).
+        Raises :class:`StorageError` for a file that is not a batchgen state database, a newer
+        schema, or a folder that cannot be written.
+        """
+        connection: sqlite3.Connection | None = None
+        try:
+            if read_only:
+                connection = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.executescript(_SCHEMA)
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path} was written by a newer batchgen (state schema {version}); upgrade batchgen"
+                )
+            if version < SCHEMA_VERSION and not read_only:
+                connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            connection.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        except sqlite3.Error as exc:
+            if connection is not None:
+                connection.close()
+            raise StorageError(f"cannot open the state database {path}: {exc}") from exc
+        except StorageError:
+            if connection is not None:
+                connection.close()
+            raise
+        return cls(connection)
+
+    def close(self) -> None:
+        """Close the connection (everything is already committed)."""
+        self._db.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        """The rows of those of ``job_ids`` the database knows, by id (one query per 500 ids)."""
+        ids = list(job_ids)
+        found: dict[str, JobRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
+            query = f"SELECT job_id, state, final, attempts, client_request_ids, answer, started_at FROM jobs WHERE job_id IN ({marks})"  # noqa: S608, E501
+            for row in self._read(query, chunk):
+                answer = Answer.model_validate_json(row[5]) if row[5] else None
+                found[row[0]] = JobRow(
+                    row[0], JobState(row[1]), bool(row[2]), row[3], json.loads(row[4]), answer, row[6]
+                )
+        return found
+
+    def count_records(self) -> int:
+        """How many manifest records the database holds."""
+        return int(self._read("SELECT COUNT(*) FROM records")[0][0])
+
+    def records_from(self, offset: int) -> Iterator[ManifestRecord]:
+        """Manifest records in order, skipping the first ``offset``."""
+        cursor = self._db.execute("SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,))
+        for (text,) in cursor:
+            yield ManifestRecord.model_validate_json(text)
+
+    def in_flight(self) -> list[tuple[str, list[str]]]:
+        """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
+        rows = self._read(
+            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched' ORDER BY job_id"
+        )
+        return [(row[0], json.loads(row[1])) for row in rows]
+
+    def counts(self) -> StateCounts:
+        """Jobs per outcome, and tokens used by every recorded answer."""
+        totals: dict[str, int] = {}
+        for state, final, count in self._read(
+            "SELECT state, final, COUNT(*) FROM jobs GROUP BY state, final"
+        ):
+            key = f"{state}:{int(final)}" if state == JobState.FAILED else state
+            totals[key] = totals.get(key, 0) + count
+        tokens = self._read("SELECT COALESCE(SUM(tokens_used), 0) FROM jobs")[0][0]
+        return StateCounts(
+            succeeded=totals.get(JobState.SUCCEEDED, 0),
+            failed_final=totals.get("failed:1", 0),
+            failed_retryable=totals.get("failed:0", 0),
+            in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
+            tokens_used=float(tokens),
+        )
+
+    def get_meta(self, key: str) -> str | None:
+        """A run-level value (e.g. ``total_jobs``), or None."""
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the state database: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def group(self, changes: list[Change]) -> list[BaseException | None]:
+        """Apply ``changes`` in one transaction, each in its own savepoint; commit once.
+
+        Returns, per change, None or the :class:`TransitionError` that undid that change alone.
+        Raises :class:`StorageError` when the transaction cannot be committed (nothing of it is).
+        """
+        outcomes: list[BaseException | None] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for change in changes:
+                self._db.execute("SAVEPOINT change")
+                try:
+                    change.apply(self._db)
+                except TransitionError as exc:
+                    self._db.execute("ROLLBACK TO change")
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+                self._db.execute("RELEASE change")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"cannot write the state database: {exc}") from exc
+        return outcomes
+
+
+def _move(
+    db: sqlite3.Connection, job_id: str, target: JobState, assignments: str, params: tuple[Any, ...]
+) -> None:
+    sources = _sources(target)
+    marks = ",".join("?" * len(sources))
+    cursor = db.execute(
+        f"UPDATE jobs SET state=?{assignments} WHERE job_id=? AND state IN ({marks})",  # noqa: S608
+        (target.value, *params, job_id, *sources),
+    )
+    if cursor.rowcount != 1:
+        row = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        found = row[0] if row else "no row"
+        raise TransitionError(f"job {job_id!r}: cannot move from {found} to {target.value}")
+
+
+def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None) -> None:
+    db.execute(
+        "INSERT INTO jobs (job_id, model, state, started_at) VALUES (?, ?, 'pending', ?) "
+        "ON CONFLICT(job_id) DO NOTHING",
+        (job_id, model, now),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One write of a group: a job's transition, a record, or a run-level value."""
+
+    kind: str  # "dispatch" | "unanswered" | "answered" | "finish" | "import" | "meta"
+    job_id: str = ""
+    model: str = ""
+    client_request_id: str = ""
+    now: str | None = None
+    answer: Answer | None = None
+    record: ManifestRecord | None = None
+    record_json: str = ""
+    final: bool = False
+    key: str = ""
+    value: str = ""
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        """Run this change's statements inside the open transaction."""
+        if self.kind == "dispatch":
+            _ensure_row(db, self.job_id, self.model, self.now)
+            _move(
+                db,
+                self.job_id,
+                JobState.DISPATCHED,
+                ", final=0, attempts=attempts+1, "
+                "client_request_ids=json_insert(client_request_ids, '$[#]', ?)",
+                (self.client_request_id,),
+            )
+        elif self.kind == "unanswered":
+            _move(db, self.job_id, JobState.PENDING, "", ())
+        elif self.kind == "answered":
+            assert self.answer is not None
+            _move(
+                db,
+                self.job_id,
+                JobState.ANSWERED,
+                ", answer=?, tokens_used=?",
+                (self.answer.model_dump_json(), self.answer.tokens_used),
+            )
+        elif self.kind in ("finish", "import"):
+            self._finish(db)
+        else:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (self.key, self.value),
+            )
+
+    def _finish(self, db: sqlite3.Connection) -> None:
+        record = self.record
+        assert record is not None
+        succeeded = record.status is Status.SUCCEEDED
+        db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,))
+        if self.kind == "import":  # the database was lost: rebuilt from the manifest, row by row
+            _ensure_row(db, record.job_id, record.model, record.started_at)
+            db.execute(
+                "UPDATE jobs SET state=?, final=?, attempts=? WHERE job_id=?",
+                (
+                    JobState.SUCCEEDED if succeeded else JobState.FAILED,
+                    self.final,
+                    record.attempts,
+                    record.job_id,
+                ),
+            )
+            return
+        _ensure_row(db, record.job_id, record.model, record.started_at)
+        _move(
+            db,
+            record.job_id,
+            JobState.SUCCEEDED if succeeded else JobState.FAILED,
+            ", final=?, answer=CASE WHEN ? THEN json_remove(answer, '$.images') ELSE answer END",
+            (self.final and not succeeded, succeeded),
+        )

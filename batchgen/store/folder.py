@@ -1,0 +1,308 @@
+"""The output folder: where every result lands, durably, and where a resume starts from.
+
+Layout of ``DIR``::
+
+    manifest.jsonl            one record per finished job attempt (store.manifest)
+    images/<name>.<ext>       the images, named from the job id (store.files.safe_name)
+    .batchgen/state.sqlite3   write-ahead job state (store.database)
+    .batchgen/lock            held by the live run (flock)
+
+Group commit: every job's state transitions go to one writer, which applies all the changes
+waiting at that moment in one transaction on the store's database thread: one sync of the
+images folder (for images renamed into place), one SQLite commit, one manifest write and fsync
+for the whole group. Each caller resumes only once its own change is durable, so the
+write-ahead order holds per job (dispatched before the request is sent, the answer before any
+fetch, the record before the manifest line) while a thousand jobs share a handful of syncs.
+
+Example::
+
+    async with OutputFolder.open(Path("out")) as folder:
+        rows = await folder.rows(["trex"])
+        image = await folder.save_image("trex", 0, png_bytes)
+        await folder.finish(record, final=False)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from batchgen.errors import StorageError
+from batchgen.images import DEFAULT_MAX_PIXELS, inspect_image
+from batchgen.responses import Answer
+from batchgen.store.database import Change, JobRow, StateCounts, StateDatabase
+from batchgen.store.files import (
+    DirectoryLock,
+    TempFile,
+    WrittenFile,
+    ensure_real_dir,
+    fsync_dir,
+    make_output_dir,
+    remove_temporaries,
+    replace,
+    safe_name,
+)
+from batchgen.store.manifest import ImageRecord, ManifestFile, ManifestRecord
+
+__all__ = ["SPILL_BYTES", "OutputFolder"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SPILL_BYTES = 1024 * 1024
+"""A download is held in memory up to this many bytes, then streamed to its temporary file."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    change: Change
+    done: asyncio.Future[None]
+
+
+class OutputFolder:
+    """The open output folder of one run: state database, manifest and images, behind one API.
+
+    Open it with :meth:`open`, which takes the folder's lock and repairs what a crash left.
+    Every method raises :class:`~batchgen.errors.StorageError` when the folder cannot be
+    written or read.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        db: StateDatabase,
+        manifest: ManifestFile,
+        thread: ThreadPoolExecutor,
+        max_pixels: int,
+    ) -> None:
+        self.root = root
+        self.images = root / "images"
+        self._db = db
+        self._manifest = manifest
+        self._thread = thread  # the database's one thread: sqlite3 objects stay on it
+        self._max_pixels = max_pixels
+        self._waiting: list[_Waiting] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> AsyncIterator[OutputFolder]:
+        """Open ``root`` for a run.
+
+        Creates the folder layout, takes the lock (raises
+        :class:`~batchgen.errors.OutputLockedError` when a live run holds it), removes temporary
+        files a crash left, and brings ``manifest.jsonl`` back in line with the database.
+        """
+        loop = asyncio.get_running_loop()
+        make_output_dir(root)
+        private = ensure_real_dir(root / ".batchgen", root)
+        folder_lock = DirectoryLock(private / "lock")
+        folder_lock.acquire()
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchgen-store")
+        try:
+            db = await loop.run_in_executor(thread, StateDatabase.open, private / "state.sqlite3")
+            try:
+                folder = cls(root, db, ManifestFile(root / "manifest.jsonl"), thread, max_pixels)
+                ensure_real_dir(folder.images, root)
+                await asyncio.to_thread(remove_temporaries, folder.images)
+                await folder._on_thread(folder._sync_manifest)
+                async with asyncio.TaskGroup() as group:
+                    writer = group.create_task(folder._write_groups())
+                    try:
+                        yield folder
+                    finally:
+                        folder._closing = True
+                        folder._wake.set()
+                        await asyncio.shield(writer)
+            finally:
+                await loop.run_in_executor(thread, db.close)
+        finally:
+            thread.shutdown(wait=True)  # never leave the database thread running
+            folder_lock.release()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        """The durable state of those of ``job_ids`` the folder has seen, by id (one thread hop)."""
+        ids = list(job_ids)
+        return await self._on_thread(lambda: self._db.rows(ids))
+
+    async def in_flight(self) -> list[tuple[str, list[str]]]:
+        """Jobs an earlier run left sent with no recorded answer: (job id, X-Client-Request-Ids)."""
+        return await self._on_thread(self._db.in_flight)
+
+    async def counts(self) -> StateCounts:
+        """Jobs per outcome over the folder, and tokens used."""
+        return await self._on_thread(self._db.counts)
+
+    async def get_meta(self, key: str) -> str | None:
+        """A run-level value stored with :meth:`set_meta`, or None."""
+        return await self._on_thread(lambda: self._db.get_meta(key))
+
+    # -- writes (group-committed) --------------------------------------------------------------
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Store a run-level value (``total_jobs``, ``job_file``, ``not_before``...)."""
+        await self._commit(Change("meta", key=key, value=value))
+
+    async def dispatched(self, job_id: str, model: str, client_request_id: str, now: str) -> None:
+        """Record, before sending, that attempt ``client_request_id`` of the job goes out."""
+        await self._commit(Change("dispatch", job_id, model, client_request_id, now))
+
+    async def unanswered(self, job_id: str) -> None:
+        """The request failed without a generation (error status, no connection): back to pending."""
+        await self._commit(Change("unanswered", job_id))
+
+    async def answered(self, job_id: str, answer: Answer) -> None:
+        """Make the API's answer durable before anything is done with it."""
+        await self._commit(Change("answered", job_id, answer=answer))
+
+    async def finish(self, record: ManifestRecord, *, final: bool) -> None:
+        """Commit the job's record and outcome, then append it to ``manifest.jsonl``.
+
+        ``final``: a failure that a plain resume must not re-send. The images the record lists
+        are made durable (folder sync) before the commit; a crash between commit and append
+        leaves the record in the database only, and the next :meth:`open` appends it.
+        """
+        await self._commit(
+            Change("finish", record=record, record_json=record.model_dump_json() + "\n", final=final)
+        )
+
+    async def save_image(self, job_id: str, index: int, source: bytes | AsyncIterator[bytes]) -> ImageRecord:
+        """Write one image to ``images/``, verify it with Pillow, and rename it into place.
+
+        ``source`` is the whole image (inline base64, decoded) or its chunks as they download:
+        held in memory up to :data:`SPILL_BYTES`, then streamed to the temporary file. The name
+        is ``safe_name(job_id)`` (plus ``-<index>`` from the 2nd image on) and the extension of
+        the format Pillow identified. The folder sync that makes the rename durable comes with
+        the record's group commit (:meth:`finish`). Raises
+        :class:`~batchgen.images.InvalidImage` (nothing is kept) or :class:`StorageError`.
+        """
+        stem = f"{safe_name(job_id)}{f'-{index}' if index else ''}"
+        if isinstance(source, bytes):
+            return await asyncio.to_thread(self._store_image, stem, [source], None)
+        parts: list[bytes] = []
+        held = 0
+        spilled: TempFile | None = None
+        try:
+            async for chunk in source:
+                parts.append(chunk)
+                held += len(chunk)
+                if held >= SPILL_BYTES:
+                    spilled = await asyncio.to_thread(self._spill, spilled, parts)
+                    parts, held = [], 0
+        except BaseException:
+            if spilled is not None:
+                await asyncio.to_thread(spilled.discard)
+            raise
+        return await asyncio.to_thread(self._store_image, stem, parts, spilled)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _spill(self, spilled: TempFile | None, parts: list[bytes]) -> TempFile:
+        target = spilled or TempFile(self.images)
+        for part in parts:
+            target.write(part)
+        return target
+
+    def _store_image(self, stem: str, parts: list[bytes], spilled: TempFile | None) -> ImageRecord:
+        temp = self._spill(spilled, parts)
+        try:
+            written: WrittenFile = temp.commit()
+            info = inspect_image(written.path, max_pixels=self._max_pixels)
+            final = self.images / f"{stem}.{info.extension}"
+            replace(written.path, final)
+        except BaseException:
+            temp.discard()
+            raise
+        return ImageRecord(
+            path=final.relative_to(self.root).as_posix(),
+            sha256=written.sha256,
+            bytes=written.size,
+            content_type=info.content_type,
+            width=info.width,
+            height=info.height,
+        )
+
+    async def _on_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+    async def _commit(self, change: Change) -> None:
+        waiting = _Waiting(change, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._wake.set()
+        await waiting.done
+
+    async def _write_groups(self) -> None:
+        """The writer: commit whatever is waiting as one group, until the folder closes."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            group, self._waiting = self._waiting, []
+            if not group:
+                if self._closing:
+                    return
+                continue
+            try:
+                outcomes = await self._on_thread(functools.partial(self._apply, [w.change for w in group]))
+            except Exception as exc:
+                outcomes = [exc] * len(group)
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                if waiting.done.done():
+                    continue  # its job was cancelled; the change stands all the same
+                if outcome is None:
+                    waiting.done.set_result(None)
+                else:
+                    waiting.done.set_exception(outcome)
+            if self._waiting:
+                self._wake.set()
+
+    def _apply(self, changes: list[Change]) -> list[BaseException | None]:
+        """One group, on the database thread: folder sync, one commit, one manifest append."""
+        if any(c.record is not None and c.record.images for c in changes):
+            fsync_dir(self.images)
+        outcomes = self._db.group(changes)
+        appended = [i for i, c in enumerate(changes) if c.kind == "finish" and outcomes[i] is None]
+        if appended:
+            try:
+                self._manifest.append_lines([changes[i].record_json for i in appended])
+            except StorageError as exc:
+                for i in appended:
+                    outcomes[i] = exc
+        return outcomes
+
+    def _sync_manifest(self) -> None:
+        """On the database thread: cut a torn tail, re-append what the database has past it."""
+        known = self._db.count_records()
+        lines, extra = self._manifest.repair(known)
+        if extra:  # the database was lost or replaced: rebuild it from the manifest
+            self._db.group(
+                [
+                    Change(
+                        "import",
+                        record=record,
+                        record_json=record.model_dump_json() + "\n",
+                        final=record.error is not None and not record.error.retryable,
+                    )
+                    for record in extra
+                ]
+            )
+        missing: list[str] = []
+        for record in self._db.records_from(lines):
+            missing.append(record.model_dump_json() + "\n")
+            if len(missing) >= 1000:  # noqa: PLR2004 - bounded memory on a large repair
+                self._manifest.append_lines(missing)
+                missing = []
+        if missing:
+            self._manifest.append_lines(missing)
+        appended = max(0, known - lines)
+        if extra or appended:
+            log.info("manifest repaired: %d record(s) re-appended, %d imported", appended, len(extra))

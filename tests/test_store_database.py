@@ -1,0 +1,119 @@
+"""The write-ahead state: transitions (allowed and refused), in-flight jobs, counts, versions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from batchgen.errors import StorageError
+from batchgen.responses import Answer, ImageRef
+from batchgen.store import (
+    TRANSITIONS,
+    ErrorInfo,
+    JobState,
+    ManifestRecord,
+    OutputFolder,
+    Status,
+    TransitionError,
+)
+from batchgen.store.database import SCHEMA_VERSION, StateDatabase
+
+
+async def test_a_job_moves_from_dispatched_to_answered_to_succeeded(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        await folder.dispatched("a", "reve/create-image", "bg.a.1.a1", "2026-01-01T00:00:00Z")
+        assert await folder.in_flight() == [("a", ["bg.a.1.a1"])]  # sent, no answer: maybe charged
+
+        answer = Answer(request_id="r", tokens_used=5, images=[ImageRef(b64_json="AAAA")])
+        await folder.answered("a", answer)
+        row = (await folder.rows(["a"]))["a"]
+        assert row.state is JobState.ANSWERED and row.answer == answer and await folder.in_flight() == []
+
+        await folder.finish(
+            ManifestRecord(job_id="a", model="reve/create-image", status=Status.SUCCEEDED), final=False
+        )
+        row = (await folder.rows(["a"]))["a"]
+        assert (
+            row.state is JobState.SUCCEEDED and row.attempts == 1 and row.answer.images == []
+        )  # bytes dropped
+        counts = await folder.counts()
+        assert counts.succeeded == 1 and counts.tokens_used == 5
+
+
+async def test_unanswered_requests_go_back_to_pending_and_attempts_add_up(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        for attempt in (1, 2):
+            await folder.dispatched("a", "reve/create-image", f"bg.a.1.a{attempt}", "t")
+            await folder.unanswered("a")
+        row = (await folder.rows(["a"]))["a"]
+    assert row.state is JobState.PENDING and row.attempts == 2
+    assert row.client_request_ids == ["bg.a.1.a1", "bg.a.1.a2"]
+
+
+async def test_failures_are_counted_final_or_retryable(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        error = ErrorInfo(message="m", kind="k")
+        for job_id, final in (("a", True), ("b", False)):
+            await folder.finish(
+                ManifestRecord(job_id=job_id, model="m", status=Status.FAILED, error=error), final=final
+            )
+        counts = await folder.counts()
+    assert (counts.failed_final, counts.failed_retryable) == (1, 1)
+
+
+async def test_a_transition_the_table_does_not_allow_is_refused_and_changes_nothing(tmp_path):
+    assert (JobState.SUCCEEDED, JobState.DISPATCHED) not in TRANSITIONS  # never paid for twice
+    async with OutputFolder.open(tmp_path) as folder:
+        await folder.finish(ManifestRecord(job_id="a", model="m", status=Status.FAILED), final=True)
+        with pytest.raises(TransitionError, match="from failed to answered"):
+            await folder.answered("a", Answer())
+        await folder.dispatched("b", "m", "bg.b.1.a1", "t")
+        await folder.answered("b", Answer(request_id="r"))
+        await folder.finish(ManifestRecord(job_id="b", model="m", status=Status.SUCCEEDED), final=False)
+        with pytest.raises(TransitionError, match="from succeeded to dispatched"):
+            await folder.dispatched("b", "m", "bg.b.1.a2", "t")
+        rows = await folder.rows(["a", "b"])
+    assert rows["a"].state is JobState.FAILED and rows["b"].state is JobState.SUCCEEDED
+    assert rows["b"].attempts == 1
+
+
+async def test_concurrent_transitions_share_commits_and_each_is_durable(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        await asyncio.gather(*(folder.dispatched(f"j{i}", "m", f"bg.j{i}.a1", "t") for i in range(200)))
+    db = StateDatabase.open(tmp_path / ".batchgen" / "state.sqlite3", read_only=True)
+    try:
+        assert len(db.in_flight()) == 200
+    finally:
+        db.close()
+
+
+async def test_state_survives_reopening_and_carries_its_schema_version(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        await folder.set_meta("total_jobs", "7")
+        await folder.dispatched("a", "m", "id", "t")
+    async with OutputFolder.open(tmp_path) as folder:
+        assert await folder.get_meta("total_jobs") == "7"
+        assert (await folder.rows(["a"]))["a"].state is JobState.DISPATCHED
+    path = tmp_path / ".batchgen" / "state.sqlite3"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_folder_from_before_versioning_opens_and_one_from_a_newer_release_is_refused(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    StateDatabase.open(path).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version=0")  # as today's release wrote it
+    StateDatabase.open(path).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="newer batchgen"):
+        StateDatabase.open(path)
+
+
+def test_garbage_in_place_of_the_database_is_a_storage_error(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StorageError, match="cannot open the state database"):
+        StateDatabase.open(path)
