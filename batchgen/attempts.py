@@ -53,6 +53,8 @@ class RunControl:
     policy: RetryPolicy
     places: asyncio.Semaphore
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiting: set[asyncio.Task[object]] = field(default_factory=set)  # tasks inside unless_stopped
+    _interrupted: set[asyncio.Task[object]] = field(default_factory=set)  # ... cancelled by stop()
 
     @property
     def stopping(self) -> bool:
@@ -63,23 +65,33 @@ class RunControl:
         """Stop dispatching new requests (``cause``: the error that stops the run, if any)."""
         del cause  # the pool records it
         self._stop.set()
+        for task in self._waiting - self._interrupted:
+            self._interrupted.add(task)
+            task.cancel()
 
     async def unless_stopped(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` unless the run stops first: then cancel it and raise :class:`Interrupted`."""
+        """Await ``awaitable`` unless the run stops first: then raise :class:`Interrupted`.
+
+        The waiting task is cancelled by :meth:`stop` (no helper task per wait: this sits on
+        every request's path).
+        """
         if self.stopping:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
             raise Interrupted
-        task = asyncio.ensure_future(awaitable)
-        stopper = asyncio.ensure_future(self._stop.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
         try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            return await awaitable
+        except asyncio.CancelledError:
+            if task not in self._interrupted:
+                raise
+            task.uncancel()
+            raise Interrupted from None
         finally:
-            stopper.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        raise Interrupted
+            self._waiting.discard(task)
+            self._interrupted.discard(task)
 
 
 async def _finish_anyway(awaitable: Awaitable[T]) -> T:

@@ -78,25 +78,49 @@ def scan_job_file(path: Path) -> JobFileSummary:
     id and field).
     """
     problems: list[JobFileProblem] = []
-    seen: dict[str, int | None] = {}
+    # Ids are kept as 64-bit digests, not strings: memory stays flat in the file's size. A digest
+    # seen twice is confirmed against the ids themselves (a second pass, on that error path only).
+    seen: set[int] = set()
+    suspects: set[str] = set()
     models: Counter[str] = Counter()
+    count = 0
     for item in _iter_results(path):
         if isinstance(item, list):
             problems.extend(item)
             continue
-        if item.id in seen:
-            where = f"line {seen[item.id]}" if seen[item.id] else "an earlier job"
-            problems.append(
-                JobFileProblem(str(path), item.line, item.id, "id", f"duplicate id (first at {where})")
-            )
-            continue
-        seen[item.id] = item.line
+        digest = _id_digest(item.id)
+        if digest in seen:
+            suspects.add(item.id)
+        seen.add(digest)
+        count += 1
         models[item.model] += 1
-    if not problems and not seen:
+    if suspects:
+        problems += _duplicates(path, suspects)
+    if not problems and not count:
         problems.append(JobFileProblem(str(path), None, None, None, "the file holds no jobs"))
     if problems:
         raise JobFileError(problems)
-    return JobFileSummary(path, len(seen), models)
+    return JobFileSummary(path, count, models)
+
+
+def _id_digest(job_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "little")
+
+
+def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
+    """The jobs among ``suspects`` whose id really repeats an earlier job's id."""
+    lines: dict[str, list[int | None]] = {}
+    for item in _iter_results(path):
+        if isinstance(item, Job) and item.id in suspects:
+            lines.setdefault(item.id, []).append(item.line)
+    problems = []
+    for job_id, found in lines.items():
+        where = f"line {found[0]}" if found[0] else "an earlier job"
+        problems += [
+            JobFileProblem(str(path), line, job_id, "id", f"duplicate id (first at {where})")
+            for line in found[1:]
+        ]  # one occurrence only: its digest matched another id's
+    return problems
 
 
 def iter_jobs(path: Path) -> Iterator[Job]:

@@ -126,4 +126,14 @@ class SimulatorState:
             "generations": self.generations,
             "cdn_gets": self.cdn_gets,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "peak_10s": self.busiest_window(10.0),
         }
+
+    def busiest_window(self, seconds: float) -> int:
+        """The most POSTs received in any window of ``seconds``."""
+        times, start, best = sorted(self.post_times), 0, 0
+        for end, moment in enumerate(times):
+            while times[start] < moment - seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
