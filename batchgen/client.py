@@ -99,7 +99,9 @@ class _Proxies:
         key = (parts.scheme, parts.netloc)
         if key not in self._chosen:
             proxy = self._environment.get(parts.scheme)
-            if proxy and urllib.request.proxy_bypass_environment(parts.hostname or "", self._environment):
+            if proxy and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined] # not in typeshed
+                parts.hostname or "", self._environment
+            ):
                 proxy = None
             if len(self._chosen) > 1024:  # noqa: PLR2004 - many CDN hosts: keep the cache bounded
                 self._chosen.clear()

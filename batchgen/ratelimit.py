@@ -21,7 +21,9 @@ The API publishes no requests-per-minute figure and sends 429 without ``Retry-Af
   with a one-request bucket spaces starts ``60 / N`` seconds apart from the very first, so any
   10-second window holds at most ``N / 6 + 1`` starts (a plain ``AsyncLimiter(N, 60)`` would let
   a minute's worth through at once).
-* A ``Retry-After`` (if some proxy sends one) pauses every start for that long.
+* A ``Retry-After`` (if some proxy sends one) delays the retry of its own request (the retry
+  policy's floor) and is handed on to the next run; it does not pause every job: a proxy that
+  sends it with random 429s would otherwise stall the whole run.
 
 Both are gates (:mod:`batchgen.gates`). Time is the event loop's clock unless a ``clock`` is given.
 """
@@ -46,8 +48,10 @@ log = logging.getLogger(__name__)
 BETA = 0.7  # botocore throttling.CubicCalculator._BETA
 SCALE = 0.4  # botocore throttling.CubicCalculator._SCALE_CONSTANT
 MIN_RATE = 0.5  # requests per second; botocore's TokenBucket minimum fill rate
-MIN_ANSWERS = 8  # answers since a cut before their share of 429s is judged
+MIN_ANSWERS = 5  # answers since a cut before their share of 429s is judged
 MEASURE_WINDOW = 1.0  # seconds of sends the measured sending rate looks back over
+RATE_BLIND = 1.5  # 429s in the climb's faster half at most this times the slower half's share
+MARGIN = 0.05  # share of 429s above the background one that still calls for a cut
 
 
 class AdaptiveRate:
@@ -66,9 +70,10 @@ class AdaptiveRate:
         self._last_cut = -math.inf
         self._answers_since_cut = 0
         self._throttled_since_cut = 0
+        self._halves = [[0, 0], [0, 0]]  # [answers, 429s] to sends in each half of the climb
+        self._background = 0.0  # share of 429s a cut did not lower: not caused by the rate
         self._next_start = -math.inf  # GCRA theoretical arrival time of the next start
-        self._sends: collections.deque[float] = collections.deque()
-        self._first_send: float | None = None
+        self._sent = _Meter()
         self._turn = asyncio.Lock()  # FIFO: waiters take sending slots in order
 
     def now(self) -> float:
@@ -79,72 +84,109 @@ class AdaptiveRate:
         """Wait for the next sending slot (none to wait for before the first throttle)."""
         del send
         async with self._turn:
-            delay = self._next_start - self.now()
+            delay = self.reserve(self.now()) - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now = self.now()
-            self._next_start = max(now, self._next_start) + (1.0 / self.rate if self.rate < math.inf else 0.0)
-            self._record_send(now)
+
+    def reserve(self, now: float) -> float:
+        """Book the next sending slot at or after ``now``; return its start time (clock seconds)."""
+        start = max(now, self._next_start)
+        self._next_start = start + (1.0 / self.rate if self.rate < math.inf else 0.0)
+        self._sent.record(start)
+        return start
 
     def settle(self, send: Send, error: RequestError | None) -> None:
         """Learn from an answer: a 429 may cut the rate; any other answer lets it grow back."""
         now = self.now()
         fresh = send.sent_at >= self._last_cut  # sent after the last cut: news about the new rate
+        throttled = isinstance(error, RateLimited)
         if fresh:
             self._answers_since_cut += 1
-        if isinstance(error, RateLimited):
-            if error.retry_after:
-                self.pause(error.retry_after)
+            half = self._halves[send.sent_at >= self._last_cut + self._k / 2]
+            half[0] += 1
+            half[1] += throttled
+        if throttled:
             if fresh:
                 self._throttled_since_cut += 1
                 if self._should_cut(now):
                     self._cut(now)
-        elif self.rate < math.inf:
+            return
+        if self.rate < math.inf:
             grown = SCALE * (now - self._last_cut - self._k) ** 3 + self._w_max
             # botocore's cap (twice the measured rate), but never below the last known maximum:
             # a lull in sending (every job backing off) must not reset what was learned.
-            self.rate = max(MIN_RATE, min(grown, max(2 * self.measured_rate(now), self._w_max)))
-
-    def pause(self, seconds: float) -> None:
-        """Start nothing for ``seconds`` (a server's ``Retry-After``)."""
-        self._next_start = max(self._next_start, self.now() + seconds)
-
-    def measured_rate(self, now: float) -> float:
-        """Requests started per second over the last second (or since the first start)."""
-        self._forget(now)
-        if self._first_send is None:
-            return 0.0
-        span = min(MEASURE_WINDOW, max(now - self._first_send, 0.1))
-        return len(self._sends) / span
+            self.rate = max(MIN_RATE, min(grown, max(2 * self._sent.rate(now), self._w_max)))
 
     def _should_cut(self, now: float) -> bool:
         if self.rate == math.inf:
             return True
-        if now - self._last_cut >= self._k:
-            return True
-        share = self._throttled_since_cut / self._answers_since_cut
-        return self._answers_since_cut >= MIN_ANSWERS and share > 1 - BETA
+        answers, throttled = self._answers_since_cut, self._throttled_since_cut
+        if answers >= MIN_ANSWERS and throttled / answers > 1 - BETA:
+            return True  # far above the limit: do not wait for the curve
+        if now - self._last_cut < self._k:
+            return False  # one cut per climb back to w_max
+        if not self._background:
+            self._background = self._rate_blind_share()
+        quiet = (throttled - 1) / (answers - 1) if answers > 1 else 0.0  # this 429 aside
+        return quiet > self._background + MARGIN if self._background else True
+
+    def _rate_blind_share(self) -> float:
+        """The share of 429s if it did not grow with the rate during the climb, else 0.
+
+        The climb's first half ran at lower rates than its second: 429s caused by the rate are
+        rarer there; 429s that come at the same share in both halves are not the rate's doing.
+        """
+        (low_answers, low_throttled), (high_answers, high_throttled) = self._halves
+        if min(low_answers, high_answers) < MIN_ANSWERS:
+            return 0.0
+        low, high = low_throttled / low_answers, (high_throttled - 1) / (high_answers - 1)
+        if low < MARGIN or high > low * RATE_BLIND + MARGIN:
+            return 0.0
+        share = (low_throttled + high_throttled - 1) / (low_answers + high_answers - 1)
+        log.info("%.0f%% of answers are 429s whatever the rate: not caused by it", share * 100)
+        return min(share, 1 - BETA)
 
     def _cut(self, now: float) -> None:
-        measured = self.measured_rate(now)
-        self._w_max = max(MIN_RATE, min(measured, self.rate))
+        sending = self._sent.rate(now)
+        answers, throttled = self._answers_since_cut, self._throttled_since_cut
+        # w_max: the sending rate when throttled, as botocore measures it, less the share of it
+        # the server refused (beyond the 429s not caused by the rate): far above a limit, one
+        # cut lands near it instead of one 0.7 step per burst.
+        # (+1: n refusals out of n say the server accepts less than 1 in n+1, not none at all)
+        excess = max(0.0, throttled / (answers + 1) - self._background) if answers >= MIN_ANSWERS else 0.0
+        self._w_max = max(MIN_RATE, min(sending, self.rate) * (1 - excess))
         self._k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
         self.rate = max(MIN_RATE, self._w_max * BETA)
         self._last_cut = now
         self._answers_since_cut = self._throttled_since_cut = 0
+        self._halves = [[0, 0], [0, 0]]
         self._next_start = max(self._next_start, now + 1.0 / self.rate)
-        self.reason = f"429s: sending rate lowered to {self.rate:.1f}/s (was sending {measured:.1f}/s)"
+        self.reason = f"429s: sending rate lowered to {self.rate:.1f}/s (was sending {sending:.1f}/s)"
         log.info("%s", self.reason)
 
-    def _record_send(self, now: float) -> None:
-        if self._first_send is None:
-            self._first_send = now
-        self._sends.append(now)
+
+class _Meter:
+    """Events per second over the last second (or since the first event)."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+        self._first: float | None = None
+
+    def record(self, now: float) -> None:
+        if self._first is None:
+            self._first = now
+        self._times.append(now)
         self._forget(now)
 
+    def rate(self, now: float) -> float:
+        self._forget(now)
+        if self._first is None:
+            return 0.0
+        return len(self._times) / min(MEASURE_WINDOW, max(now - self._first, 0.1))
+
     def _forget(self, now: float) -> None:
-        while self._sends and self._sends[0] < now - MEASURE_WINDOW:
-            self._sends.popleft()
+        while self._times and self._times[0] < now - MEASURE_WINDOW:
+            self._times.popleft()
 
 
 class RateCeiling:
