@@ -240,30 +240,39 @@ class StateDatabase:
     # -- writes --------------------------------------------------------------------------------
 
     def group(self, changes: list[Change]) -> list[BaseException | None]:
-        """Apply ``changes`` in one transaction, each in its own savepoint; commit once.
+        """Apply ``changes`` in one transaction; commit once.
 
-        Returns, per change, None or the :class:`TransitionError` that undid that change alone.
+        Returns, per change, None or the :class:`TransitionError` that refused it. A refusal
+        (a bug) rolls the group back and replays it change by change, so the others still land.
         Raises :class:`StorageError` when the transaction cannot be committed (nothing of it is).
         """
-        outcomes: list[BaseException | None] = []
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for change in changes:
-                self._db.execute("SAVEPOINT change")
-                try:
-                    change.apply(self._db)
-                except TransitionError as exc:
-                    self._db.execute("ROLLBACK TO change")
-                    outcomes.append(exc)
-                else:
-                    outcomes.append(None)
-                self._db.execute("RELEASE change")
-            self._db.execute("COMMIT")
+            try:
+                self._transaction(changes)
+            except TransitionError:
+                outcomes: list[BaseException | None] = []
+                for change in changes:
+                    try:
+                        self._transaction([change])
+                    except TransitionError as exc:
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(None)
+                return outcomes
         except sqlite3.Error as exc:
+            raise StorageError(f"cannot write the state database: {exc}") from exc
+        return [None] * len(changes)
+
+    def _transaction(self, changes: list[Change]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for change in changes:
+                change.apply(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise StorageError(f"cannot write the state database: {exc}") from exc
-        return outcomes
+            raise
 
 
 def _move(

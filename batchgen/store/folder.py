@@ -7,12 +7,13 @@ Layout of ``DIR``::
     .batchgen/state.sqlite3   write-ahead job state (store.database)
     .batchgen/lock            held by the live run (flock)
 
-Group commit: every job's state transitions go to one writer, which applies all the changes
-waiting at that moment in one transaction on the store's database thread: one sync of the
-images folder (for images renamed into place), one SQLite commit, one manifest write and fsync
-for the whole group. Each caller resumes only once its own change is durable, so the
-write-ahead order holds per job (dispatched before the request is sent, the answer before any
-fetch, the record before the manifest line) while a thousand jobs share a handful of syncs.
+Group commit: every job's state transitions (and its images, when they fit in memory) go to one
+writer, which handles all the work waiting at that moment in one hop to the store's thread:
+the images written, fsync'd, verified and renamed; one sync of the images folder (for the
+images the group's records list), one SQLite transaction, one manifest write and fsync. Each
+caller resumes only once its own work is durable, so the write-ahead order holds per job
+(dispatched before the request is sent, the answer before any fetch, the record before the
+manifest line) while a thousand jobs share a handful of syncs.
 
 Example::
 
@@ -60,10 +61,18 @@ SPILL_BYTES = 1024 * 1024
 """A download is held in memory up to this many bytes, then streamed to its temporary file."""
 
 
+@dataclass(frozen=True, slots=True)
+class _ImageWrite:
+    """An image held in memory, to be written, verified and renamed by the group writer."""
+
+    stem: str
+    data: bytes
+
+
 @dataclass(slots=True)
 class _Waiting:
-    change: Change
-    done: asyncio.Future[None]
+    work: Change | _ImageWrite
+    done: asyncio.Future[object]
 
 
 class OutputFolder:
@@ -188,7 +197,7 @@ class OutputFolder:
         """
         stem = f"{safe_name(job_id)}{f'-{index}' if index else ''}"
         if isinstance(source, bytes):
-            return await asyncio.to_thread(self._store_image, stem, [source], None)
+            return await self._submit(_ImageWrite(stem, source))  # type: ignore[return-value]
         parts: list[bytes] = []
         held = 0
         spilled: TempFile | None = None
@@ -203,6 +212,8 @@ class OutputFolder:
             if spilled is not None:
                 await asyncio.to_thread(spilled.discard)
             raise
+        if spilled is None:
+            return await self._submit(_ImageWrite(stem, b"".join(parts)))  # type: ignore[return-value]
         return await asyncio.to_thread(self._store_image, stem, parts, spilled)
 
     # -- internals -----------------------------------------------------------------------------
@@ -236,10 +247,13 @@ class OutputFolder:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work)
 
     async def _commit(self, change: Change) -> None:
-        waiting = _Waiting(change, asyncio.get_running_loop().create_future())
+        await self._submit(change)
+
+    async def _submit(self, work: Change | _ImageWrite) -> object:
+        waiting = _Waiting(work, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._wake.set()
-        await waiting.done
+        return await waiting.done
 
     async def _write_groups(self) -> None:
         """The writer: commit whatever is waiting as one group, until the folder closes."""
@@ -252,30 +266,50 @@ class OutputFolder:
                     return
                 continue
             try:
-                outcomes = await self._on_thread(functools.partial(self._apply, [w.change for w in group]))
+                outcomes = await self._on_thread(functools.partial(self._apply, [w.work for w in group]))
             except Exception as exc:
                 outcomes = [exc] * len(group)
             for waiting, outcome in zip(group, outcomes, strict=True):
                 if waiting.done.done():
                     continue  # its job was cancelled; the change stands all the same
-                if outcome is None:
-                    waiting.done.set_result(None)
-                else:
+                if isinstance(outcome, BaseException):
                     waiting.done.set_exception(outcome)
+                else:
+                    waiting.done.set_result(outcome)
             if self._waiting:
                 self._wake.set()
 
-    def _apply(self, changes: list[Change]) -> list[BaseException | None]:
-        """One group, on the database thread: folder sync, one commit, one manifest append."""
-        if any(c.record is not None and c.record.images for c in changes):
+    def _apply(self, group: list[Change | _ImageWrite]) -> list[object]:
+        """One group, on the store's thread: images; folder sync; one commit; one manifest append.
+
+        Returns, per item, its result (an :class:`ImageRecord` for an image, None for a change)
+        or the exception that failed that item alone.
+        """
+        outcomes: list[object] = [None] * len(group)
+        changes: list[tuple[int, Change]] = []
+        for i, work in enumerate(group):
+            if isinstance(work, _ImageWrite):
+                try:
+                    outcomes[i] = self._store_image(work.stem, [work.data], None)
+                except Exception as exc:  # InvalidImage or StorageError: that job's alone
+                    outcomes[i] = exc
+            else:
+                changes.append((i, work))
+        if not changes:
+            return outcomes
+        if any(c.record is not None and c.record.images for _, c in changes):
             fsync_dir(self.images)
-        outcomes = self._db.group(changes)
-        appended = [i for i, c in enumerate(changes) if c.kind == "finish" and outcomes[i] is None]
+        results = self._db.group([c for _, c in changes])
+        appended: list[tuple[int, str]] = []
+        for (i, change), result in zip(changes, results, strict=True):
+            outcomes[i] = result
+            if change.kind == "finish" and result is None:
+                appended.append((i, change.record_json))
         if appended:
             try:
-                self._manifest.append_lines([changes[i].record_json for i in appended])
+                self._manifest.append_lines([line for _, line in appended])
             except StorageError as exc:
-                for i in appended:
+                for i, _ in appended:
                     outcomes[i] = exc
         return outcomes
 
