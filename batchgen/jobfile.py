@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import os
-import unicodedata
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ __all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file
 MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request-Id
 MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
 _REMOTE_SCHEMES = ("http://", "https://", "data:")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,8 @@ def scan_job_file(path: Path) -> JobFileSummary:
     id and field).
     """
     problems: list[JobFileProblem] = []
-    # Ids are kept as 64-bit digests, not strings: memory stays flat in the file's size. A digest
-    # seen twice is confirmed against the ids themselves (a second pass, on that error path only).
+    # Ids are kept as their 64-bit hashes, not strings: memory stays flat in the file's size. A
+    # hash seen twice is confirmed against the ids themselves (a second pass, on that path only).
     seen: set[int] = set()
     suspects: set[str] = set()
     models: Counter[str] = Counter()
@@ -88,7 +89,7 @@ def scan_job_file(path: Path) -> JobFileSummary:
         if isinstance(item, list):
             problems.extend(item)
             continue
-        digest = _id_digest(item.id)
+        digest = hash(item.id)  # SipHash, seeded per process: only compared within this scan
         if digest in seen:
             suspects.add(item.id)
         seen.add(digest)
@@ -101,10 +102,6 @@ def scan_job_file(path: Path) -> JobFileSummary:
     if problems:
         raise JobFileError(problems)
     return JobFileSummary(path, count, models)
-
-
-def _id_digest(job_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "little")
 
 
 def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
@@ -143,11 +140,12 @@ def _iter_results(path: Path) -> Iterator[Job | list[JobFileProblem]]:
             entries, defaults = jsonl_entries(path), Entry({}, None)
         else:
             entries, defaults = yaml_entries(path)
+        base_dir = path.parent
         for entry in entries:
             if isinstance(entry, JobFileProblem):
                 yield [entry]
             else:
-                yield _build_job(name, path.parent, entry, defaults)
+                yield _build_job(name, base_dir, entry, defaults)
     except OSError as exc:
         yield [JobFileProblem(name, None, None, None, f"cannot read the file: {exc.strerror or exc}")]
 
@@ -160,11 +158,14 @@ def _build_job(name: str, base_dir: Path, entry: Entry, defaults: Entry) -> Job 
 
     if not isinstance(entry.raw, dict):
         return [problem(None, None, f"a job must be a mapping of fields, got {show_value(entry.raw)}")]
-    raw = {str(key): value for key, value in entry.raw.items()}
+    raw = (
+        entry.raw if all(type(key) is str for key in entry.raw) else {str(k): v for k, v in entry.raw.items()}
+    )
     problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated]
     if "id" in defaults.raw:
         problems.append(problem(None, "id", "`defaults` cannot set `id`", defaults.key_lines["id"]))
-    fields = {k: v for k, v in {**defaults.raw, **raw}.items() if k != "id"}
+    fields = {**defaults.raw, **raw}
+    fields.pop("id", None)
     job_id, id_problem = _job_id(raw, fields)
     if id_problem:
         problems.append(problem(None, "id", id_problem))
@@ -191,7 +192,7 @@ def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | Non
         return "?", "must not be empty"
     if len(text) > MAX_ID_LENGTH:
         return text[:40] + "...", f"is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
-    if any(unicodedata.category(c) == "Cc" for c in text):
+    if _CONTROL.search(text):
         return repr(text), "must not contain control characters"
     return text, None
 

@@ -49,15 +49,17 @@ def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
             if not text:
                 continue
             try:
-                raw = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
+                raw = _DECODER.decode(text)
             except (ValueError, RecursionError) as exc:
                 yield JobFileProblem(name, number, None, None, f"invalid JSON: {exc}")
                 continue
-            keys = {str(k): number for k in raw} if isinstance(raw, dict) else {}
-            yield Entry(raw, number, keys)
+            yield Entry(raw, number)  # every key is on the entry's own line
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping = dict(pairs)
+    if len(mapping) == len(pairs):
+        return mapping
     keys = [k for k, _ in pairs]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
@@ -67,6 +69,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_nan(constant: str) -> None:
     raise ValueError(f"{constant} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)  # one, reused
 
 
 class _Unreadable(Exception):
