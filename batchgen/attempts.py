@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from batchgen.client import ApiClient, client_request_id
-from batchgen.errors import ContentViolation, DownloadError, RequestError, StorageError
+from batchgen.errors import (
+    BatchgenError,
+    ContentViolation,
+    DownloadError,
+    JobCrashed,
+    RequestError,
+    StorageError,
+)
 from batchgen.gates import Gates
 from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.jobfile import Job
@@ -132,6 +139,7 @@ class JobAttempt:
     ) -> None:
         self.job = job
         self.tokens_used: float = 0
+        self.crashed = False  # an unforeseen error was contained to this job
         self._row = row
         self._seat = seat
         self._control = control
@@ -160,6 +168,17 @@ class JobAttempt:
             if error.stops_run:
                 raise
             return await self._fail(error, answer)
+        except BatchgenError:
+            raise  # the folder (StorageError...): the run stops
+        except Exception as exc:
+            # Contained: whatever this job's answer or images did, only this job fails, for good,
+            # so that no later run replays it into the same error.
+            log.exception(
+                "job %s: unexpected error; the job is recorded as failed (kind internal)", self.job.id
+            )
+            self.crashed = True
+            crashed = JobCrashed(f"unexpected error: {type(exc).__name__}: {exc}", job_id=self.job.id)
+            return await self._fail(crashed, answer)
 
     async def _generate(self) -> Answer:
         """Send the request until answered, retried per policy."""
@@ -235,7 +254,7 @@ class JobAttempt:
         final = not error.transient
         info = ErrorInfo(
             message=error.message,
-            kind=type(error).__name__,
+            kind=error.kind,
             status=error.status,
             request_id=error.request_id,
             retryable=not final,

@@ -5,7 +5,8 @@ Exit codes:
   0   every job of the file has succeeded (in this run or earlier ones)
   1   some jobs failed for good (content violation, body rejected); see the manifest
   2   invalid job file or command line; nothing was sent or written
-  70  internal error (a bug: please report it with the log)
+  70  internal error (a bug: please report it with the log); a job it hit is recorded as
+      failed (kind internal) and the other jobs still ran
   73  the output folder is locked by another live run; nothing was sent
   75  stopped, resume me (EX_TEMPFAIL): signal, out of credits (403), hourly limit,
       retry budget exhausted, disk full, or jobs left that failed transiently
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -55,6 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    # Until a run installs its own handlers (graceful stop), SIGTERM is an interruption like ^C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _dispatch(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -78,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("internal error; the output folder stays resumable")
         return ExitCode.INTERNAL
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -120,6 +136,8 @@ async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
 def _exit_code(report: RunReport) -> int:
     if report.stop_reason is StopReason.BAD_KEY:
         return ExitCode.BAD_KEY
+    if report.crashed:
+        return ExitCode.INTERNAL
     if report.stop_reason is not None or report.tally.failed_retryable or report.tally.not_reached:
         return ExitCode.RESUMABLE
     if report.tally.failed_final:
@@ -138,6 +156,12 @@ def _describe(report: RunReport, out: Path) -> str:
         lines.append(
             f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped"
             " (each possibly charged once)"
+        )
+    if report.crashed:
+        shown = ", ".join(report.crashed[:10])
+        lines.append(
+            f"{len(report.crashed)} job(s) failed on an unexpected error (a bug, please report it with the"
+            f" log): {shown}; recorded as failed (kind internal), skipped unless --retry-failed"
         )
     if report.stop_reason is not None:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")

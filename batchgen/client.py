@@ -34,11 +34,13 @@ from batchgen.errors import (
     AuthenticationError,
     CreditsExhausted,
     DownloadError,
+    EndpointNotFound,
     RateLimited,
     RequestError,
     RequestRejected,
     ServerError,
     TransportError,
+    Unreachable,
     UsageError,
 )
 from batchgen.responses import Answer, error_excerpt, parse_answer
@@ -49,6 +51,7 @@ __all__ = ["ENDPOINT", "ApiClient", "client_request_id", "open_session"]
 ENDPOINT = "/v1/images/generations"
 CHUNK_BYTES = 64 * 1024
 _TRANSIENT_4XX = {408, 409, 425}  # timeout, conflict, too early: the same request may pass later
+_EXPIRED = {403, 404, 410}  # a CDN's answers for a signed URL past its time
 _TRACE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class ApiClient:
         self._settings = settings
         self._url = settings.base_url + ENDPOINT
         self._proxies = _Proxies()
+        self._key = settings.api_key.encode()
 
     async def generate(self, body: dict[str, Any], *, client_request_id: str) -> Answer:
         """POST one request body; return the normalized answer.
@@ -140,6 +144,8 @@ class ApiClient:
                 timeout=_client_timeout(self._settings.generation_timeout),
             ) as response:
                 payload = await _read_capped(response, self._settings.max_json_bytes)
+                if self._key and self._key in payload:  # a server echoing the key: never keep it
+                    payload = payload.replace(self._key, b"<redacted>")
                 if response.status >= 300:  # noqa: PLR2004
                     raise _status_error(response, payload)
                 return parse_answer(payload, {k.lower(): v for k, v in response.headers.items()})
@@ -147,6 +153,10 @@ class ApiClient:
             raise
         except TimeoutError as exc:
             raise TransportError("the API did not answer in time (--timeout)") from exc
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise Unreachable(f"TLS with the API failed: {_describe(exc)}") from exc
+        except aiohttp.ClientConnectorDNSError as exc:
+            raise Unreachable(f"the API's host name does not resolve: {_describe(exc)}") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"connection to the API failed: {_describe(exc)}") from exc
 
@@ -156,10 +166,15 @@ class ApiClient:
         Only http(s) URLs are fetched (a relative one is resolved against the API's base URL),
         without ``Authorization``, following at most ``max_redirects`` redirects; more than
         ``max_image_bytes`` is refused.
-        Raises :class:`DownloadError` (permanent for a refused URL, transient otherwise).
+        Raises :class:`DownloadError`: permanent for a URL that is refused or malformed, and
+        of kind ``expired`` for a 403/404/410 (the CDN refuses it for good); transient otherwise.
         """
-        url = urljoin(self._url, url)
-        if urlsplit(url).scheme not in ("http", "https"):
+        try:
+            url = urljoin(self._url, url)
+            scheme = urlsplit(url).scheme
+        except ValueError as exc:  # e.g. "http://[::1/x.png": not a URL at all
+            raise DownloadError(f"refused to fetch {url[:80]!r}: {exc}", transient=False) from exc
+        if scheme not in ("http", "https"):
             raise DownloadError(f"refused to fetch {url[:80]!r}: only http(s) URLs", transient=False)
         cap = self._settings.max_image_bytes
         try:
@@ -169,6 +184,13 @@ class ApiClient:
                 max_redirects=self._settings.max_redirects,
                 timeout=_client_timeout(self._settings.download_timeout),
             ) as response:
+                if response.status in _EXPIRED:
+                    raise DownloadError(
+                        f"the image URL is refused for good (HTTP {response.status}; signed URLs expire)",
+                        status=response.status,
+                        transient=False,
+                        kind="expired",
+                    )
                 if response.status != 200:  # noqa: PLR2004
                     raise DownloadError(
                         f"image download answered HTTP {response.status}", status=response.status
@@ -189,6 +211,8 @@ class ApiClient:
             ) from exc
         except TimeoutError as exc:
             raise DownloadError("image download timed out") from exc
+        except aiohttp.InvalidURL as exc:
+            raise DownloadError(f"refused to fetch {url[:80]!r}: not a valid URL", transient=False) from exc
         except aiohttp.ClientError as exc:
             raise DownloadError(f"image download failed: {_describe(exc)}") from exc
 
@@ -220,6 +244,8 @@ def _status_error(response: aiohttp.ClientResponse, payload: bytes) -> RequestEr
         return AuthenticationError(text, **context)
     if status == 403:  # noqa: PLR2004
         return CreditsExhausted(text, **context)
+    if status in (404, 405):
+        return EndpointNotFound(f"{text} (is the base URL the API's?)", **context)
     if status == 429:  # noqa: PLR2004
         return RateLimited(text, retry_after=_retry_after(response.headers.get("Retry-After")), **context)
     if 400 <= status < 500 and status not in _TRANSIENT_4XX:  # noqa: PLR2004

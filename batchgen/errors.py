@@ -7,18 +7,21 @@ The tree::
     ├── JobFileError                 one or more problems in a job file (exit 2)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
     ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
-    └── RequestError                 one job's request failed; .transient, .stops_run
+    └── RequestError                 one job's request failed; .transient, .stops_run, .kind
         ├── ApiError                 the API answered with an HTTP error status
         │   ├── RequestRejected      400/422 and other 4xx: the job itself is wrong (permanent)
+        │   ├── EndpointNotFound     404/405: the base URL is not the API (stops the run)
         │   ├── AuthenticationError  401: key missing, expired or invalid (stops the run)
         │   ├── CreditsExhausted     403: out of credits or plan limit (stops the run)
         │   ├── RateLimited          429: back off; a long wait (hourly limit) stops the run
         │   └── ServerError          5xx: transient
         ├── TransportError           timeout or connection error (transient)
+        │   └── Unreachable          DNS or TLS failure: no request can succeed (stops the run)
         ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
         ├── ContentViolation         the API flagged the request's content (permanent)
         ├── DownloadError            a generated image could not be fetched or is not an image
-        └── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
+        ├── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
+        └── JobCrashed               an unforeseen error while handling one job (kind "internal")
 
 Status meanings come from ``../shared/api-docs/NOTES.md`` (the API's "Errors with status code
 4xx" page): 401 is a bad key, 403 is exhausted credits or a plan limit ("paying fixes it, waiting
@@ -37,6 +40,8 @@ __all__ = [
     "ContentViolation",
     "CreditsExhausted",
     "DownloadError",
+    "EndpointNotFound",
+    "JobCrashed",
     "JobFileError",
     "JobFileProblem",
     "MalformedResponse",
@@ -48,6 +53,7 @@ __all__ = [
     "ServerError",
     "StorageError",
     "TransportError",
+    "Unreachable",
     "UsageError",
 ]
 
@@ -94,12 +100,13 @@ class JobFileError(BatchgenError):
     hint = "fix the job file and run again; `batchgen validate FILE` checks it without sending"
     shown = 20  # more than a screenful of errors stops helping
 
-    def __init__(self, problems: list[JobFileProblem]) -> None:
+    def __init__(self, problems: list[JobFileProblem], *, note: str = "") -> None:
         self.problems = problems
         lines = [str(p) for p in problems[: self.shown]]
         if len(problems) > self.shown:
             lines.append(f"... and {len(problems) - self.shown} more problems")
-        super().__init__(f"{len(problems)} problem(s) in the job file:\n  " + "\n  ".join(lines))
+        heading = note or f"{len(problems)} problem(s) in the job file"
+        super().__init__(f"{heading}:\n  " + "\n  ".join(lines))
 
     def __str__(self) -> str:
         return f"{self.args[0]}\n{self.hint}"
@@ -127,6 +134,12 @@ class RequestError(BatchgenError):
 
     transient = False
     stops_run = False
+    kind_name = ""  # the manifest's error kind; the class name unless set
+
+    @property
+    def kind(self) -> str:
+        """The error's kind as the manifest records it (``ServerError``, ``expired``...)."""
+        return self.kind_name or type(self).__name__
 
     def __init__(
         self,
@@ -153,6 +166,14 @@ class RequestRejected(ApiError):
     """400/422 (body validation) or another 4xx: the job itself is wrong; retrying cannot help."""
 
     hint = "fix the job; it is re-sent only with --retry-failed"
+
+
+class EndpointNotFound(ApiError):
+    """404/405 from the generation endpoint: the base URL does not point at the API."""
+
+    stops_run = True
+    transient = True
+    hint = "check --base-url / AIMLAPI_BASE_URL (e.g. https://api.aimlapi.com); every job stays resumable"
 
 
 class AuthenticationError(ApiError):
@@ -214,6 +235,13 @@ class TransportError(RequestError):
     hint = "check the network, --base-url and the proxy settings; a later run resumes"
 
 
+class Unreachable(TransportError):
+    """The API's name does not resolve or its TLS certificate is refused: nothing can be sent."""
+
+    stops_run = True
+    hint = "check --base-url, DNS and --ca-bundle; every job stays resumable"
+
+
 class MalformedResponse(RequestError):
     """A 2xx answer whose body is not the documented JSON shape (excerpt in ``body_excerpt``)."""
 
@@ -231,14 +259,19 @@ class ContentViolation(RequestError):
 class DownloadError(RequestError):
     """A generated image could not be fetched or verified; the paid generation is kept.
 
-    Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent.
+    Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent, and one
+    the CDN refuses for good (403/404/410: signed URLs expire) is permanent with kind
+    ``expired``: ``--retry-failed`` generates the job again.
     """
 
     hint = "the paid generation is kept; a later run fetches the image again (not for refused URLs)"
 
-    def __init__(self, message: str, *, transient: bool = True, **context: str | int | None) -> None:
+    def __init__(
+        self, message: str, *, transient: bool = True, kind: str = "", **context: str | int | None
+    ) -> None:
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.transient = transient
+        self.kind_name = kind
 
 
 class RetryBudgetExhausted(RequestError):
@@ -247,3 +280,14 @@ class RetryBudgetExhausted(RequestError):
     transient = True
     stops_run = True
     hint = "the API keeps failing; run again later to resume"
+
+
+class JobCrashed(RequestError):
+    """Handling one job raised an error nothing foresaw (a bug, or an answer of a new shape).
+
+    The job alone fails, for good (kind ``internal``): later runs skip it unless it is named
+    (``--retry-failed``), so one bad answer can never stop a batch twice.
+    """
+
+    kind_name = "internal"
+    hint = "please report it with the log; the other jobs go on"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,13 @@ __all__ = ["DEFAULT_MAX_PIXELS", "ImageInfo", "InvalidImage", "decode_b64_image"
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 """Largest image accepted, in pixels (8192 x 8192); a larger one is treated as a decompression bomb."""
+
+
+_CHECKED_BY_VERIFY = {"PNG"}  # formats whose verify() checks every byte (chunk CRCs)
+
+
+def _stream(source: Path | bytes) -> Path | io.BytesIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
 class InvalidImage(ValueError):
@@ -35,42 +43,59 @@ class ImageInfo:
     extension: str
 
 
-def inspect_image(source: Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Identify ``source`` (a file path or the bytes) and check its integrity without decoding it all.
+def inspect_image(
+    source: Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, decode: bool = True
+) -> ImageInfo:
+    """Identify ``source`` (a file path or the bytes) and check its integrity.
+
+    PNG is checked chunk by chunk (every CRC) without decoding its pixels; other formats (whose
+    ``verify`` passes a file cut short) are decoded whole when ``decode`` is true, as for every
+    downloaded image. ``decode=False`` only identifies and verifies (a reference image the API
+    will decode itself).
 
     Raises :class:`InvalidImage` when Pillow cannot identify it, its data is corrupt, or it has
     more than ``max_pixels`` pixels (a decompression bomb: small file, huge bitmap).
     """
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
             # Pillow only warns between max_pixels and twice that; both are refusals here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
+            with Image.open(_stream(source)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise InvalidImage(f"{width}x{height} pixels is over the cap of {max_pixels}")
                 fmt = image.format or ""
                 image.verify()
+            if decode and fmt not in _CHECKED_BY_VERIFY:
+                # verify() reads a PNG's every chunk CRC, but passes a JPEG or GIF cut short:
+                # those are decoded whole (within the pixel cap) to be sure they are complete.
+                with Image.open(_stream(source)) as image:
+                    image.load()
+    except InvalidImage:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(str(exc) or "not an image") from exc
+        raise InvalidImage(str(exc).replace(repr(source), "the image") or "not an image") from exc
     except Image.DecompressionBombWarning as exc:
         raise InvalidImage(str(exc)) from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "corrupt"
-        if isinstance(exc, InvalidImage):
-            raise
-        raise InvalidImage(f"corrupt image data: {exc}") from exc
-    content_type = Image.MIME.get(fmt, "application/octet-stream")
+    except Exception as exc:  # Pillow's many ways of saying "corrupt" or "cannot decode"
+        raise InvalidImage(f"corrupt or undecodable image data: {type(exc).__name__}: {exc}") from exc
+    # MPO (a phone JPEG with a depth or gain map inside) is a JPEG to everyone else.
+    content_type = "image/jpeg" if fmt == "MPO" else Image.MIME.get(fmt, "application/octet-stream")
     extension = {"JPEG": "jpg", "MPO": "jpg"}.get(fmt, fmt.lower() or "bin")
     return ImageInfo(content_type, width, height, extension)
 
 
 def decode_b64_image(data: str) -> bytes:
-    """The bytes of an inline ``b64_json`` image (or a ``data:<mime>;base64,`` URI).
+    """The bytes of an inline ``b64_json`` image, or of a ``data:`` URI (RFC 2397: base64 or
+    percent-encoded).
 
     Line breaks are tolerated. Raises :class:`InvalidImage` when ``data`` is not valid base64.
     """
-    payload = data.split(";base64,", 1)[1] if data.startswith("data:") else data
+    payload = data
+    if data.startswith("data:"):
+        header, _, payload = data.partition(",")
+        if not header.endswith(";base64"):
+            return urllib.parse.unquote_to_bytes(payload)
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except binascii.Error as exc:

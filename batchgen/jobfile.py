@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import base64
-import functools
+import collections
 import hashlib
 import json
 import os
@@ -59,6 +59,10 @@ class Job:
     def model(self) -> str:
         """The API model name, e.g. ``reve/create-image``."""
         return str(self.body["model"])
+
+    def images(self) -> list[str | list[str]]:
+        """The values of the body's image fields (URLs or data URIs), for sizing it."""
+        return [self.body[f] for f in IMAGE_FIELDS if f in self.body]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,16 +258,32 @@ def _image_value(value: str, base_dir: Path) -> tuple[str, str | None]:
         )
 
 
-@functools.lru_cache(maxsize=32)
+_URI_CACHE: collections.OrderedDict[tuple[str, int, int], str] = collections.OrderedDict()
+_URI_CACHE_CHARS = 16 * 1024 * 1024  # many jobs share a reference image; few share a huge one
+
+
 def _data_uri(path: str, mtime_ns: int, size: int) -> str:
-    """Read a local image once per (path, mtime, size) and encode it as a data URI."""
-    del mtime_ns  # part of the cache key only: an edited file is read again
+    """Read a local image once per (path, mtime, size) and encode it as a data URI.
+
+    Recent results are kept up to 16 MiB of text in all, so memory stays bounded whatever the
+    number and size of the images (an edited file has a new mtime and is read again).
+    """
+    key = (path, mtime_ns, size)
+    if key in _URI_CACHE:
+        _URI_CACHE.move_to_end(key)
+        return _URI_CACHE[key]
     if size > MAX_LOCAL_IMAGE_BYTES:
         raise InvalidImage(f"{size} bytes is over the {MAX_LOCAL_IMAGE_BYTES}-byte limit")
     with open(path, "rb", opener=_no_follow_fifo) as handle:
         data = handle.read(MAX_LOCAL_IMAGE_BYTES + 1)
-    info = inspect_image(data)
-    return f"data:{info.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+    info = inspect_image(data, decode=False)  # the API decodes it; identifying it is enough here
+    uri = f"data:{info.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+    del data
+    if len(uri) <= _URI_CACHE_CHARS // 4:
+        _URI_CACHE[key] = uri
+        while sum(len(v) for v in _URI_CACHE.values()) > _URI_CACHE_CHARS:
+            _URI_CACHE.popitem(last=False)
+    return uri
 
 
 def _no_follow_fifo(path: str, flags: int) -> int:

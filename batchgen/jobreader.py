@@ -41,8 +41,9 @@ def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
     name = str(path)
     with path.open("rb") as lines:
         for number, raw_line in enumerate(lines, start=1):
+            line = raw_line.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw_line  # editors' BOM
             try:
-                text = raw_line.decode("utf-8").strip()
+                text = line.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
                 yield JobFileProblem(name, number, None, None, f"not UTF-8 text ({exc.reason})")
                 continue

@@ -83,7 +83,7 @@ class _Meta(_Wire):
 
 
 class _ReveResponse(_Wire):
-    data: list[_ReveItem]
+    data: list[_ReveItem] | None  # nullable in the API's OpenAPI schema: no image
     meta: _Meta | None = None
 
 
@@ -127,11 +127,12 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
 def _from_reve(wire: _ReveResponse) -> Answer:
     usage = wire.meta.usage if wire.meta else None
     tokens = usage.tokens_used if usage else None
+    items = wire.data or []
     return Answer(
-        request_id=next((i.request_id for i in wire.data if i.request_id), None),
+        request_id=next((i.request_id for i in items if i.request_id), None),
         tokens_used=_whole(tokens),
-        content_violation=any(bool(i.content_violation) for i in wire.data),
-        images=[ImageRef(url=i.url, b64_json=i.b64_json) for i in wire.data if i.url or i.b64_json],
+        content_violation=any(bool(i.content_violation) for i in items),
+        images=[ImageRef(url=i.url, b64_json=i.b64_json) for i in items if i.url or i.b64_json],
     )
 
 

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import signal
@@ -38,10 +37,13 @@ from batchgen.errors import (
     LONG_RETRY_AFTER,
     AuthenticationError,
     CreditsExhausted,
+    EndpointNotFound,
+    JobFileError,
     RateLimited,
     RequestError,
     RetryBudgetExhausted,
     StorageError,
+    Unreachable,
 )
 from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
@@ -55,7 +57,8 @@ __all__ = ["RunReport", "StopReason", "run_batch"]
 
 log = logging.getLogger(__name__)
 
-FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop
+FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
+FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
 NOT_BEFORE = "not_before"  # folder meta: a Retry-After's end (Unix time) that outlives the run
 
 
@@ -68,18 +71,22 @@ class StopReason(StrEnum):
     HOURLY_LIMIT = "hourly_limit"  # 429 "limit for the hour", or a long Retry-After: run again later
     RETRY_BUDGET = "retry_budget"  # the API kept failing: the run-wide retry quota ran out
     STORAGE = "storage"  # the output folder could not be written (disk full...)
+    ENDPOINT = "endpoint"  # 404/405, DNS or TLS: the base URL does not reach the API
+    JOB_FILE = "job_file"  # the job file changed or broke during the run
 
 
 @dataclass(slots=True)
 class RunReport:
     """The outcome of one run: the tally over the job file, why it stopped early (if it did),
-    the stop's message, and the jobs an earlier run left in flight (possibly charged)."""
+    the stop's message, the jobs an earlier run left in flight (possibly charged), and the jobs
+    an unforeseen error failed (each contained to its job; the others ran on)."""
 
     total: int
     tally: Tally
     stop_reason: StopReason | None = None
     stop_message: str = ""
     in_flight_before: list[tuple[str, list[str]]] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)  # jobs failed by an unforeseen error (a bug)
 
     @property
     def complete(self) -> bool:
@@ -119,11 +126,26 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
 
 _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (AuthenticationError, StopReason.BAD_KEY),
+    (EndpointNotFound, StopReason.ENDPOINT),
+    (Unreachable, StopReason.ENDPOINT),
+    (JobFileError, StopReason.JOB_FILE),
     (CreditsExhausted, StopReason.NO_CREDITS),
     (RateLimited, StopReason.HOURLY_LIMIT),
     (StorageError, StopReason.STORAGE),
     (RetryBudgetExhausted, StopReason.RETRY_BUDGET),
 ]
+
+
+def _take(jobs: Iterator[Job]) -> list[Job]:
+    """The next jobs of the file: up to FEED_CHUNK of them, or FEED_CHARS of request bodies."""
+    chunk: list[Job] = []
+    chars = 0
+    for job in jobs:
+        chunk.append(job)
+        chars += sum(len(v) if isinstance(v, str) else sum(map(len, v)) for v in job.images())
+        if len(chunk) >= FEED_CHUNK or chars >= FEED_CHARS:
+            break
+    return chunk
 
 
 class _RetryAfterMemo:
@@ -210,7 +232,12 @@ class _Pool:
     async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
         while not self.control.stopping:
             # Reading jobs may read local images: a chunk at a time, off the event loop.
-            chunk = await asyncio.to_thread(lambda: list(itertools.islice(jobs, FEED_CHUNK)))
+            try:
+                chunk = await asyncio.to_thread(_take, jobs)
+            except JobFileError as exc:  # edited or broken since it was validated
+                note = "the job file changed during the run; the jobs not yet read are left for the next run"
+                self.stop(JobFileError(exc.problems[:1], note=note))
+                return
             if not chunk:
                 return
             rows = await self.folder.rows(job.id for job in chunk)
@@ -245,6 +272,8 @@ class _Pool:
             except (RequestError, StorageError) as exc:
                 self.stop(exc)
                 return  # left resumable; counted as not reached
+            if attempt.crashed:
+                self.report.crashed.append(job.id)
             self._count(outcome, attempt.tokens_used)
         finally:
             seat.give_back()

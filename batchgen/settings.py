@@ -77,13 +77,23 @@ class Settings:
 def resolve_base_url(flag: str | None) -> str:
     """The API's base URL: ``--base-url``, else ``AIMLAPI_BASE_URL``, else the public API.
 
-    Raises :class:`UsageError` unless it is an absolute http(s) URL.
+    A trailing ``/v1`` (the form the API documents for OpenAI-style SDKs) is accepted and
+    dropped. Raises :class:`UsageError` unless it is an absolute http(s) URL without a user or
+    password in it.
     """
     url = (flag or os.environ.get("AIMLAPI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        credentials = parts.username is not None or parts.password is not None
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise UsageError("the base URL is not a valid URL") from None
+    if credentials:  # never echoed: the password would land in logs
+        raise UsageError("the base URL must not hold a user or password; use AIMLAPI_KEY for the key")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"base URL {url!r} must be an absolute http(s) URL")
-    return url
+    # The API documents ".../v1" as the base URL for OpenAI-style SDKs; batchgen adds /v1 itself.
+    return url.removesuffix("/v1")
 
 
 def load_api_key(key_file: Path | None) -> str:

@@ -84,7 +84,7 @@ def simulated_run(jobs: int, server_options: list[str], *options: str) -> dict[s
         result = timed(batchgen(job_file, work / "out", url, *options))
         seen = stats(url)
         statuses = {int(k): v for k, v in seen["statuses"].items()}
-        accepted = statuses.get(201, 0)
+        accepted = statuses.get(200, 0) + statuses.get(201, 0)
         return {
             "exit": result.code,
             "seconds": round(result.wall, 2),

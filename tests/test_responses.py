@@ -52,12 +52,21 @@ def test_flux_example():
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{not json", b"[]", b'{"data": null}', b'{"images": "x"}', b'{"other": 1}']
+    "body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"other": 1}', b'{"data": "x"}']
 )
 def test_anything_else_is_malformed_with_an_excerpt(body):
     with pytest.raises(MalformedResponse) as caught:
         parse_answer(body, {})
     assert caught.value.transient and caught.value.body_excerpt == body.decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"data": null, "meta": {"usage": {"tokens_used": 5}}}', b'{"data": [], "meta": null}'],
+)
+def test_nullable_shapes_of_the_openapi_schema_are_answers_without_images(body):
+    answer = parse_answer(body, {})  # data, meta and usage are nullable in the API's schema
+    assert answer.images == [] and not answer.content_violation
 
 
 def test_error_bodies_give_message_and_request_id():

@@ -147,7 +147,9 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
     with state.changed:
         state.generated.append((client_id, str(body.get("prompt")), request_id))
     state.note(generations=1)
-    return _counted(state, web.json_response(answer, status=201, headers=headers))
+    # The remix page's schema documents 200; the other model pages show 201.
+    status = 200 if body["model"] == "reve/remix-edit-image" else 201
+    return _counted(state, web.json_response(answer, status=status, headers=headers))
 
 
 async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -80,6 +80,7 @@ TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
         (_S.ANSWERED, _S.SUCCEEDED),  # every image saved
         (_S.ANSWERED, _S.FAILED),  # content violation, no image, a download that gave up
         (_S.PENDING, _S.FAILED),  # refused for good (400), or retries spent without an answer
+        (_S.DISPATCHED, _S.FAILED),  # an unforeseen error between send and answer (kind internal)
         (_S.FAILED, _S.SUCCEEDED),  # a recorded answer fetched again by a resume
         (_S.FAILED, _S.FAILED),  # ... and failed again
     }
