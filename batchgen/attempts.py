@@ -159,6 +159,8 @@ class JobAttempt:
         # asked to retry a final failure).
         answer = self._row.answer if self._row and not (self._row.final and self._retry_failed) else None
         try:
+            if self._row and self._row.damaged:
+                raise RuntimeError(self._row.damaged)
             if answer is None:
                 answer = await self._generate()
             return await self._save(answer)

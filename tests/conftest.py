@@ -149,6 +149,53 @@ async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]
         await runner.cleanup()
 
 
+@dataclass
+class ThreadedServer:
+    """A one-off aiohttp server on 127.0.0.1 in a background thread (for a CLI subprocess)."""
+
+    url: str
+    requests: list[tuple[str, str]]  # (method, path) of every request seen, in order
+
+
+@pytest.fixture
+def serve_in_thread() -> Iterator[Callable[..., ThreadedServer]]:
+    """Factory: ``serve_in_thread(handler)`` serves ``handler`` for every method and path."""
+    stops: list[Callable[[], None]] = []
+
+    def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> ThreadedServer:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        seen: list[tuple[str, str]] = []
+
+        async def recording(request: web.Request) -> web.StreamResponse:
+            seen.append((request.method, request.path))
+            return await handler(request)
+
+        async def start() -> tuple[web.AppRunner, str]:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", recording)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        runner, url = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+
+        def stop() -> None:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+        stops.append(stop)
+        return ThreadedServer(url, seen)
+
+    yield serve
+    for stop in stops:
+        stop()
+
+
 async def run_jobs(job_file: Path, out: Path, url: str, **overrides: Any) -> RunReport:
     """``run_batch`` against the simulator at ``url`` with :func:`fast_settings`, no progress."""
     return await run_batch(job_file, out, fast_settings(url, **overrides), progress=False)

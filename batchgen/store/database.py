@@ -24,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from batchgen.errors import BatchgenError, StorageError
 from batchgen.responses import Answer
 from batchgen.store.manifest import ManifestRecord, Status
@@ -109,6 +111,7 @@ class JobRow:
     client_request_ids: list[str]
     answer: Answer | None
     started_at: str | None
+    damaged: str | None = None  # why the stored answer could not be read back (the job fails alone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +190,20 @@ class StateDatabase:
             marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
             query = f"SELECT job_id, state, final, attempts, client_request_ids, answer, started_at FROM jobs WHERE job_id IN ({marks})"  # noqa: S608, E501
             for row in self._read(query, chunk):
-                answer = Answer.model_validate_json(row[5]) if row[5] else None
+                answer, damaged = None, None
+                try:
+                    answer = Answer.model_validate_json(row[5]) if row[5] else None
+                except ValidationError as exc:
+                    damaged = f"the recorded answer cannot be read: {str(exc).splitlines()[0]}"
                 found[row[0]] = JobRow(
-                    row[0], JobState(row[1]), bool(row[2]), row[3], json.loads(row[4]), answer, row[6]
+                    row[0],
+                    JobState(row[1]),
+                    bool(row[2]),
+                    row[3],
+                    json.loads(row[4]),
+                    answer,
+                    row[6],
+                    damaged,
                 )
         return found
 
