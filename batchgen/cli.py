@@ -113,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         max_image_bytes=args.max_image_bytes,
         grace=args.grace,
         retry_failed=args.retry_failed,
+        add_job_file=args.add_job_file,
         ca_bundle=args.ca_bundle,
         debug_http=args.debug,
     )
@@ -284,6 +285,11 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
     )
     run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
+    run.add_argument(
+        "--add-job-file",
+        action="store_true",
+        help="run this job file into a folder that holds another file's results (counts add up)",
+    )
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (offline)")
     run.add_argument(
         "--ca-bundle", type=Path, help="CA certificates file for TLS [default: system / $SSL_CERT_FILE]"

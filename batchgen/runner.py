@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import signal
@@ -44,6 +45,7 @@ from batchgen.errors import (
     RetryBudgetExhausted,
     StorageError,
     Unreachable,
+    UsageError,
 )
 from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
@@ -104,8 +106,7 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     summary = await asyncio.to_thread(scan_job_file, job_file)
     job_file_path = await asyncio.to_thread(job_file.resolve)
     async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
-        await folder.set_meta("total_jobs", str(summary.count))
-        await folder.set_meta("job_file", str(job_file_path))
+        await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
         in_flight = await folder.in_flight()
         if in_flight:
             log.warning(
@@ -122,6 +123,26 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             await pool.run(iter_jobs(job_file))
         report.tally.not_reached += summary.count - report.tally.seen
     return report
+
+
+async def _claim(folder: OutputFolder, out_dir: Path, job_file: Path, count: int, *, add: bool) -> None:
+    """Record which job file the folder serves (and how many jobs it holds).
+
+    A folder serves one job file: its counts (``status``) are that file's. Running another file
+    into it is refused unless ``add`` (``--add-job-file``): then the folder serves both and its
+    total is the sum. Raises :class:`UsageError` (nothing sent, nothing written).
+    """
+    known = await folder.get_meta("job_file")
+    files = json.loads(await folder.get_meta("job_files") or "{}") or ({known: None} if known else {})
+    if files and str(job_file) not in files and not add:
+        raise UsageError(
+            f"{out_dir} holds the results of {', '.join(files)}; use another --out folder for "
+            f"{job_file}, or --add-job-file to add its jobs to this folder"
+        )
+    files[str(job_file)] = count
+    await folder.set_meta("job_files", json.dumps(files))
+    await folder.set_meta("job_file", str(job_file))
+    await folder.set_meta("total_jobs", str(sum(n or 0 for n in files.values())))
 
 
 _STOPS: list[tuple[type[BaseException], StopReason]] = [

@@ -58,6 +58,7 @@ class Settings:
     max_redirects: int = 5
     grace: float = 30.0
     retry_failed: bool = False
+    add_job_file: bool = False
     ca_bundle: Path | None = None
     debug_http: bool = False
 

@@ -368,3 +368,20 @@ def test_the_reference_image_cache_is_bounded(tmp_path, size):
         stat = path.stat()
         jobfile._data_uri(str(path), stat.st_mtime_ns, stat.st_size)
     assert sum(len(v) for v in jobfile._URI_CACHE.values()) <= jobfile._URI_CACHE_CHARS
+
+
+def test_8_a_second_job_file_is_refused_into_a_folder_made_for_another(simulator, tmp_path):
+    first_file = write_jsonl(tmp_path / "first.jsonl", create_jobs(3))
+    other_file = write_jsonl(
+        tmp_path / "other.jsonl", [j | {"id": f"o{i}"} for i, j in enumerate(create_jobs(2))]
+    )
+    out = tmp_path / "out"
+
+    assert run(first_file, out, simulator.url, key=SIMULATOR_KEY).returncode == ExitCode.OK
+    refused = run(other_file, out, simulator.url, key=SIMULATOR_KEY)
+    added = run(other_file, out, simulator.url, "--add-job-file", key=SIMULATOR_KEY)
+    status = json.loads(cli("status", str(out), "--json").stdout)
+
+    assert refused.returncode == ExitCode.INVALID_INPUT and "--add-job-file" in refused.stderr
+    assert added.returncode == ExitCode.OK
+    assert status["total"] == 5 and status["succeeded"] == 5 and status["pending"] == 0

@@ -123,14 +123,15 @@ class OutputFolder:
                 ensure_real_dir(folder.images, root)
                 await asyncio.to_thread(remove_temporaries, folder.images)
                 await folder._on_thread(folder._sync_manifest)
-                async with asyncio.TaskGroup() as group:
-                    writer = group.create_task(folder._write_groups())
-                    try:
-                        yield folder
-                    finally:
-                        folder._closing = True
-                        folder._wake.set()
-                        await asyncio.shield(writer)
+                # A plain task, not a TaskGroup: an error of the caller's must reach the caller
+                # as itself, not wrapped in an ExceptionGroup.
+                writer = asyncio.create_task(folder._write_groups())
+                try:
+                    yield folder
+                finally:
+                    folder._closing = True
+                    folder._wake.set()
+                    await asyncio.shield(writer)  # drains what is waiting, then returns
             finally:
                 await loop.run_in_executor(thread, db.close)
         finally:

@@ -26,6 +26,7 @@ def _read(out_dir: Path) -> dict[str, str | int | float]:
     finally:
         db.close()
     finished = counts.succeeded + counts.failed_final + counts.failed_retryable + counts.in_progress
+    total = max(total, finished)  # a folder from before job files were counted per folder
     return {
         "job_file": job_file,
         "total": total,
