@@ -49,6 +49,7 @@ BETA = 0.7  # botocore throttling.CubicCalculator._BETA
 SCALE = 0.4  # botocore throttling.CubicCalculator._SCALE_CONSTANT
 MIN_RATE = 0.5  # requests per second; botocore's TokenBucket minimum fill rate
 MIN_ANSWERS = 5  # answers since a cut before their share of 429s is judged
+HEAVY_ANSWERS = 20  # ... before it may call for a cut ahead of the curve (few answers are noisy)
 MEASURE_WINDOW = 1.0  # seconds of sends the measured sending rate looks back over
 RATE_BLIND = 1.5  # 429s in the climb's faster half at most this times the slower half's share
 MARGIN = 0.05  # share of 429s above the background one that still calls for a cut
@@ -121,7 +122,7 @@ class AdaptiveRate:
         if self.rate == math.inf:
             return True
         answers, throttled = self._answers_since_cut, self._throttled_since_cut
-        if answers >= MIN_ANSWERS and throttled / answers > 1 - BETA:
+        if answers >= HEAVY_ANSWERS and throttled / answers > 1 - BETA:
             return True  # far above the limit: do not wait for the curve
         if now - self._last_cut < self._k:
             return False  # one cut per climb back to w_max

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from batchgen.errors import RequestError, RetryBudgetExhausted, TransportError
+from batchgen.errors import RateLimited, RequestError, RetryBudgetExhausted, TransportError
 from batchgen.gates import Gates, Send
 
 __all__ = ["Attempt", "Decision", "Interrupted", "RetryPolicy", "RetryQuota", "Seat", "retrying"]
@@ -67,10 +67,13 @@ class RetryPolicy:
         if attempt > self.max_retries:
             return Decision(False, reason=f"gave up after {attempt} attempts")
         ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        if isinstance(error, RateLimited):
+            # The learned sending rate, shared by every job, is the backoff for 429s: a job's
+            # own growing wait on top would only idle it (and stretch the run's tail).
+            ceiling = min(ceiling, self.base)
         delay = (rng or random).uniform(0, ceiling)
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
         return Decision(True, delay)
 
 

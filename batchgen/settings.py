@@ -46,7 +46,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = 4
     rpm: float | None = None
-    max_retries: int = 5
+    max_retries: int = 8
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     retry_budget: int = 500

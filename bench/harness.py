@@ -88,7 +88,7 @@ class Timed:
     stderr: str
 
 
-def timed(command: Sequence[str], env: dict[str, str] | None = None, timeout: float = 1800) -> Timed:
+def timed(command: Sequence[str], env: dict[str, str] | None = None) -> Timed:
     """Run ``command`` and measure that process alone."""
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -102,7 +102,6 @@ def timed(command: Sequence[str], env: dict[str, str] | None = None, timeout: fl
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    del timeout
     return Timed(proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stderr)
 
 

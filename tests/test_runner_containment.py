@@ -107,7 +107,7 @@ def test_1_odd_answers_fail_their_job_alone_and_a_resume_does_not_replay_them(se
     job_file, out = jobs_file(tmp_path, 40), tmp_path / "out"
 
     first = run(job_file, out, server.url, "--max-retries", "1")
-    again = run(job_file, out, server.url)
+    again = run(job_file, out, server.url, "--max-retries", "1")
 
     # 75, not 70: the undecodable download may come out right from the CDN later (fetched, not paid)
     assert first.returncode == ExitCode.RESUMABLE, first.stderr[-3000:]
