@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,49 @@ import yaml
 
 from batchgen.errors import JobFileProblem
 
-__all__ = ["MAX_YAML_NODES", "Entry", "jsonl_entries", "show_value", "unknown_name", "yaml_entries"]
+__all__ = [
+    "MAX_YAML_NODES",
+    "Entry",
+    "YamlLoader",
+    "jsonl_entries",
+    "show_value",
+    "unknown_name",
+    "yaml_entries",
+]
 
 MAX_YAML_NODES = 1_000_000  # values in a YAML file once aliases are expanded: refuses alias bombs
 _YAML_KEYS = ("defaults", "jobs")
+
+
+_YAML11_SCALARS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_YAML12_SCALARS = [  # YAML 1.2 core schema: (tag, pattern, the characters a match can start with)
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars, as people write job files.
+
+    PyYAML follows YAML 1.1, where ``aspect_ratio: 16:9`` is the base-60 number 969 and ``yes``,
+    ``no``, ``on`` and ``off`` are booleans. Here, as in YAML 1.2's core schema, only
+    ``true``/``false`` are booleans and only plain decimal, ``0o`` and ``0x`` forms are numbers:
+    ``16:9`` and ``yes`` stay the strings they look like.
+    """
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML's own class-level registry
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in _YAML11_SCALARS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+for _tag, _pattern, _first in _YAML12_SCALARS:
+    YamlLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 _SHOWN_CHARS = 80  # an offending value is shown up to this long
 
 
@@ -91,7 +131,7 @@ def yaml_entries(path: Path) -> tuple[list[Entry | JobFileProblem], Entry]:
     name = str(path)
     loader: yaml.SafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(_utf8(path))  # the reader rejects control characters already
+        loader = YamlLoader(_utf8(path))  # the reader rejects control characters already
         root = loader.get_single_node()
         if root is None:
             raise _Unreadable(None, "the file is empty")

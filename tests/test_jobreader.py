@@ -32,3 +32,15 @@ def test_unknown_names_get_the_closest_suggestion_or_the_list():
 
 def test_values_are_shown_short():
     assert len(show_value("x" * 500)) == 80
+
+
+def test_yaml_scalars_read_as_people_write_them(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        "defaults:\n  model: reve/create-image\n  aspect_ratio: 16:9\n"
+        "jobs:\n  - prompt: on\n    convert_base64_to_url: true\n  - prompt: 1:1\n    id: 0o17\n"
+    )
+    (first, second), defaults = yaml_entries(path)
+    assert defaults.raw["aspect_ratio"] == "16:9"  # not YAML 1.1's base-60 number 969
+    assert first.raw == {"prompt": "on", "convert_base64_to_url": True}  # "on" is not a boolean
+    assert second.raw == {"prompt": "1:1", "id": 15}
