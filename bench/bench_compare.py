@@ -92,7 +92,10 @@ def simulated_run(jobs: int, server_options: list[str], *options: str) -> dict[s
             "posts": seen["posts"],
             "429 share of posts": round(statuses.get(429, 0) / max(seen["posts"], 1), 3),
             "accepted/s": round(accepted / result.wall, 2),
-            "peak 10 s window": seen.get("peak_10s", None),
+            "peak 10 s window": seen["peak_10s"],
+            "POSTs/s, first to last": round((seen["posts"] - 1) / seen["post_span"], 2)
+            if seen["post_span"]
+            else None,
             "last log": result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else "",
         }
 

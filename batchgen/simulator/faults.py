@@ -127,6 +127,7 @@ class SimulatorState:
             "cdn_gets": self.cdn_gets,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "peak_10s": self.busiest_window(10.0),
+            "post_span": max(self.post_times) - min(self.post_times) if self.post_times else 0.0,
         }
 
     def busiest_window(self, seconds: float) -> int:
