@@ -40,6 +40,7 @@ from batchgen.images import DEFAULT_MAX_PIXELS, inspect_image
 from batchgen.responses import Answer
 from batchgen.store.database import Change, JobRow, StateCounts, StateDatabase
 from batchgen.store.files import (
+    SYNCFS,
     DirectoryLock,
     TempFile,
     WrittenFile,
@@ -49,6 +50,7 @@ from batchgen.store.files import (
     remove_temporaries,
     replace,
     safe_name,
+    sync_filesystem,
 )
 from batchgen.store.manifest import ImageRecord, ManifestFile, ManifestRecord
 
@@ -226,10 +228,17 @@ class OutputFolder:
         return target
 
     def _store_image(self, stem: str, parts: list[bytes], spilled: TempFile | None) -> ImageRecord:
+        """Write, verify and rename one image. An image held whole in memory is verified before
+        anything is written, and (where ``syncfs`` exists) made durable with the group that
+        commits its record rather than by an fsync of its own."""
+        whole = parts[0] if spilled is None and len(parts) == 1 else None
+        if whole is not None:
+            info = inspect_image(whole, max_pixels=self._max_pixels)
         temp = self._spill(spilled, parts)
         try:
-            written: WrittenFile = temp.commit()
-            info = inspect_image(written.path, max_pixels=self._max_pixels)
+            written: WrittenFile = temp.commit(sync=whole is None or not SYNCFS)
+            if whole is None:
+                info = inspect_image(written.path, max_pixels=self._max_pixels)
             final = self.images / f"{stem}.{info.extension}"
             replace(written.path, final)
         except BaseException:
@@ -296,10 +305,18 @@ class OutputFolder:
                     outcomes[i] = exc
             else:
                 changes.append((i, work))
-        if not changes:
-            return outcomes
+        if changes:
+            self._commit_changes(changes, outcomes)
+        return outcomes
+
+    def _commit_changes(self, changes: list[tuple[int, Change]], outcomes: list[object]) -> None:
+        """The group's changes: images durable, one transaction, one manifest append."""
         if any(c.record is not None and c.record.images for _, c in changes):
-            fsync_dir(self.images)
+            # The records' images, and their renames, are durable before the records are.
+            if SYNCFS:
+                sync_filesystem(self.images)
+            else:
+                fsync_dir(self.images)
         results = self._db.group([c for _, c in changes])
         appended: list[tuple[int, str]] = []
         for (i, change), result in zip(changes, results, strict=True):
@@ -312,7 +329,6 @@ class OutputFolder:
             except StorageError as exc:
                 for i, _ in appended:
                     outcomes[i] = exc
-        return outcomes
 
     def _sync_manifest(self) -> None:
         """On the database thread: cut a torn tail, re-append what the database has past it."""
