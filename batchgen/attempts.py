@@ -105,6 +105,11 @@ async def _finish_anyway(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _all_inline(answer: Answer) -> bool:
+    """Every image of the answer came inline (b64_json), and there is something to save."""
+    return bool(answer.images) and not answer.content_violation and all(ref.b64_json for ref in answer.images)
+
+
 def judge(row: JobRow | None, *, retry_failed: bool) -> Outcome | None:
     """What a job's durable state says before anything is sent: already done, failed for good
     (and not to be retried), or None when the job has work left."""
@@ -163,6 +168,9 @@ class JobAttempt:
                 raise RuntimeError(self._row.damaged)
             if answer is None:
                 answer = await self._generate()
+                if _all_inline(answer):
+                    return await self._record_inline(answer)
+                await self._keep(self._folder.answered(self.job.id, answer), answer)
             return await self._save(answer)
         except Interrupted:
             return Outcome.NOT_REACHED
@@ -203,8 +211,13 @@ class JobAttempt:
                     error.job_id = self.job.id
                     await self._folder.unanswered(self.job.id)
                     raise
+        self.tokens_used = float(answer.tokens_used or 0)
+        return answer
+
+    async def _keep(self, recording: Awaitable[None], answer: Answer) -> None:
+        """Await the commit that records a paid answer; if the folder refuses it, log the answer."""
         try:
-            await self._folder.answered(self.job.id, answer)
+            await recording
         except StorageError:
             # Paid for but not recordable (disk full): the log is the last place to keep it.
             urls = [image.url for image in answer.images]
@@ -212,8 +225,28 @@ class JobAttempt:
                 "job %s: answer not recorded: request_id=%s urls=%s", self.job.id, answer.request_id, urls
             )
             raise
-        self.tokens_used = float(answer.tokens_used or 0)
-        return answer
+
+    async def _record_inline(self, answer: Answer) -> Outcome:
+        """An answer whose images came inline: answer, images and record in one group commit.
+
+        Inline bytes stay the same bytes: an unacceptable image fails the job for good.
+        """
+        try:
+            images = [decode_b64_image(ref.b64_json or "") for ref in answer.images]
+        except InvalidImage as exc:
+            await self._keep(self._folder.answered(self.job.id, answer), answer)
+            raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
+        try:
+            recording = self._folder.answered_with_images(
+                self.job.id,
+                answer,
+                images,
+                lambda saved: self._record(Status.SUCCEEDED, answer, images=saved),
+            )
+            await self._keep(recording, answer)
+        except InvalidImage as exc:  # the answer is recorded all the same
+            raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
+        return Outcome.SUCCEEDED
 
     async def _save(self, answer: Answer) -> Outcome:
         if answer.content_violation:

@@ -317,7 +317,7 @@ def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None
 class Change:
     """One write of a group: a job's transition, a record, or a run-level value."""
 
-    kind: str  # "dispatch" | "unanswered" | "answered" | "finish" | "import" | "meta"
+    kind: str  # "dispatch" | "unanswered" | "answered" | "finish" | "answered+finish" | "import" | "meta"
     job_id: str = ""
     model: str = ""
     client_request_id: str = ""
@@ -343,7 +343,7 @@ class Change:
             )
         elif self.kind == "unanswered":
             _move(db, self.job_id, JobState.PENDING, "", ())
-        elif self.kind == "answered":
+        elif self.kind in ("answered", "answered+finish"):
             assert self.answer is not None
             _move(
                 db,
@@ -352,6 +352,8 @@ class Change:
                 ", answer=?, tokens_used=?",
                 (self.answer.model_dump_json(), self.answer.tokens_used),
             )
+            if self.kind == "answered+finish":
+                self._finish(db)
         elif self.kind in ("finish", "import"):
             self._finish(db)
         else:

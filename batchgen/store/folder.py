@@ -71,9 +71,22 @@ class _ImageWrite:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _InlineAnswer:
+    """An answer whose images came inline: recorded together with its images and its record."""
+
+    job_id: str
+    answer: Answer
+    images: list[_ImageWrite]
+    record: Callable[[list[ImageRecord]], ManifestRecord]
+
+
+_Work = Change | _ImageWrite | _InlineAnswer
+
+
 @dataclass(slots=True)
 class _Waiting:
-    work: Change | _ImageWrite
+    work: _Work
     done: asyncio.Future[object]
 
 
@@ -177,6 +190,25 @@ class OutputFolder:
         """Make the API's answer durable before anything is done with it."""
         await self._commit(Change("answered", job_id, answer=answer))
 
+    async def answered_with_images(
+        self,
+        job_id: str,
+        answer: Answer,
+        images: list[bytes],
+        record: Callable[[list[ImageRecord]], ManifestRecord],
+    ) -> None:
+        """Record an answer whose images came inline, with its images and its succeeded record,
+        in one group: images verified, written and made durable, then answer and record in one
+        transaction. There is no fetch between them to put the answer first for.
+
+        ``record`` builds the record from the saved images (it runs on the store's thread).
+        Raises :class:`~batchgen.images.InvalidImage` when an image is not acceptable: the answer
+        is recorded all the same (it was paid for), and no image is kept.
+        """
+        stem = safe_name(job_id)
+        writes = [_ImageWrite(f"{stem}{f'-{i}' if i else ''}", data) for i, data in enumerate(images)]
+        await self._submit(_InlineAnswer(job_id, answer, writes, record))
+
     async def finish(self, record: ManifestRecord, *, final: bool) -> None:
         """Commit the job's record and outcome, then append it to ``manifest.jsonl``.
 
@@ -259,7 +291,7 @@ class OutputFolder:
     async def _commit(self, change: Change) -> None:
         await self._submit(change)
 
-    async def _submit(self, work: Change | _ImageWrite) -> object:
+    async def _submit(self, work: _Work) -> object:
         waiting = _Waiting(work, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._wake.set()
@@ -289,7 +321,7 @@ class OutputFolder:
             if self._waiting:
                 self._wake.set()
 
-    def _apply(self, group: list[Change | _ImageWrite]) -> list[object]:
+    def _apply(self, group: list[_Work]) -> list[object]:
         """One group, on the store's thread: images; folder sync; one commit; one manifest append.
 
         Returns, per item, its result (an :class:`ImageRecord` for an image, None for a change)
@@ -303,11 +335,30 @@ class OutputFolder:
                     outcomes[i] = self._store_image(work.stem, [work.data], None)
                 except Exception as exc:  # InvalidImage or StorageError: that job's alone
                     outcomes[i] = exc
+            elif isinstance(work, _InlineAnswer):
+                changes.append((i, self._inline_answer(work, outcomes, i)))
             else:
                 changes.append((i, work))
         if changes:
             self._commit_changes(changes, outcomes)
         return outcomes
+
+    def _inline_answer(self, work: _InlineAnswer, outcomes: list[object], i: int) -> Change:
+        """Save an inline answer's images; the change that records it (with its record if they
+        are all good). A bad image is that job's outcome, once the answer itself is recorded."""
+        try:
+            saved = [self._store_image(image.stem, [image.data], None) for image in work.images]
+        except Exception as exc:  # InvalidImage or StorageError: the answer is recorded anyway
+            outcomes[i] = exc
+            return Change("answered", work.job_id, answer=work.answer)
+        record = work.record(saved)
+        return Change(
+            "answered+finish",
+            work.job_id,
+            answer=work.answer,
+            record=record,
+            record_json=record.model_dump_json() + "\n",
+        )
 
     def _commit_changes(self, changes: list[tuple[int, Change]], outcomes: list[object]) -> None:
         """The group's changes: images durable, one transaction, one manifest append."""
@@ -320,8 +371,9 @@ class OutputFolder:
         results = self._db.group([c for _, c in changes])
         appended: list[tuple[int, str]] = []
         for (i, change), result in zip(changes, results, strict=True):
-            outcomes[i] = result
-            if change.kind == "finish" and result is None:
+            if outcomes[i] is None or result is not None:
+                outcomes[i] = result
+            if change.kind in ("finish", "answered+finish") and result is None:
                 appended.append((i, change.record_json))
         if appended:
             try:
