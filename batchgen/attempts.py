@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,7 +31,7 @@ from batchgen.gates import Gates
 from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.jobfile import Job
 from batchgen.progress import Outcome
-from batchgen.responses import Answer, ImageRef
+from batchgen.responses import Answer
 from batchgen.retry import Interrupted, RetryPolicy, Seat, retrying
 from batchgen.store import (
     ErrorInfo,
@@ -40,6 +40,7 @@ from batchgen.store import (
     JobState,
     ManifestRecord,
     OutputFolder,
+    StagedImage,
     Status,
     utc_now,
 )
@@ -232,58 +233,67 @@ class JobAttempt:
         Inline bytes stay the same bytes: an unacceptable image fails the job for good.
         """
         try:
-            images = [decode_b64_image(ref.b64_json or "") for ref in answer.images]
+            images: list[bytes | StagedImage] = [
+                decode_b64_image(ref.b64_json or "") for ref in answer.images
+            ]
         except InvalidImage as exc:
             await self._keep(self._folder.answered(self.job.id, answer), answer)
             raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
         try:
-            recording = self._folder.answered_with_images(
-                self.job.id,
+            await self._keep(
+                self._folder.finish_with_images(self.job.id, images, self._succeeded(answer), answer=answer),
                 answer,
-                images,
-                lambda saved: self._record(Status.SUCCEEDED, answer, images=saved),
             )
-            await self._keep(recording, answer)
         except InvalidImage as exc:  # the answer is recorded all the same
             raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
         return Outcome.SUCCEEDED
 
     async def _save(self, answer: Answer) -> Outcome:
+        """Fetch (or decode) a recorded answer's images and commit them with the record.
+
+        The images are fetched again (never generated again) when one fails to download or
+        turns out not to be an acceptable image; inline bytes that are not one fail for good.
+        """
         if answer.content_violation:
             raise ContentViolation(
                 "the API flagged a content violation; no image is kept", job_id=self.job.id
             )
         if not answer.images:
             raise RequestError("the API answered with no image", job_id=self.job.id)
-        images = [await self._save_image(index, ref) for index, ref in enumerate(answer.images)]
-        await self._folder.finish(self._record(Status.SUCCEEDED, answer, images=images), final=False)
-        return Outcome.SUCCEEDED
-
-    async def _save_image(self, index: int, ref: ImageRef) -> ImageRecord:
-        """Fetch (or decode) and save one image, retrying the download alone."""
         control = self._control
         async for attempt in retrying(
             control.policy,
             control.download_gates,
             self._seat,
             _finish_anyway,  # a paid answer's images are fetched even while the run stops (grace)
-            label=f"job {self.job.id}: image {index}",
+            label=f"job {self.job.id}: images",
         ):
             async with attempt:
                 try:
-                    if ref.b64_json:
-                        saved = await self._folder.save_image(
-                            self.job.id, index, decode_b64_image(ref.b64_json)
-                        )
-                    else:
-                        chunks = self._client.stream_image(ref.url or "")
-                        saved = await self._folder.save_image(self.job.id, index, chunks)
+                    images: list[bytes | StagedImage] = []
+                    for ref in answer.images:
+                        if ref.b64_json:
+                            images.append(decode_b64_image(ref.b64_json))
+                        else:
+                            images.append(await self._folder.stage(self._client.stream_image(ref.url or "")))
+                    await self._folder.finish_with_images(self.job.id, images, self._succeeded(answer))
                 except InvalidImage as exc:
-                    # Inline bytes stay the same bytes: only a fetched image may come out right next time.
-                    raise DownloadError(
-                        f"not an acceptable image: {exc}", transient=not ref.b64_json
-                    ) from exc
-        return saved.model_copy(update={"url": ref.url})
+                    # Inline bytes stay the same bytes: only fetched images may come out right next time.
+                    inline = all(ref.b64_json for ref in answer.images)
+                    raise DownloadError(f"not an acceptable image: {exc}", transient=not inline) from exc
+        return Outcome.SUCCEEDED
+
+    def _succeeded(self, answer: Answer) -> Callable[[list[ImageRecord]], ManifestRecord]:
+        """Builds the succeeded record from the saved images (each with the URL it came from)."""
+
+        def build(saved: list[ImageRecord]) -> ManifestRecord:
+            images = [
+                image.model_copy(update={"url": ref.url})
+                for image, ref in zip(saved, answer.images, strict=True)
+            ]
+            return self._record(Status.SUCCEEDED, answer, images=images)
+
+        return build
 
     async def _fail(self, error: RequestError, answer: Answer | None) -> Outcome:
         final = not error.transient

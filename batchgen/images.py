@@ -98,5 +98,5 @@ def decode_b64_image(data: str) -> bytes:
             return urllib.parse.unquote_to_bytes(payload)
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: characters outside ASCII
         raise InvalidImage(f"b64_json is not valid base64: {exc}") from exc

@@ -99,7 +99,7 @@ def test_internal_error_exits_70_without_hanging(simulator, tmp_path, monkeypatc
     async def bug(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(OutputFolder, "save_image", bug)
+    monkeypatch.setattr(OutputFolder, "finish_with_images", bug)
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
     job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(5))
     code = main(run_args(job_file, tmp_path / "o", simulator.url, "--concurrency", "1"))

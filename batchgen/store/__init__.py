@@ -11,7 +11,7 @@ Everything outside this package goes through :class:`OutputFolder` (a run) or
 """
 
 from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
-from batchgen.store.folder import OutputFolder
+from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
 from batchgen.store.status import read_status
 
@@ -23,6 +23,7 @@ __all__ = [
     "JobState",
     "ManifestRecord",
     "OutputFolder",
+    "StagedImage",
     "StateCounts",
     "Status",
     "TransitionError",

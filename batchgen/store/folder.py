@@ -54,7 +54,7 @@ from batchgen.store.files import (
 )
 from batchgen.store.manifest import ImageRecord, ManifestFile, ManifestRecord
 
-__all__ = ["SPILL_BYTES", "OutputFolder"]
+__all__ = ["SPILL_BYTES", "OutputFolder", "StagedImage"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,24 +64,33 @@ SPILL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class _ImageWrite:
-    """An image held in memory, to be written, verified and renamed by the group writer."""
+class StagedImage:
+    """An image's bytes before they are judged: in memory (``parts``), and past
+    :data:`SPILL_BYTES` in a temporary file (``spilled``) too."""
 
-    stem: str
-    data: bytes
+    parts: list[bytes]
+    spilled: TempFile | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class _InlineAnswer:
-    """An answer whose images came inline: recorded together with its images and its record."""
+class _ImageWrite:
+    """An image to be verified, written and renamed by the group writer."""
+
+    stem: str
+    image: StagedImage
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    """A job's images and its succeeded record, and its answer when that is not recorded yet."""
 
     job_id: str
-    answer: Answer
     images: list[_ImageWrite]
     record: Callable[[list[ImageRecord]], ManifestRecord]
+    answer: Answer | None
 
 
-_Work = Change | _ImageWrite | _InlineAnswer
+_Work = Change | _ImageWrite | _Finish
 
 
 @dataclass(slots=True)
@@ -190,24 +199,34 @@ class OutputFolder:
         """Make the API's answer durable before anything is done with it."""
         await self._commit(Change("answered", job_id, answer=answer))
 
-    async def answered_with_images(
+    async def finish_with_images(
         self,
         job_id: str,
-        answer: Answer,
-        images: list[bytes],
+        images: list[bytes | StagedImage],
         record: Callable[[list[ImageRecord]], ManifestRecord],
+        *,
+        answer: Answer | None = None,
     ) -> None:
-        """Record an answer whose images came inline, with its images and its succeeded record,
-        in one group: images verified, written and made durable, then answer and record in one
-        transaction. There is no fetch between them to put the answer first for.
+        """Save a job's images and commit its succeeded record, in one group.
 
-        ``record`` builds the record from the saved images (it runs on the store's thread).
-        Raises :class:`~batchgen.images.InvalidImage` when an image is not acceptable: the answer
-        is recorded all the same (it was paid for), and no image is kept.
+        The images are verified, written, renamed and made durable, then the record is
+        committed and appended to the manifest. ``record`` builds the record from the saved
+        images, in their order (it runs on the store's thread). ``answer``: an answer whose
+        images came inline and that is not recorded yet (there was no fetch to record it ahead
+        of): it is committed in the same transaction.
+
+        Raises :class:`~batchgen.images.InvalidImage` when an image is not acceptable: no image
+        and no record are kept, but an ``answer`` is recorded all the same (it was paid for).
         """
         stem = safe_name(job_id)
-        writes = [_ImageWrite(f"{stem}{f'-{i}' if i else ''}", data) for i, data in enumerate(images)]
-        await self._submit(_InlineAnswer(job_id, answer, writes, record))
+        writes = [
+            _ImageWrite(
+                f"{stem}{f'-{i}' if i else ''}",
+                image if isinstance(image, StagedImage) else StagedImage([image]),
+            )
+            for i, image in enumerate(images)
+        ]
+        await self._submit(_Finish(job_id, writes, record, answer))
 
     async def finish(self, record: ManifestRecord, *, final: bool) -> None:
         """Commit the job's record and outcome, then append it to ``manifest.jsonl``.
@@ -223,21 +242,23 @@ class OutputFolder:
     async def save_image(self, job_id: str, index: int, source: bytes | AsyncIterator[bytes]) -> ImageRecord:
         """Write one image to ``images/``, verify it with Pillow, and rename it into place.
 
-        ``source`` is the whole image (inline base64, decoded) or its chunks as they download:
-        held in memory up to :data:`SPILL_BYTES`, then streamed to the temporary file. The name
-        is ``safe_name(job_id)`` (plus ``-<index>`` from the 2nd image on) and the extension of
-        the format Pillow identified. The folder sync that makes the rename durable comes with
-        the record's group commit (:meth:`finish`). Raises
-        :class:`~batchgen.images.InvalidImage` (nothing is kept) or :class:`StorageError`.
+        ``source`` is the whole image or its chunks (see :meth:`stage`). The name is
+        ``safe_name(job_id)`` (plus ``-<index>`` from the 2nd image on) and the extension of the
+        format Pillow identified. It is durable once a record that lists it is committed.
+        Raises :class:`~batchgen.images.InvalidImage` (nothing is kept) or :class:`StorageError`.
         """
         stem = f"{safe_name(job_id)}{f'-{index}' if index else ''}"
-        if isinstance(source, bytes):
-            return await self._submit(_ImageWrite(stem, source))  # type: ignore[return-value]
+        staged = StagedImage([source]) if isinstance(source, bytes) else await self.stage(source)
+        return await self._submit(_ImageWrite(stem, staged))  # type: ignore[return-value]
+
+    async def stage(self, chunks: AsyncIterator[bytes]) -> StagedImage:
+        """Receive an image as it downloads: held in memory up to :data:`SPILL_BYTES`, then
+        streamed to a temporary file (bounded memory). Raises :class:`StorageError`."""
         parts: list[bytes] = []
         held = 0
         spilled: TempFile | None = None
         try:
-            async for chunk in source:
+            async for chunk in chunks:
                 parts.append(chunk)
                 held += len(chunk)
                 if held >= SPILL_BYTES:
@@ -247,9 +268,7 @@ class OutputFolder:
             if spilled is not None:
                 await asyncio.to_thread(spilled.discard)
             raise
-        if spilled is None:
-            return await self._submit(_ImageWrite(stem, b"".join(parts)))  # type: ignore[return-value]
-        return await asyncio.to_thread(self._store_image, stem, parts, spilled)
+        return StagedImage(parts, spilled)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -260,13 +279,14 @@ class OutputFolder:
         return target
 
     def _store_image(self, stem: str, parts: list[bytes], spilled: TempFile | None) -> ImageRecord:
-        """Write, verify and rename one image. An image held whole in memory is verified before
-        anything is written, and (where ``syncfs`` exists) made durable with the group that
-        commits its record rather than by an fsync of its own."""
-        whole = parts[0] if spilled is None and len(parts) == 1 else None
-        if whole is not None:
+        """Verify, write and rename one image. One held in memory is verified before anything is
+        written, and (where ``syncfs`` exists) made durable by the group that commits its
+        record rather than by an fsync of its own; a spilled one is fsync'd, then verified."""
+        whole = None
+        if spilled is None:
+            whole = parts[0] if len(parts) == 1 else b"".join(parts)
             info = inspect_image(whole, max_pixels=self._max_pixels)
-        temp = self._spill(spilled, parts)
+        temp = self._spill(spilled, [whole] if whole is not None else parts)
         try:
             written: WrittenFile = temp.commit(sync=whole is None or not SYNCFS)
             if whole is None:
@@ -332,28 +352,33 @@ class OutputFolder:
         for i, work in enumerate(group):
             if isinstance(work, _ImageWrite):
                 try:
-                    outcomes[i] = self._store_image(work.stem, [work.data], None)
+                    outcomes[i] = self._store_image(work.stem, work.image.parts, work.image.spilled)
                 except Exception as exc:  # InvalidImage or StorageError: that job's alone
                     outcomes[i] = exc
-            elif isinstance(work, _InlineAnswer):
-                changes.append((i, self._inline_answer(work, outcomes, i)))
+            elif isinstance(work, _Finish):
+                change = self._finish_change(work, outcomes, i)
+                if change is not None:
+                    changes.append((i, change))
             else:
                 changes.append((i, work))
         if changes:
             self._commit_changes(changes, outcomes)
         return outcomes
 
-    def _inline_answer(self, work: _InlineAnswer, outcomes: list[object], i: int) -> Change:
-        """Save an inline answer's images; the change that records it (with its record if they
-        are all good). A bad image is that job's outcome, once the answer itself is recorded."""
+    def _finish_change(self, work: _Finish, outcomes: list[object], i: int) -> Change | None:
+        """Save a job's images; the change that records its success (and its answer, if new).
+        A bad image is that job's outcome; a new answer is recorded all the same."""
         try:
-            saved = [self._store_image(image.stem, [image.data], None) for image in work.images]
-        except Exception as exc:  # InvalidImage or StorageError: the answer is recorded anyway
+            saved = [self._store_image(w.stem, w.image.parts, w.image.spilled) for w in work.images]
+        except Exception as exc:  # InvalidImage or StorageError: that job's alone
+            for w in work.images:
+                if w.image.spilled is not None:
+                    w.image.spilled.discard()
             outcomes[i] = exc
-            return Change("answered", work.job_id, answer=work.answer)
+            return Change("answered", work.job_id, answer=work.answer) if work.answer else None
         record = work.record(saved)
         return Change(
-            "answered+finish",
+            "answered+finish" if work.answer else "finish",
             work.job_id,
             answer=work.answer,
             record=record,
