@@ -14,7 +14,8 @@ as a process of its own, measured alone (wall seconds, CPU seconds = user + sys,
 4. ceiling: ``--rpm 600``: achieved rate and the busiest 10-second window;
 5. faults: 15% 429 (Retry-After 1), 10% 500, 5% 503, 5% dropped, 2% malformed: one run;
 6. scale: ``validate`` of 1,000,000 JSONL lines vs a bare ``json.loads`` of every line; a
-   50,000-job run (peak RSS) and the same command on the finished folder.
+   50,000-job run (peak RSS) and the same command on the finished folder;
+7. local reference images: 150 jobs, each with its own ~3 MB PNG: peak RSS of validate and run.
 
 Everything listens on 127.0.0.1. ``--quick`` runs smaller versions of each.
 """
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from harness import batchgen, server, stats, timed, write_jobs
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -131,16 +133,46 @@ def scale(lines: int, run_jobs: int) -> dict[str, object]:
     return out
 
 
+def local_images(count: int, side: int) -> dict[str, object]:
+    """``validate`` and ``run`` of ``count`` edit jobs, each with its own local noise PNG
+    (``side`` x ``side`` pixels, about 3 bytes a pixel): peak RSS of each."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        lines = []
+        for i in range(count):
+            Image.effect_noise((side, side), 90 + i % 7).convert("RGB").save(work / f"ref{i}.png")
+            lines.append(
+                json.dumps(
+                    {"id": f"e{i}", "model": "reve/edit-image", "prompt": f"p{i}", "image_url": f"ref{i}.png"}
+                )
+            )
+        job_file = work / "jobs.jsonl"
+        job_file.write_text("\n".join(lines) + "\n")
+        image_mb = (work / "ref0.png").stat().st_size / 1e6
+        check = timed([PY, "-m", "batchgen", "validate", str(job_file)])
+        with server("--image-pool", "8") as url:
+            ran = timed(batchgen(job_file, work / "out", url, "--concurrency", "16"))
+    return {
+        "jobs": count,
+        "MB per image": round(image_mb, 1),
+        "validate peak RSS MB": round(check.rss_mb),
+        "run exit": ran.code,
+        "run peak RSS MB": round(ran.rss_mb),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller versions of every benchmark")
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--only", help="comma-separated: throughput,limit,random429,ceiling,faults,scale")
+    parser.add_argument(
+        "--only", help="comma-separated: throughput,limit,random429,ceiling,faults,scale,images"
+    )
     args = parser.parse_args()
     quick = args.quick
-    chosen = set((args.only or "throughput,limit,random429,ceiling,faults,scale").split(","))
+    chosen = set((args.only or "throughput,limit,random429,ceiling,faults,scale,images").split(","))
     results: dict[str, object] = {"date": time.strftime("%Y-%m-%d")}
     if "throughput" in chosen:
         results["throughput"] = throughput(500 if quick else 2000, 1 if quick else args.pairs)
@@ -170,6 +202,8 @@ def main() -> None:
         )  # fmt: skip
     if "scale" in chosen:
         results["scale"] = scale(100_000 if quick else 1_000_000, 5_000 if quick else 50_000)
+    if "images" in chosen:
+        results["local reference images"] = local_images(40 if quick else 150, 1000)
     print(json.dumps(results, indent=2))
 
 

@@ -8,6 +8,7 @@ and a message in its record, and that nothing hangs or exits 70 for it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -385,3 +386,23 @@ def test_8_a_second_job_file_is_refused_into_a_folder_made_for_another(simulator
     assert refused.returncode == ExitCode.INVALID_INPUT and "--add-job-file" in refused.stderr
     assert added.returncode == ExitCode.OK
     assert status["total"] == 5 and status["succeeded"] == 5 and status["pending"] == 0
+
+
+def test_10_a_run_started_on_a_full_disk_exits_75_with_a_message(simulator, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        filler = disk / "filler"
+        with filler.open("wb") as out, contextlib.suppress(OSError):
+            out.write(b"\0" * 1024 * 1024)  # until the disk is full
+        done = run(jobs_file(tmp_path, 2), disk / "out", simulator.url, key=SIMULATOR_KEY, timeout=60)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == ExitCode.RESUMABLE, done.stderr[-2000:]
+    assert "No space left" in done.stderr or "cannot" in done.stderr
+    assert simulator.state.posts == 0
