@@ -53,7 +53,7 @@ from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
 from batchgen.settings import Settings
-from batchgen.store import JobRow, OutputFolder
+from batchgen.store import JobRow, JobState, OutputFolder
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -107,21 +107,20 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     job_file_path = await asyncio.to_thread(job_file.resolve)
     async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
         await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
-        in_flight = await folder.in_flight()
-        if in_flight:
-            log.warning(
-                "%d job(s) were in flight when the last run stopped; each may have been charged once. "
-                "Their X-Client-Request-Ids can be matched in the API's usage logs (GET /v2/logs): %s",
-                len(in_flight),
-                "; ".join(f"{job}: {ids[-1]}" for job, ids in in_flight[:20] if ids),
-            )
-        report = RunReport(summary.count, Tally(), in_flight_before=in_flight)
+        report = RunReport(summary.count, Tally())
         async with open_session(settings) as session:
             pool = _Pool(settings, folder, ApiClient(session, settings), report)
             if progress:
                 pool.progress = Progress(summary.count, sending_rate=pool.describe_rate)
             await pool.run(iter_jobs(job_file))
         report.tally.not_reached += summary.count - report.tally.seen
+    if report.in_flight_before:
+        log.warning(
+            "%d job(s) of this file were in flight when an earlier run stopped; each may have been charged "
+            "once. Their X-Client-Request-Ids can be matched in the API's usage logs (GET /v2/logs): %s",
+            len(report.in_flight_before),
+            "; ".join(f"{job}: {ids[-1]}" for job, ids in report.in_flight_before[:20] if ids),
+        )
     return report
 
 
@@ -264,6 +263,8 @@ class _Pool:
             rows = await self.folder.rows(job.id for job in chunk)
             for job in chunk:
                 row = rows.get(job.id)
+                if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that died
+                    self.report.in_flight_before.append((job.id, row.client_request_ids))
                 known = judge(row, retry_failed=self.settings.retry_failed)
                 if known is not None:
                     self._count(known, 0.0)

@@ -406,3 +406,19 @@ def test_10_a_run_started_on_a_full_disk_exits_75_with_a_message(simulator, tmp_
     assert done.returncode == ExitCode.RESUMABLE, done.stderr[-2000:]
     assert "No space left" in done.stderr or "cannot" in done.stderr
     assert simulator.state.posts == 0
+
+
+def test_a_job_removed_from_the_file_while_in_flight_is_not_warned_about_for_ever(simulator, tmp_path):
+    job_file, out = jobs_file(tmp_path, 3), tmp_path / "out"
+    assert run(job_file, out, simulator.url, key=SIMULATOR_KEY).returncode == ExitCode.OK
+    db = sqlite3.connect(out / ".batchgen" / "state.sqlite3")
+    db.execute(  # a job another version of the file had, sent by a run that then died
+        "INSERT INTO jobs (job_id, model, state, attempts, client_request_ids) "
+        "VALUES ('gone', 'reve/create-image', 'dispatched', 1, '[\"bg.gone.1.a1\"]')"
+    )
+    db.commit()
+    db.close()
+
+    again = run(job_file, out, simulator.url, key=SIMULATOR_KEY)
+
+    assert again.returncode == ExitCode.OK and "in flight" not in again.stderr

@@ -242,3 +242,17 @@ async def test_the_output_folder_itself_may_be_a_users_symlink(tmp_path):
     async with OutputFolder.open(tmp_path / "link") as store:
         image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 4)))
     assert (real / image.path).is_file()
+
+
+async def test_a_line_deleted_from_the_middle_of_the_manifest_is_restored(tmp_path):
+    async with OutputFolder.open(tmp_path) as store:
+        for job_id in "abcd":
+            await store.finish(record(job_id, Status.FAILED), final=False)
+    path = tmp_path / "manifest.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:1] + lines[2:]))  # someone deletes "b"
+
+    async with OutputFolder.open(tmp_path):
+        pass
+
+    assert [r["job_id"] for r in manifest(tmp_path)] == ["a", "b", "c", "d"]

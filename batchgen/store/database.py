@@ -211,11 +211,11 @@ class StateDatabase:
         """How many manifest records the database holds."""
         return int(self._read("SELECT COUNT(*) FROM records")[0][0])
 
-    def records_from(self, offset: int) -> Iterator[ManifestRecord]:
-        """Manifest records in order, skipping the first ``offset``."""
+    def record_lines(self, offset: int) -> Iterator[str]:
+        """The manifest's lines as the database holds them, in order, skipping the first ``offset``."""
         cursor = self._db.execute("SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,))
         for (text,) in cursor:
-            yield ManifestRecord.model_validate_json(text)
+            yield text if text.endswith("\n") else text + "\n"  # the first release stored no newline
 
     def in_flight(self) -> list[tuple[str, list[str]]]:
         """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""

@@ -423,9 +423,18 @@ class OutputFolder:
                     for record in extra
                 ]
             )
+        if (
+            0 < lines < known
+            and not extra
+            and self._manifest.last_line() != next(self._db.record_lines(lines - 1)).encode()
+        ):
+            # Not a tail lost by a crash: a line is missing from the middle (edited by hand).
+            self._manifest.rewrite(self._db.record_lines(0))
+            log.warning("manifest.jsonl rebuilt from the state database: lines were missing from it")
+            return
         missing: list[str] = []
-        for record in self._db.records_from(lines):
-            missing.append(record.model_dump_json() + "\n")
+        for line in self._db.record_lines(lines):
+            missing.append(line)
             if len(missing) >= 1000:  # noqa: PLR2004 - bounded memory on a large repair
                 self._manifest.append_lines(missing)
                 missing = []

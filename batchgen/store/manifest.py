@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -129,6 +130,41 @@ class ManifestFile:
                 handle.flush()
                 os.fsync(handle.fileno())
         return count, extra
+
+    def last_line(self) -> bytes:
+        """The file's last line (with its newline), or b"" for an empty file."""
+        with self.path.open("rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            start = max(0, end - 64 * 1024)
+            while True:  # bounded: each pass reads 64 KiB further back, down to the start
+                handle.seek(start)
+                tail = handle.read(end - start)
+                cut = tail.rfind(b"\n", 0, len(tail) - 1)
+                if cut >= 0 or start == 0:
+                    return tail[cut + 1 :]
+                start = max(0, start - 64 * 1024)
+
+    def rewrite(self, lines: Iterable[str]) -> None:
+        """Replace the file by ``lines`` atomically (temporary file, fsync, rename, folder fsync).
+
+        Raises :class:`StorageError`.
+        """
+        temporary = self.path.with_name(f".{self.path.name}.rewrite")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+            with os.fdopen(fd, "wb") as out:
+                for line in lines:
+                    out.write(line.encode())
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.replace(self.path)
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot rewrite {self.path}: {exc.strerror or exc}") from exc
 
     def append_lines(self, lines: list[str]) -> None:
         """Append ``lines`` (each one JSON record ending in a newline) with one write; fsync.
