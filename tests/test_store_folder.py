@@ -16,8 +16,9 @@ from conftest import create_jobs, manifest, run_jobs, write_jsonl
 
 from batchgen.errors import OutputLockedError, StorageError
 from batchgen.images import InvalidImage, decode_b64_image
+from batchgen.responses import Answer
 from batchgen.simulator.pictures import bomb_png, render_png
-from batchgen.store import ManifestRecord, OutputFolder, Status
+from batchgen.store import ImageRecord, ManifestRecord, OutputFolder, Status
 from batchgen.store import files as store_files
 from batchgen.store.files import safe_name
 
@@ -31,11 +32,25 @@ def record(job_id: str, status: Status = Status.SUCCEEDED) -> ManifestRecord:
     return ManifestRecord(job_id=job_id, model="reve/create-image", status=status)
 
 
+async def save(store: OutputFolder, job_id: str, *sources: bytes | object) -> list[ImageRecord]:
+    """Save a job's images as a run does: sent, answered, then images with the record."""
+    await store.dispatched(job_id, "reve/create-image", f"bg.{job_id}.a1", "t")
+    await store.answered(job_id, Answer(request_id="r"))
+    staged = [s if isinstance(s, bytes) else await store.stage(s) for s in sources]
+    saved: list[ImageRecord] = []
+
+    def build(images: list[ImageRecord]) -> ManifestRecord:
+        saved.extend(images)
+        return record(job_id).model_copy(update={"images": images})
+
+    await store.finish_with_images(job_id, staged, build)
+    return saved
+
+
 async def test_saved_image_is_measured_and_named_from_the_job(tmp_path):
     png = render_png(40, 30, 1)
     async with OutputFolder.open(tmp_path) as store:
-        image = await store.save_image("job/1", 0, chunks_of(png))
-        second = await store.save_image("job/1", 1, chunks_of(png))
+        image, second = await save(store, "job/1", chunks_of(png), chunks_of(png))
     assert (image.width, image.height, image.bytes, image.content_type) == (40, 30, len(png), "image/png")
     assert image.path.startswith("images/job_1-") and image.path.endswith(".png")
     assert second.path.endswith("-1.png") and second.path != image.path
@@ -47,7 +62,7 @@ async def test_saved_image_is_measured_and_named_from_the_job(tmp_path):
 async def test_bad_image_bytes_are_refused_and_leave_nothing(tmp_path, data):
     async with OutputFolder.open(tmp_path) as store:
         with pytest.raises(InvalidImage):
-            await store.save_image("j", 0, chunks_of(data))
+            await save(store, "j", chunks_of(data))
     assert list((tmp_path / "images").iterdir()) == []
 
 
@@ -112,7 +127,7 @@ async def test_a_symlink_where_an_image_goes_is_replaced_not_followed(tmp_path):
     out = tmp_path / "out"
     async with OutputFolder.open(out) as store:
         (out / "images" / f"{safe_name('j')}.png").symlink_to(outside)
-        image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 2)))
+        (image,) = await save(store, "j", chunks_of(render_png(8, 8, 2)))
     assert outside.read_text() == "keep me"
     assert not (out / image.path).is_symlink()
 
@@ -172,7 +187,7 @@ async def test_b64_images_tolerate_a_data_uri_prefix_and_line_breaks(tmp_path):
     encoded = base64.b64encode(png).decode()
     wrapped = "data:image/png;base64," + "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60))
     async with OutputFolder.open(tmp_path) as store:
-        image = await store.save_image("j", 0, decode_b64_image(wrapped))
+        (image,) = await save(store, "j", decode_b64_image(wrapped))
     with pytest.raises(InvalidImage):
         decode_b64_image("not base64!")
     assert (tmp_path / image.path).read_bytes() == png
@@ -240,7 +255,7 @@ async def test_the_output_folder_itself_may_be_a_users_symlink(tmp_path):
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
     async with OutputFolder.open(tmp_path / "link") as store:
-        image = await store.save_image("j", 0, chunks_of(render_png(8, 8, 4)))
+        (image,) = await save(store, "j", chunks_of(render_png(8, 8, 4)))
     assert (real / image.path).is_file()
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "replace",
     "safe_name",
     "sync_filesystem",
+    "write_all",
 ]
 
 TEMP_PREFIX = ".tmp-"
@@ -155,10 +156,8 @@ class TempFile:
         """Append ``data``."""
         self._digest.update(data)
         self._size += len(data)
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, data)
         except OSError as exc:
             self.discard()
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
@@ -184,6 +183,13 @@ class TempFile:
             self._fd = -1
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked). Raises OSError."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def replace(source: Path, target: Path) -> None:

@@ -19,8 +19,11 @@ Example::
 
     async with OutputFolder.open(Path("out")) as folder:
         rows = await folder.rows(["trex"])
-        image = await folder.save_image("trex", 0, png_bytes)
-        await folder.finish(record, final=False)
+        await folder.dispatched("trex", "reve/create-image", "bg.trex.1a2b.a1", utc_now())
+        ...                                         # the request
+        await folder.answered("trex", answer)
+        staged = await folder.stage(chunks)         # a download, held or spilled
+        await folder.finish_with_images("trex", [staged], build_record)
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class StagedImage:
 
 @dataclass(frozen=True, slots=True)
 class _ImageWrite:
-    """An image to be verified, written and renamed by the group writer."""
+    """One of a job's images, to be verified, written and renamed by the group writer."""
 
     stem: str
     image: StagedImage
@@ -90,7 +93,7 @@ class _Finish:
     answer: Answer | None
 
 
-_Work = Change | _ImageWrite | _Finish
+_Work = Change | _Finish
 
 
 @dataclass(slots=True)
@@ -239,18 +242,6 @@ class OutputFolder:
             Change("finish", record=record, record_json=record.model_dump_json() + "\n", final=final)
         )
 
-    async def save_image(self, job_id: str, index: int, source: bytes | AsyncIterator[bytes]) -> ImageRecord:
-        """Write one image to ``images/``, verify it with Pillow, and rename it into place.
-
-        ``source`` is the whole image or its chunks (see :meth:`stage`). The name is
-        ``safe_name(job_id)`` (plus ``-<index>`` from the 2nd image on) and the extension of the
-        format Pillow identified. It is durable once a record that lists it is committed.
-        Raises :class:`~batchgen.images.InvalidImage` (nothing is kept) or :class:`StorageError`.
-        """
-        stem = f"{safe_name(job_id)}{f'-{index}' if index else ''}"
-        staged = StagedImage([source]) if isinstance(source, bytes) else await self.stage(source)
-        return await self._submit(_ImageWrite(stem, staged))  # type: ignore[return-value]
-
     async def stage(self, chunks: AsyncIterator[bytes]) -> StagedImage:
         """Receive an image as it downloads: held in memory up to :data:`SPILL_BYTES`, then
         streamed to a temporary file (bounded memory). Raises :class:`StorageError`."""
@@ -344,18 +335,12 @@ class OutputFolder:
     def _apply(self, group: list[_Work]) -> list[object]:
         """One group, on the store's thread: images; folder sync; one commit; one manifest append.
 
-        Returns, per item, its result (an :class:`ImageRecord` for an image, None for a change)
-        or the exception that failed that item alone.
+        Returns, per item, None or the exception that failed that item alone.
         """
         outcomes: list[object] = [None] * len(group)
         changes: list[tuple[int, Change]] = []
         for i, work in enumerate(group):
-            if isinstance(work, _ImageWrite):
-                try:
-                    outcomes[i] = self._store_image(work.stem, work.image.parts, work.image.spilled)
-                except Exception as exc:  # InvalidImage or StorageError: that job's alone
-                    outcomes[i] = exc
-            elif isinstance(work, _Finish):
+            if isinstance(work, _Finish):
                 change = self._finish_change(work, outcomes, i)
                 if change is not None:
                     changes.append((i, change))

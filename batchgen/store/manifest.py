@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from batchgen.errors import StorageError
+from batchgen.store.files import fsync_dir, write_all
 
 __all__ = ["ErrorInfo", "ImageRecord", "ManifestFile", "ManifestRecord", "Status", "utc_now"]
 
@@ -158,13 +159,9 @@ class ManifestFile:
                 out.flush()
                 os.fsync(out.fileno())
             temporary.replace(self.path)
-            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         except OSError as exc:
             raise StorageError(f"cannot rewrite {self.path}: {exc.strerror or exc}") from exc
+        fsync_dir(self.path.parent)
 
     def append_lines(self, lines: list[str]) -> None:
         """Append ``lines`` (each one JSON record ending in a newline) with one write; fsync.
@@ -175,9 +172,7 @@ class ManifestFile:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
