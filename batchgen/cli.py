@@ -151,7 +151,7 @@ def _describe(report: RunReport, out: Path) -> str:
     lines = [
         f"{report.total} jobs: {t.succeeded} succeeded now, {t.already_done} earlier, "
         f"{t.failed_final} failed for good, {t.failed_retryable} failed (retried on resume), "
-        f"{t.not_reached} not reached; {t.tokens_used:g} tokens used. Manifest: {out / 'manifest.jsonl'}"
+        f"{t.not_reached} not reached; {t.tokens_used:.0f} tokens used. Manifest: {out / 'manifest.jsonl'}"
     ]
     if report.in_flight_before:
         lines.append(
