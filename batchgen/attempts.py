@@ -163,9 +163,10 @@ class JobAttempt:
             return known
         # An answer already paid for is fetched again, never generated again (unless the user
         # asked to retry a final failure).
-        answer = self._row.answer if self._row and not (self._row.final and self._retry_failed) else None
+        reuse = self._row is not None and not (self._row.final and self._retry_failed)
+        answer = self._row.answer if self._row and reuse else None
         try:
-            if self._row and self._row.damaged:
+            if self._row and reuse and self._row.damaged:
                 raise RuntimeError(self._row.damaged)
             if answer is None:
                 answer = await self._generate()
@@ -260,6 +261,12 @@ class JobAttempt:
             )
         if not answer.images:
             raise RequestError("the API answered with no image", job_id=self.job.id)
+        try:
+            inline = {
+                i: decode_b64_image(ref.b64_json) for i, ref in enumerate(answer.images) if ref.b64_json
+            }
+        except InvalidImage as exc:  # inline bytes stay the same bytes: no retry can help
+            raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
         control = self._control
         async for attempt in retrying(
             control.policy,
@@ -271,16 +278,17 @@ class JobAttempt:
             async with attempt:
                 try:
                     images: list[bytes | StagedImage] = []
-                    for ref in answer.images:
-                        if ref.b64_json:
-                            images.append(decode_b64_image(ref.b64_json))
+                    for i, ref in enumerate(answer.images):
+                        if i in inline:
+                            images.append(inline[i])
                         else:
                             images.append(await self._folder.stage(self._client.stream_image(ref.url or "")))
                     await self._folder.finish_with_images(self.job.id, images, self._succeeded(answer))
                 except InvalidImage as exc:
-                    # Inline bytes stay the same bytes: only fetched images may come out right next time.
-                    inline = all(ref.b64_json for ref in answer.images)
-                    raise DownloadError(f"not an acceptable image: {exc}", transient=not inline) from exc
+                    # Only fetched images may come out right next time.
+                    raise DownloadError(
+                        f"not an acceptable image: {exc}", transient=len(inline) < len(answer.images)
+                    ) from exc
         return Outcome.SUCCEEDED
 
     def _succeeded(self, answer: Answer) -> Callable[[list[ImageRecord]], ManifestRecord]:

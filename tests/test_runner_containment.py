@@ -146,7 +146,9 @@ def test_1b_an_unforeseen_error_is_contained_recorded_internal_and_skipped_next_
     assert sum(r["status"] == "succeeded" for r in records.values()) == 5
     assert first.returncode == ExitCode.INTERNAL, first.stderr[-3000:]  # a bug was met: said so
     assert again.returncode == ExitCode.JOBS_FAILED  # and not met again
-    assert simulator.state.generations == 5  # the recorded answer was never paid again
+    named = run(job_file, out, simulator.url, "--retry-failed", key=SIMULATOR_KEY)
+    assert named.returncode == ExitCode.OK and last_records(out)["job-3"]["status"] == "succeeded"
+    assert simulator.state.generations == 6  # paid again only when named (--retry-failed)
 
 
 def test_2_an_unreadable_state_database_ends_with_a_message_not_a_hang(simulator, tmp_path):
