@@ -1,7 +1,7 @@
 """batchgen: run large batches of image-generation requests against the AIML API.
 
 Pipeline, one module each: ``jobfile`` (job file -> jobs) -> ``requests`` (typed bodies) ->
-``client`` (HTTP) -> ``runner`` / ``attempts`` (worker pool, retries, rate limit) ->
+``client`` (HTTP) -> ``runner`` / ``attempts`` (job tasks, gates, retries) ->
 ``store`` (the output folder: images, manifest, durable state). ``simulator`` is a stand-in API.
 """
 
