@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from enum import IntEnum
+from importlib.metadata import version
 from pathlib import Path
 
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
@@ -211,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"batchgen {version('batchgen')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_run(commands)
     validate = commands.add_parser("validate", help="check a job file; send nothing")

@@ -82,7 +82,7 @@ class Progress:
             self._bar.update(tally.seen - self._bar.n)
         elif time.monotonic() - self._last_log >= self._interval:
             self._last_log = time.monotonic()
-            log.info("progress %d/%d: %s", tally.seen, self.total, self._summary(tally))
+            log.info("progress %d/%d: %s%s", tally.seen, self.total, self._summary(tally), self._eta(tally))
 
     def close(self, tally: Tally) -> None:
         """Final line; closes the bar."""
@@ -91,6 +91,15 @@ class Progress:
             self._bar.refresh()
             self._bar.close()
         log.info("finished %d/%d: %s", tally.seen, self.total, self._summary(tally))
+
+    def _eta(self, tally: Tally) -> str:
+        """The time left at this run's pace so far (bars show their own)."""
+        elapsed = time.monotonic() - self._started
+        newly = tally.seen - tally.already_done  # jobs skipped as done say nothing of the pace
+        left = self.total - tally.seen
+        if newly <= 0 or left <= 0:
+            return ""
+        return f" eta={time.strftime('%H:%M:%S', time.gmtime(left * elapsed / newly))}"
 
     def _summary(self, tally: Tally) -> str:
         minutes = max(time.monotonic() - self._started, 1e-9) / 60

@@ -229,3 +229,9 @@ def test_module_and_console_script_agree():
     proc = batchgen("--help")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and b"validate" in out and b"simulate-server" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("batchgen ")

@@ -33,3 +33,10 @@ def test_off_a_terminal_progress_is_plain_log_lines(caplog):
     assert messages[0].startswith("progress 1/10: done=1") and messages[-1].startswith(
         "finished 10/10: done=10"
     )
+
+
+def test_log_lines_carry_an_eta_from_the_runs_own_pace(caplog):
+    progress = Progress(10, stream=io.StringIO(), interval=0.0)
+    with caplog.at_level(logging.INFO, logger="batchgen.progress"):
+        progress.update(Tally(succeeded=2, already_done=3))
+    assert "progress 5/10" in caplog.text and "eta=" in caplog.text
