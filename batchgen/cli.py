@@ -167,7 +167,7 @@ def _describe(report: RunReport, out: Path) -> str:
         )
     if report.stop_reason is not None:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
-        lines.append("run the same command again to resume")
+        lines.append(report.stop_advice)
     return "\n".join(lines)
 
 

@@ -63,9 +63,13 @@ class BatchgenError(Exception):
 
     hint = ""
 
+    @property
+    def message(self) -> str:
+        """What went wrong, without the hint."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        message = super().__str__()
-        return f"{message} ({self.hint})" if self.hint else message
+        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class UsageError(BatchgenError):
@@ -151,7 +155,6 @@ class RequestError(BatchgenError):
         body_excerpt: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.job_id = job_id
         self.status = status
         self.request_id = request_id

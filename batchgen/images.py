@@ -73,8 +73,11 @@ def inspect_image(
                     image.load()
     except InvalidImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(str(exc).replace(repr(source), "the image") or "not an image") from exc
+    except UnidentifiedImageError as exc:
+        # Pillow's message names its stream object ("<_io.BytesIO object at 0x...>"): useless here.
+        raise InvalidImage("not an image in a format Pillow reads (PNG, JPEG, WebP, GIF...)") from exc
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(str(exc)) from exc
     except Image.DecompressionBombWarning as exc:
         raise InvalidImage(str(exc)) from exc
     except Exception as exc:  # Pillow's many ways of saying "corrupt" or "cannot decode"

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from batchgen.errors import JobFileError, JobFileProblem
 from batchgen.images import InvalidImage, inspect_image
-from batchgen.jobreader import Entry, jsonl_entries, show_value, unknown_name, yaml_entries
+from batchgen.jobreader import Entry, is_jsonl, jsonl_entries, show_value, unknown_name, yaml_entries
 from batchgen.requests import IMAGE_FIELDS, MODELS, image_request_adapter
 
 __all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file"]
@@ -66,6 +66,15 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class _Invalid:
+    """A job with problems; ``job_id`` is the id it was given, if that much could be read."""
+
+    job_id: str | None
+    line: int | None
+    problems: list[JobFileProblem]
+
+
+@dataclass(frozen=True, slots=True)
 class JobFileSummary:
     """A valid job file: its path, how many jobs it holds, and how many per model."""
 
@@ -90,15 +99,19 @@ def scan_job_file(path: Path) -> JobFileSummary:
     models: Counter[str] = Counter()
     count = 0
     for item in _iter_results(path):
-        if isinstance(item, list):
-            problems.extend(item)
-            continue
-        digest = hash(item.id)  # SipHash, seeded per process: only compared within this scan
+        if isinstance(item, _Invalid):
+            problems.extend(item.problems)
+            if item.job_id is None:
+                continue
+            job_id = item.job_id  # an invalid job's id can still repeat another's
+        else:
+            job_id = item.id
+            count += 1
+            models[item.model] += 1
+        digest = hash(job_id)  # SipHash, seeded per process: only compared within this scan
         if digest in seen:
-            suspects.add(item.id)
+            suspects.add(job_id)
         seen.add(digest)
-        count += 1
-        models[item.model] += 1
     if suspects:
         problems += _duplicates(path, suspects)
     if not problems and not count:
@@ -112,8 +125,9 @@ def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
     """The jobs among ``suspects`` whose id really repeats an earlier job's id."""
     lines: dict[str, list[int | None]] = {}
     for item in _iter_results(path):
-        if isinstance(item, Job) and item.id in suspects:
-            lines.setdefault(item.id, []).append(item.line)
+        job_id = item.id if isinstance(item, Job) else item.job_id
+        if job_id in suspects:
+            lines.setdefault(job_id, []).append(item.line)
     problems = []
     for job_id, found in lines.items():
         where = f"line {found[0]}" if found[0] else "an earlier job"
@@ -131,58 +145,134 @@ def iter_jobs(path: Path) -> Iterator[Job]:
     in between.
     """
     for item in _iter_results(path):
-        if isinstance(item, list):
-            raise JobFileError(item)
+        if isinstance(item, _Invalid):
+            raise JobFileError(item.problems)
         yield item
 
 
-def _iter_results(path: Path) -> Iterator[Job | list[JobFileProblem]]:
+def _iter_results(path: Path) -> Iterator[Job | _Invalid]:
     name = str(path)
     entries: Iterable[Entry | JobFileProblem]
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
+        if is_jsonl(path):
             entries, defaults = jsonl_entries(path), Entry({}, None)
         else:
             entries, defaults = yaml_entries(path)
         base_dir = path.parent
+        layered = _Defaults.split(name, defaults)
+        if layered.problems:
+            yield _Invalid(None, None, layered.problems)
         for entry in entries:
             if isinstance(entry, JobFileProblem):
-                yield [entry]
+                yield _Invalid(None, entry.line, [entry])
             else:
-                yield _build_job(name, base_dir, entry, defaults)
+                yield _build_job(name, base_dir, entry, layered)
     except OSError as exc:
-        yield [JobFileProblem(name, None, None, None, f"cannot read the file: {exc.strerror or exc}")]
+        problem = JobFileProblem(name, None, None, None, f"cannot read the file: {exc.strerror or exc}")
+        yield _Invalid(None, None, [problem])
 
 
-def _build_job(name: str, base_dir: Path, entry: Entry, defaults: Entry) -> Job | list[JobFileProblem]:
+@dataclass(slots=True)
+class _Defaults:
+    """``defaults:`` split into the common fields and, under a model's name, that model's own.
+
+    A job's fields are its model's defaults over the common ones, under the job's own. A common
+    default its model has no field for is one problem per (default, model), not one per job.
+    """
+
+    entry: Entry
+    common: dict[str, Any]
+    per_model: dict[str, dict[str, Any]]
+    problems: list[JobFileProblem]
+    refused: set[tuple[str, str]] = field(default_factory=set)
+
+    @classmethod
+    def split(cls, name: str, defaults: Entry) -> _Defaults:
+        common: dict[str, Any] = {}
+        per_model: dict[str, dict[str, Any]] = {}
+        problems = []
+        for key, value in defaults.raw.items():
+            line = defaults.key_lines.get(str(key), defaults.line)
+            if key in MODELS:
+                if isinstance(value, dict):
+                    per_model[key] = {str(k): v for k, v in value.items()}
+                else:
+                    problems.append(
+                        JobFileProblem(name, line, None, f"defaults.{key}", "must be a mapping of fields")
+                    )
+            elif isinstance(key, str) and "/" in key:
+                message = unknown_name("model", key, MODELS) + " (a model's own defaults go under its name)"
+                problems.append(JobFileProblem(name, line, None, f"defaults.{key}", message))
+            elif key == "id":
+                problems.append(JobFileProblem(name, line, None, "defaults.id", "`defaults` cannot set `id`"))
+            else:
+                common[str(key)] = value
+        for model, fields in per_model.items():
+            if "id" in fields or "model" in fields:
+                line = defaults.key_lines.get(model, defaults.line)
+                message = "a model's defaults cannot set `id` or `model`"
+                problems.append(JobFileProblem(name, line, None, f"defaults.{model}", message))
+        return cls(defaults, common, per_model, problems)
+
+    def for_model(self, name: str, model: Any, job_id: str) -> tuple[dict[str, Any], list[JobFileProblem]]:
+        """The defaults a job of ``model`` gets, and any common default that model refuses
+        (reported for its first job only)."""
+        if not isinstance(model, str) or model not in MODELS:  # reported as the job's own problem
+            return {**self.common}, []
+        accepted = MODELS[model].model_fields
+        problems = []
+        for key in self.common:
+            if key not in accepted and (key, model) not in self.refused:
+                self.refused.add((key, model))
+                message = (
+                    f"{model} has no field {key!r}, and job {job_id!r} is one of its jobs; give the "
+                    f"default under the names of the models that take it (`defaults:` -> `{_taker(key)}:`)"
+                )
+                problems.append(
+                    JobFileProblem(name, self.entry.key_lines.get(key), None, f"defaults.{key}", message)
+                )
+        common = {k: v for k, v in self.common.items() if k in accepted}
+        return {**common, **self.per_model.get(model, {})}, problems
+
+
+def _taker(key: str) -> str:
+    """The first model with a field named ``key`` (for a hint), or ``<model>``."""
+    return next((m for m, request in MODELS.items() if key in request.model_fields), "<model>")
+
+
+def _build_job(name: str, base_dir: Path, entry: Entry, defaults: _Defaults) -> Job | _Invalid:
     def problem(job_id: str | None, fld: str | None, message: str, line: int | None = None) -> JobFileProblem:
         top = fld.split("[")[0].split(".")[0] if fld else None
-        found = entry.key_lines.get(top or "") or defaults.key_lines.get(top or "")
+        found = entry.key_lines.get(top or "") or defaults.entry.key_lines.get(top or "")
         return JobFileProblem(name, line or found or entry.line, job_id, fld, message)
 
     if not isinstance(entry.raw, dict):
-        return [problem(None, None, f"a job must be a mapping of fields, got {show_value(entry.raw)}")]
+        message = f"a job must be a mapping of fields, got {show_value(entry.raw)}"
+        return _Invalid(None, entry.line, [problem(None, None, message)])
     raw = (
         entry.raw if all(type(key) is str for key in entry.raw) else {str(k): v for k, v in entry.raw.items()}
     )
     problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated]
-    if "id" in defaults.raw:
-        problems.append(problem(None, "id", "`defaults` cannot set `id`", defaults.key_lines["id"]))
-    fields = {**defaults.raw, **raw}
+    model_defaults, default_problems = defaults.for_model(name, raw.get("model"), str(raw.get("id", "")))
+    problems += default_problems
+    fields = {**model_defaults, **raw}
     fields.pop("id", None)
     job_id, id_problem = _job_id(raw, fields)
     if id_problem:
         problems.append(problem(None, "id", id_problem))
     problems += _model_problems(fields, job_id, problem)
+    known_id = job_id if "id" in raw and not id_problem else None  # a given id may still repeat
     if problems:
-        return problems
+        return _Invalid(known_id, entry.line, problems)
     body, file_problems = _resolve_local_images(fields, base_dir)
     problems = [problem(job_id, fld, msg) for fld, msg in file_problems]
     try:
         image_request_adapter.validate_python(body)
     except ValidationError as exc:
-        problems += [problem(job_id, *_explain(err, fields)) for err in exc.errors()]
-    return problems or Job(job_id, body, entry.line)
+        explained = (_explain(err, fields) for err in exc.errors())
+        # A local file already reported (missing, not an image) is not reported again as a bad URL.
+        problems += [problem(job_id, fld, msg) for fld, msg in explained if fld not in dict(file_problems)]
+    return _Invalid(known_id, entry.line, problems) if problems else Job(job_id, body, entry.line)
 
 
 def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | None]:
@@ -304,4 +394,17 @@ def _explain(err: Any, fields: dict[str, Any]) -> tuple[str | None, str]:
     if kind == "missing":
         return fld, "required field is missing"
     message = str(err["msg"]).removeprefix("Value error, ")
-    return fld, f"{message} (got {show_value(err.get('input'))})"
+    return fld, f"{message} (got {show_value(_as_written(loc, fields, err.get('input')))})"
+
+
+def _as_written(loc: list[str], fields: dict[str, Any], sent: Any) -> Any:
+    """The value at ``loc`` as the job file wrote it (a local path, not the data URI made of it)."""
+    value: Any = fields
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return sent
+    return value

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_YAML_NODES",
     "Entry",
     "YamlLoader",
+    "is_jsonl",
     "jsonl_entries",
     "show_value",
     "unknown_name",
@@ -95,6 +96,25 @@ def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
                 yield JobFileProblem(name, number, None, None, f"invalid JSON: {exc}")
                 continue
             yield Entry(raw, number)  # every key is on the entry's own line
+
+
+def is_jsonl(path: Path) -> bool:
+    """Whether ``path`` holds one JSON object per line rather than one document (YAML or JSON).
+
+    By name (``.jsonl``, ``.ndjson``), and for ``.json`` by content: a first line that is a
+    whole job object (not ``{"jobs": ...}``) starts a JSONL file; ``[`` or an object spread over
+    lines starts a JSON document, read like YAML (JSON is YAML 1.2 with line numbers to show).
+    """
+    suffix = path.suffix.lower()
+    if suffix != ".json":
+        return suffix in (".jsonl", ".ndjson")
+    with path.open("rb") as lines:
+        first = next((line for line in lines if line.strip()), b"")
+    try:
+        value = _DECODER.decode(first.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        return False
+    return isinstance(value, dict) and "jobs" not in value
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -188,8 +208,12 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> in
 def _yaml_layout(
     name: str, loader: yaml.SafeLoader, root: yaml.Node
 ) -> tuple[list[Entry | JobFileProblem], Entry]:
+    if isinstance(root, yaml.SequenceNode):  # a bare list of jobs (as a JSON file often is)
+        return [_mapping_entry(loader, node) for node in root.value], Entry({}, None)
     if not isinstance(root, yaml.MappingNode):
-        problem = "the top level must be a mapping with `jobs:` (and optionally `defaults:`)"
+        problem = (
+            "the top level must be a list of jobs, or a mapping with `jobs:` (and optionally `defaults:`)"
+        )
         return [JobFileProblem(name, root.start_mark.line + 1, None, None, problem)], Entry({}, None)
     top = _mapping_entry(loader, root, construct=False)  # its jobs are constructed one by one below
     out: list[Entry | JobFileProblem] = [

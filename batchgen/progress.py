@@ -84,13 +84,14 @@ class Progress:
             self._last_log = time.monotonic()
             log.info("progress %d/%d: %s%s", tally.seen, self.total, self._summary(tally), self._eta(tally))
 
-    def close(self, tally: Tally) -> None:
-        """Final line; closes the bar."""
+    def close(self, tally: Tally, *, stopped: bool = False) -> None:
+        """Final line ("stopped at" when the run stopped early); closes the bar."""
         if self._bar is not None:
             self.update(tally)
             self._bar.refresh()
             self._bar.close()
-        log.info("finished %d/%d: %s", tally.seen, self.total, self._summary(tally))
+        ended = "stopped at" if stopped else "finished"
+        log.info("%s %d/%d: %s", ended, tally.seen, self.total, self._summary(tally))
 
     def _eta(self, tally: Tally) -> str:
         """The time left at this run's pace so far (bars show their own)."""

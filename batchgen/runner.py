@@ -37,6 +37,7 @@ from batchgen.client import ApiClient, open_session
 from batchgen.errors import (
     LONG_RETRY_AFTER,
     AuthenticationError,
+    BatchgenError,
     CreditsExhausted,
     EndpointNotFound,
     JobFileError,
@@ -87,6 +88,7 @@ class RunReport:
     tally: Tally
     stop_reason: StopReason | None = None
     stop_message: str = ""
+    stop_advice: str = ""  # the one thing to do about the stop
     in_flight_before: list[tuple[str, list[str]]] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)  # jobs failed by an unforeseen error (a bug)
 
@@ -231,7 +233,7 @@ class _Pool:
             if self.retry_after.not_before > time.time():
                 await self.folder.set_meta(NOT_BEFORE, repr(self.retry_after.not_before))
             if self.progress is not None:
-                self.progress.close(self.report.tally)
+                self.progress.close(self.report.tally, stopped=self.report.stop_reason is not None)
 
     async def _wait_out_retry_after(self) -> bool:
         """Honour a Retry-After an earlier run was given; False when the run must not start."""
@@ -312,7 +314,11 @@ class _Pool:
         if self.report.stop_reason is None:
             reason = next((r for kind, r in _STOPS if isinstance(cause, kind)), StopReason.SIGNAL)
             self.report.stop_reason = reason
-            self.report.stop_message = str(cause) if cause is not None else "stopped by signal"
+            if isinstance(cause, BatchgenError):
+                self.report.stop_message, advice = cause.message, cause.hint
+            else:
+                self.report.stop_message, advice = str(cause or "stopped by signal"), ""
+            self.report.stop_advice = advice or "run the same command again to resume"
             log.warning("stopping (%s): %s", reason, self.report.stop_message)
         self.control.stop(cause)
 

@@ -235,3 +235,49 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("batchgen ")
+
+
+def test_a_yaml_file_mixing_every_model_sends_exactly_the_merged_fields(simulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    (tmp_path / "ref.png").write_bytes((SAMPLES / "images" / "t-rex.png").read_bytes())
+    job_file = tmp_path / "mixed.yaml"
+    job_file.write_text(
+        "defaults:\n"
+        "  reve/create-image:\n"
+        "    aspect_ratio: 16:9\n"  # unquoted: YAML 1.1 would read the number 969
+        "  reve/edit-image: {convert_base64_to_url: no}\n"  # `no` stays a string: the API refuses it
+        "  flux/dev/image-to-image: {num_images: 2}\n"
+        "jobs:\n"
+        "  - {id: c, model: reve/create-image, prompt: a}\n"
+        "  - {id: e, model: reve/edit-image, prompt: b, image_url: ref.png, convert_base64_to_url: false}\n"
+        "  - {id: r, model: reve/remix-edit-image, prompt: c, image_urls: [ref.png]}\n"
+        "  - {id: f, model: flux/dev/image-to-image, prompt: d, image_url: ref.png}\n"
+    )
+    assert main(run_args(job_file, tmp_path / "o", simulator.url, "--no-progress")) == ExitCode.OK
+    sent = {
+        body["prompt"]: {k: v for k, v in body.items() if k not in ("image_url", "image_urls")}
+        for body in simulator.state.bodies
+    }
+    assert sent == {
+        "a": {"model": "reve/create-image", "prompt": "a", "aspect_ratio": "16:9"},
+        "b": {"model": "reve/edit-image", "prompt": "b", "convert_base64_to_url": False},
+        "c": {"model": "reve/remix-edit-image", "prompt": "c"},
+        "d": {"model": "flux/dev/image-to-image", "prompt": "d", "num_images": 2},
+    }
+    assert all(
+        str(body.get("image_url") or body.get("image_urls", [""])[0]).startswith("data:image/png;base64,")
+        for body in simulator.state.bodies
+        if body["model"] != "reve/create-image"
+    )
+
+
+def test_a_stop_is_explained_once_with_one_piece_of_advice(simulator, tmp_path):
+    job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(3))
+    proc = batchgen(*run_args(job_file, tmp_path / "o", simulator.url), env={"AIMLAPI_KEY": "bad"})
+    _, raw = proc.communicate(timeout=60)
+    err = raw.decode()
+    assert proc.returncode == ExitCode.BAD_KEY
+    assert err.count("set a valid key in AIMLAPI_KEY or --api-key-file, then run again to resume") == 1
+    assert "run the same command again" not in err
+    assert err.count("requires a valid API key") == 2  # the log line as it happens; the summary
+    assert "stopped at 0/3" in err and "finished" not in err

@@ -153,3 +153,143 @@ def test_problem_list_is_capped_with_a_count_of_the_rest(tmp_path):
 def test_samples_are_valid():
     assert scan_job_file(SAMPLES / "quickstart.yaml").count == 5
     assert scan_job_file(SAMPLES / "examples.jsonl").count == 4
+
+
+# -- one message per problem, in the user's words -------------------------------------------------
+
+
+def test_a_duplicate_id_is_reported_even_when_its_first_copy_is_invalid(tmp_path):
+    path = write_jsonl(
+        tmp_path / "j.jsonl",
+        [
+            {"id": "x", "model": "reve/create-image", "prompt": 5},
+            {"id": "x", "model": "reve/create-image", "prompt": "ok"},
+        ],
+    )
+    found = problems_of(path)
+    assert any(p.endswith("job 'x', field 'id': duplicate id (first at line 1)") for p in found)
+    assert any("field 'prompt'" in p for p in found)
+
+
+def test_a_missing_local_image_is_reported_once_with_the_path_as_written(tmp_path):
+    path = write_jsonl(
+        tmp_path / "j.jsonl",
+        [{"id": "r", "model": "reve/remix-edit-image", "prompt": "p", "image_urls": ["gone.png"]}],
+    )
+    assert problems_of(path) == [
+        f"{path}:1, job 'r', field 'image_urls[0]': local image 'gone.png' cannot be read: No such file or directory"
+    ]
+
+
+def test_a_file_that_is_not_an_image_says_so_without_python_internals(tmp_path):
+    (tmp_path / "notes.png").write_text("shopping list")
+    path = write_jsonl(
+        tmp_path / "j.jsonl",
+        [{"id": "e", "model": "reve/edit-image", "prompt": "p", "image_url": "notes.png"}],
+    )
+    (message,) = problems_of(path)
+    assert message.endswith(
+        "field 'image_url': local file 'notes.png' is not a usable image: "
+        "not an image in a format Pillow reads (PNG, JPEG, WebP, GIF...)"
+    )
+    assert "BytesIO" not in message and "0x" not in message
+
+
+def test_image_url_errors_show_the_local_path_not_the_data_uri(tmp_path):
+    png = (SAMPLES / "images" / "t-rex.png").read_bytes()
+    for name in "abcdefg":
+        (tmp_path / f"{name}.png").write_bytes(png)
+    paths = [f"{name}.png" for name in "abcdefg"]  # more than remix takes
+    path = write_jsonl(
+        tmp_path / "j.jsonl",
+        [{"id": "r", "model": "reve/remix-edit-image", "prompt": "p", "image_urls": paths}],
+    )
+    (message,) = problems_of(path)
+    assert "field 'image_urls'" in message and "'a.png'" in message
+    assert "data:" not in message
+
+
+def test_a_json_file_is_read_as_a_list_a_document_or_jsonl_by_content(tmp_path):
+    job = {"id": "j", "model": "reve/create-image", "prompt": "p"}
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([job, {**job, "id": "k"}], indent=1))
+    document = tmp_path / "doc.json"
+    document.write_text(json.dumps({"defaults": {"aspect_ratio": "16:9"}, "jobs": [job]}, indent=1))
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps(job) + "\n" + json.dumps({**job, "id": "k"}) + "\n")
+    assert [j.id for j in iter_jobs(listed)] == ["j", "k"]
+    assert [j.body for j in iter_jobs(document)] == [
+        {**{k: v for k, v in job.items() if k != "id"}, "aspect_ratio": "16:9"}
+    ]
+    assert [j.id for j in iter_jobs(lines)] == ["j", "k"]
+    document.write_text('{\n "jobs": [\n  {"id": "j", "model": "reve/create-image", "prompt": 3}\n ]\n}\n')
+    assert problems_of(document) == [
+        f"{document}:3, job 'j', field 'prompt': Input should be a valid string (got 3)"
+    ]
+
+
+# -- defaults for files that mix models ------------------------------------------------------------
+
+MIXED_DEFAULTS = {
+    "convert_base64_to_url": False,  # common: reve's three models take it, flux has no such field
+    "reve/create-image": {"aspect_ratio": "16:9"},
+    "flux/dev/image-to-image": {"num_images": 2, "strength": 0.5},
+}
+
+
+def test_per_model_defaults_serve_a_file_mixing_every_model(tmp_path):
+    ref = "https://example.com/ref.png"
+    path = write_yaml(
+        tmp_path / "j.yaml",
+        [
+            {"id": "c", "model": "reve/create-image", "prompt": "a"},
+            {"id": "e", "model": "reve/edit-image", "prompt": "b", "image_url": ref},
+            {"id": "r", "model": "reve/remix-edit-image", "prompt": "c", "image_urls": [ref]},
+            {"id": "f", "model": "flux/dev/image-to-image", "prompt": "d", "image_url": ref, "strength": 0.9},
+        ],
+        defaults={k: v for k, v in MIXED_DEFAULTS.items() if k != "convert_base64_to_url"},
+    )
+    bodies = {job.id: job.body for job in iter_jobs(path)}
+    assert bodies == {
+        "c": {"model": "reve/create-image", "prompt": "a", "aspect_ratio": "16:9"},
+        "e": {"model": "reve/edit-image", "prompt": "b", "image_url": ref},
+        "r": {"model": "reve/remix-edit-image", "prompt": "c", "image_urls": [ref]},
+        "f": {
+            "model": "flux/dev/image-to-image",
+            "prompt": "d",
+            "image_url": ref,
+            "num_images": 2,
+            "strength": 0.9,
+        },
+    }
+
+
+def test_a_common_default_a_model_refuses_is_one_problem_naming_the_default(tmp_path):
+    ref = "https://example.com/ref.png"
+    jobs = [
+        {"id": f"f{i}", "model": "flux/dev/image-to-image", "prompt": "d", "image_url": ref} for i in range(5)
+    ]
+    path = write_yaml(
+        tmp_path / "j.yaml",
+        [{"id": "c", "model": "reve/create-image", "prompt": "a"}, *jobs],
+        defaults=MIXED_DEFAULTS,
+    )
+    line = path.read_text().splitlines().index("  convert_base64_to_url: false") + 1
+    assert problems_of(path) == [
+        f"{path}:{line}, field 'defaults.convert_base64_to_url': flux/dev/image-to-image has no field"
+        " 'convert_base64_to_url', and job 'f0' is one of its jobs; give the default under the names"
+        " of the models that take it (`defaults:` -> `reve/create-image:`)"
+    ]
+
+
+def test_a_misspelt_model_under_defaults_is_named(tmp_path):
+    path = write_yaml(
+        tmp_path / "j.yaml",
+        [{"id": "c", "model": "reve/create-image", "prompt": "a"}],
+        defaults={"reve/create-imag": {}},
+    )
+    (message,) = problems_of(path)
+    assert (
+        "field 'defaults.reve/create-imag': unknown model 'reve/create-imag'; did you mean 'reve/create-image'?"
+        in message
+    )
