@@ -1,8 +1,9 @@
 """The job file's JSON Schema, generated from the request models (``batchgen schema``).
 
 Editors use it through a first line ``# yaml-language-server: $schema=<path>``. In a YAML file a
-job may leave out fields that ``defaults:`` supplies, so there each job is checked as a partial
-request (no field required, unknown fields still refused); a JSONL line is a whole request.
+job may leave out fields that ``defaults:`` supplies (common ones, and a model's own under its
+name), so there each job is checked as a partial request (no field required, unknown fields still
+refused); a JSONL line is a whole request.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def job_file_schema(*, jsonl: bool = False) -> dict[str, Any]:
     for variant in partial:
         every_field.update({k: v for k, v in variant["properties"].items() if k != "id"})
     every_field["model"] = {"enum": list(MODELS)}
+    per_model = {  # a model's own defaults, under its name (for files that mix models)
+        name: {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: v for k, v in p["properties"].items() if k not in ("id", "model")},
+            "description": f"defaults for {name} jobs only",
+        }
+        for name, p in zip(MODELS, partial, strict=True)
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "batchgen job file",
@@ -47,7 +57,7 @@ def job_file_schema(*, jsonl: bool = False) -> dict[str, Any]:
             "defaults": {
                 "type": ["object", "null"],
                 "additionalProperties": False,
-                "properties": every_field,
+                "properties": {**every_field, **per_model},
             },
             "jobs": {"type": "array", "minItems": 1, "items": {"anyOf": partial}},
         },
