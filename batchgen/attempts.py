@@ -2,7 +2,8 @@
 
 The order is what makes a crash at any moment safe (see :mod:`batchgen.store.database`):
 
-1. a job with a succeeded record is skipped (nothing is sent, ever again);
+1. a job with a succeeded record is skipped (nothing is sent again for the same request; a
+   changed request, or ``--redo``, is generated anew under new image names);
 2. ``dispatched`` is committed before the request goes out;
 3. the answer is committed before any image is fetched;
 4. images are fetched (retried on their own: a failed download never re-runs the paid
@@ -45,7 +46,7 @@ from batchgen.store import (
     utc_now,
 )
 
-__all__ = ["JobAttempt", "RunControl", "judge"]
+__all__ = ["JobAttempt", "RunControl", "Verdict", "judge"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,23 +112,50 @@ def _all_inline(answer: Answer) -> bool:
     return bool(answer.images) and not answer.content_violation and all(ref.b64_json for ref in answer.images)
 
 
-def judge(row: JobRow | None, *, retry_failed: bool) -> Outcome | None:
-    """What a job's durable state says before anything is sent: already done, failed for good
-    (and not to be retried), or None when the job has work left."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a job's durable state says before anything is sent.
+
+    ``skip``: the outcome of a job with nothing to send (done, failed for good, changed but
+    ``--frozen``), or None when it has work left; ``fresh``: generate anew rather than reuse a
+    recorded answer; ``changed``: its request differs from the one its record answers.
+    """
+
+    skip: Outcome | None = None
+    fresh: bool = False
+    changed: bool = False
+
+
+def judge(
+    row: JobRow | None, fingerprint: str, *, retry_failed: bool, frozen: bool = False, redo: bool = False
+) -> Verdict:
+    """Judge a job of the file (its request's ``fingerprint``) against its durable ``row``.
+
+    Like a build tool's rebuild of changed inputs: a finished job whose request changed since
+    its record is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
+    A row without a fingerprint (a folder older than schema 2) is taken as unchanged.
+    """
     if row is None:
-        return None
+        return Verdict()
+    finished = row.state in (JobState.SUCCEEDED, JobState.FAILED)
+    changed = finished and row.fingerprint is not None and row.fingerprint != fingerprint
+    if changed and frozen:
+        return Verdict(Outcome.CHANGED_FROZEN, changed=True)
+    if changed or (redo and finished):
+        return Verdict(fresh=True, changed=changed)
     if row.state is JobState.SUCCEEDED:
-        return Outcome.ALREADY_DONE
-    if row.state is JobState.FAILED and row.final and not retry_failed:
-        return Outcome.FAILED_FINAL
-    return None
+        return Verdict(Outcome.ALREADY_DONE)
+    if row.state is JobState.FAILED and row.final:
+        return Verdict(None, fresh=True) if retry_failed else Verdict(Outcome.FAILED_FINAL)
+    return Verdict()
 
 
 class JobAttempt:
     """Carries one job through this run; ``run`` returns its :class:`Outcome`.
 
-    ``row``: its durable state from an earlier run, or None; ``seat``: its place among the jobs
-    at work, taken by the caller and given back during backoffs. Raises a :class:`RequestError`
+    ``row``: its durable state from an earlier run, or None; ``fresh``: generate anew instead
+    of reusing the row's answer (see :func:`judge`); ``seat``: its place among the jobs at work,
+    taken by the caller and given back during backoffs. Raises a :class:`RequestError`
     whose ``stops_run`` is set (401, 403, hourly 429, exhausted retry budget) or
     :class:`StorageError`: the run must stop; the job stays resumable.
     """
@@ -141,7 +169,7 @@ class JobAttempt:
         folder: OutputFolder,
         client: ApiClient,
         *,
-        retry_failed: bool,
+        fresh: bool = False,
     ) -> None:
         self.job = job
         self.tokens_used: float = 0
@@ -151,19 +179,23 @@ class JobAttempt:
         self._control = control
         self._folder = folder
         self._client = client
-        self._retry_failed = retry_failed
+        self._fresh = fresh
+        # The request a recorded answer answers is the one last sent; a folder older than
+        # schema 2 did not keep it, and the job's own stands in (it was judged unchanged).
+        self._fingerprint = (row.fingerprint if row else None) or job.fingerprint
+        # A succeeded job generated anew is a new generation: its images get new names.
+        self._generation = (row.generation if row else 0) + (
+            fresh and row is not None and row.state is JobState.SUCCEEDED
+        )
         self._attempts = row.attempts if row else 0
         self._client_ids = list(row.client_request_ids) if row else []
         self._started = (row.started_at if row else None) or utc_now()
 
     async def run(self) -> Outcome:
-        """Skip, resume or run the job."""
-        known = judge(self._row, retry_failed=self._retry_failed)
-        if known is not None:
-            return known
-        # An answer already paid for is fetched again, never generated again (unless the user
-        # asked to retry a final failure).
-        reuse = self._row is not None and not (self._row.final and self._retry_failed)
+        """Resume or run the job (one :func:`judge` found work for)."""
+        # An answer already paid for is fetched again, never generated again (unless the job
+        # is to be generated anew: changed, --redo, or a final failure named by --retry-failed).
+        reuse = self._row is not None and not self._fresh
         answer = self._row.answer if self._row and reuse else None
         try:
             if self._row and reuse and self._row.damaged:
@@ -206,7 +238,10 @@ class JobAttempt:
                 self._attempts += 1
                 request_id = client_request_id(self.job.id, self._attempts)
                 self._client_ids.append(request_id)
-                await self._folder.dispatched(self.job.id, self.job.model, request_id, utc_now())
+                self._fingerprint = self.job.fingerprint
+                await self._folder.dispatched(
+                    self.job.id, self.job.model, request_id, utc_now(), fingerprint=self._fingerprint
+                )
                 try:
                     answer = await self._client.generate(self.job.body, client_request_id=request_id)
                 except RequestError as error:
@@ -242,7 +277,9 @@ class JobAttempt:
             raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
         try:
             await self._keep(
-                self._folder.finish_with_images(self.job.id, images, self._succeeded(answer), answer=answer),
+                self._folder.finish_with_images(
+                    self.job.id, images, self._succeeded(answer), answer=answer, generation=self._generation
+                ),
                 answer,
             )
         except InvalidImage as exc:  # the answer is recorded all the same
@@ -283,7 +320,9 @@ class JobAttempt:
                             images.append(inline[i])
                         else:
                             images.append(await self._folder.stage(self._client.stream_image(ref.url or "")))
-                    await self._folder.finish_with_images(self.job.id, images, self._succeeded(answer))
+                    await self._folder.finish_with_images(
+                        self.job.id, images, self._succeeded(answer), generation=self._generation
+                    )
                 except InvalidImage as exc:
                     # Only fetched images may come out right next time.
                     raise DownloadError(
@@ -349,4 +388,51 @@ class JobAttempt:
             error=error,
             started_at=self._started,
             finished_at=utc_now(),
+            request_fingerprint=self._fingerprint,
         )
+
+    async def restore(self, record: ManifestRecord, missing: list[int]) -> bool:
+        """Fetch again the ``missing`` images (indexes into ``record.images``) of a succeeded job
+        from the URLs its record keeps: free, nothing is generated. True when all came back.
+
+        An image that came inline, or whose URL no longer serves it, is reported, not generated
+        again (``--redo`` does that, paid); the job's record stands as it is.
+        """
+        lost = [record.images[i].path for i in missing if not record.images[i].url]
+        if lost:
+            log.warning(
+                "job %s: %s missing and came inline (no URL to fetch it from); --redo %s generates it again",
+                self.job.id,
+                ", ".join(lost),
+                self.job.id,
+            )
+            return False
+        control = self._control
+        try:
+            async for attempt in retrying(
+                control.policy,
+                control.download_gates,
+                self._seat,
+                control.unless_stopped,
+                label=f"job {self.job.id}: restore",
+            ):
+                async with attempt:
+                    staged = [
+                        await self._folder.stage(self._client.stream_image(record.images[i].url or ""))
+                        for i in missing
+                    ]
+                    await self._folder.restore_images(record, dict(zip(missing, staged, strict=True)))
+        except Interrupted:
+            return False
+        except (RequestError, InvalidImage) as exc:
+            if isinstance(exc, RequestError) and exc.stops_run:
+                raise
+            log.warning(
+                "job %s: a missing image could not be fetched again (%s); --redo %s generates it again",
+                self.job.id,
+                exc,
+                self.job.id,
+            )
+            return False
+        log.info("job %s: missing image(s) fetched again from the recorded URL", self.job.id)
+        return True

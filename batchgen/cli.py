@@ -35,7 +35,7 @@ from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, start_simulator
-from batchgen.store import read_status
+from batchgen.store import read_status, verify_folder
 
 __all__ = ["ExitCode", "main"]
 
@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         grace=args.grace,
         retry_failed=args.retry_failed,
         add_job_file=args.add_job_file,
+        frozen=args.frozen,
+        redo=frozenset(args.redo),
         ca_bundle=args.ca_bundle,
         debug_http=args.debug,
     )
@@ -160,15 +162,40 @@ def _describe(report: RunReport, out: Path) -> str:
             " (each possibly charged once)"
         )
     if report.crashed:
-        shown = ", ".join(report.crashed[:10])
+        shown = _some(report.crashed)
         lines.append(
             f"{len(report.crashed)} job(s) failed on an unexpected error (a bug, please report it with the"
             f" log): {shown}; recorded as failed (kind internal), skipped unless --retry-failed"
+        )
+    if report.changed:
+        lines.append(
+            f"{len(report.changed)} job(s) changed since their record and were sent anew:"
+            f" {_some(report.changed)}"
+        )
+    if report.frozen:
+        lines.append(
+            f"{len(report.frozen)} job(s) changed since their record, not sent (--frozen):"
+            f" {_some(report.frozen)}"
+        )
+    if report.redone:
+        lines.append(f"{len(report.redone)} job(s) generated again (--redo): {_some(report.redone)}")
+    if report.restored:
+        lines.append(
+            f"{len(report.restored)} job(s) had missing images fetched again: {_some(report.restored)}"
+        )
+    if report.missing:
+        lines.append(
+            f"{len(report.missing)} job(s) have missing images that could not be fetched again"
+            f" (`--redo ID` generates them again, paid): {_some(report.missing)}"
         )
     if report.stop_reason is not None:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
         lines.append(report.stop_advice)
     return "\n".join(lines)
+
+
+def _some(ids: list[str], shown: int = 10) -> str:
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -181,6 +208,22 @@ def _validate(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     status = asyncio.run(read_status(args.dir))
     print(json.dumps(status, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in status.items()))
+    return ExitCode.OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    checked, problems = asyncio.run(verify_folder(args.dir))
+    for problem in problems:
+        print(f"{problem.path}: {problem.problem} (job {problem.job_id})")
+    if problems:
+        print(
+            f"{len(problems)} of {checked} images are not as recorded. A run of the same command fetches"
+            " a missing one again from its recorded URL (free) where the URL still serves it;"
+            " `batchgen run ... --redo ID` generates a job again (paid)",
+            file=sys.stderr,
+        )
+        return ExitCode.JOBS_FAILED
+    print(f"{checked} images checked: every one as recorded")
     return ExitCode.OK
 
 
@@ -222,6 +265,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("dir", type=Path, help="output folder of a run")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
+    verify = commands.add_parser(
+        "verify",
+        help="check every recorded image of an output folder (exists, size, SHA-256); exit 1 if any is not",
+    )
+    verify.add_argument("dir", type=Path, help="output folder of a run")
+    verify.set_defaults(handler=_verify)
     schema = commands.add_parser("schema", help="print the job file's JSON Schema (for editors)")
     schema.add_argument(
         "--jsonl", action="store_true", help="schema of one JSONL line instead of a YAML file"
@@ -287,6 +336,19 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
     )
     run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
+    run.add_argument(
+        "--frozen",
+        action="store_true",
+        help="do not send jobs whose request changed since their record (they are listed); by default "
+        "a changed job is generated anew, its earlier images and record kept",
+    )
+    run.add_argument(
+        "--redo",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="generate this job again even if it succeeded (paid; earlier images kept); repeatable",
+    )
     run.add_argument(
         "--add-job-file",
         action="store_true",

@@ -60,6 +60,12 @@ class Job:
         """The API model name, e.g. ``reve/create-image``."""
         return str(self.body["model"])
 
+    @property
+    def fingerprint(self) -> str:
+        """What the request is, in 32 hex digits: the SHA-256 of its canonical body. Local files
+        are in the body as data URIs, so an edited reference image changes it too."""
+        return hashlib.sha256(_canonical(self.body).encode()).hexdigest()[:32]
+
     def images(self) -> list[str | list[str]]:
         """The values of the body's image fields (URLs or data URIs), for sizing it."""
         return [self.body[f] for f in IMAGE_FIELDS if f in self.body]

@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     FAILED_FINAL = "failed_final"  # failed for good (now or earlier); re-sent only with --retry-failed
     FAILED_RETRYABLE = "failed_retryable"  # failed transiently; a resume re-sends or re-downloads it
     NOT_REACHED = "not_reached"  # the run stopped first; it stays resumable
+    CHANGED_FROZEN = "changed_frozen"  # its request changed since its record; --frozen: not sent
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class Tally:
     failed_final: int = 0  # failed for good (now or earlier); re-sent only with --retry-failed
     failed_retryable: int = 0  # failed transiently; a resume re-sends or re-downloads them
     not_reached: int = 0  # left untouched because the run stopped
+    changed_frozen: int = 0  # changed since their record, not sent (--frozen)
     tokens_used: float = 0.0  # reported by the API for this run's generations
 
     def add(self, outcome: Outcome) -> None:
@@ -46,7 +48,12 @@ class Tally:
     def seen(self) -> int:
         """Jobs finished or judged so far."""
         return (
-            self.succeeded + self.already_done + self.failed_final + self.failed_retryable + self.not_reached
+            self.succeeded
+            + self.already_done
+            + self.failed_final
+            + self.failed_retryable
+            + self.not_reached
+            + self.changed_frozen
         )
 
 

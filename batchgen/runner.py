@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from batchgen.attempts import JobAttempt, RunControl, judge
+from batchgen.attempts import JobAttempt, RunControl, Verdict, judge
 from batchgen.client import ApiClient, open_session
 from batchgen.errors import (
     LONG_RETRY_AFTER,
@@ -54,7 +54,7 @@ from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
 from batchgen.settings import Settings
-from batchgen.store import JobRow, JobState, OutputFolder
+from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -91,6 +91,11 @@ class RunReport:
     stop_advice: str = ""  # the one thing to do about the stop
     in_flight_before: list[tuple[str, list[str]]] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)  # jobs failed by an unforeseen error (a bug)
+    changed: list[str] = field(default_factory=list)  # request changed since its record: sent anew
+    frozen: list[str] = field(default_factory=list)  # ... and not sent (--frozen)
+    redone: list[str] = field(default_factory=list)  # named by --redo and generated anew
+    restored: list[str] = field(default_factory=list)  # a missing image fetched again
+    missing: list[str] = field(default_factory=list)  # a missing image that could not be
 
     @property
     def complete(self) -> bool:
@@ -156,6 +161,27 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (StorageError, StopReason.STORAGE),
     (RetryBudgetExhausted, StopReason.RETRY_BUDGET),
 ]
+
+
+def _missing_images(root: Path, rows: list[JobRow]) -> dict[str, tuple[ManifestRecord, list[int]]]:
+    """The succeeded jobs among ``rows`` whose recorded images are gone or of another size:
+    job id -> (its record, the indexes of those images). A stat per image, no reading."""
+    lost: dict[str, tuple[ManifestRecord, list[int]]] = {}
+    for row in rows:
+        if not row.record:
+            continue
+        record = ManifestRecord.model_validate_json(row.record)
+        missing = [i for i, image in enumerate(record.images) if _size(root / image.path) != image.bytes]
+        if missing:
+            lost[row.job_id] = (record, missing)
+    return lost
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return None
 
 
 def _take(jobs: Iterator[Job]) -> list[Job]:
@@ -263,24 +289,69 @@ class _Pool:
             if not chunk:
                 return
             rows = await self.folder.rows(job.id for job in chunk)
-            for job in chunk:
-                row = rows.get(job.id)
-                if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that died
-                    self.report.in_flight_before.append((job.id, row.client_request_ids))
-                known = judge(row, retry_failed=self.settings.retry_failed)
-                if known is not None:
-                    self._count(known, 0.0)
+            verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
+            lost = await asyncio.to_thread(
+                _missing_images,
+                self.folder.root,
+                [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE],
+            )
+            old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
+            if old:  # a folder from before schema 2: what its finished jobs answered, from now on
+                await self.folder.adopt_fingerprints(old)
+            for job, row, verdict in verdicts:
+                if verdict.skip is not None and job.id not in lost:
+                    self._count(verdict.skip, 0.0)
                     continue
                 seat = Seat(self.control.places)
                 try:
                     await seat.take(self.control.unless_stopped)
                 except Interrupted:
                     return
-                task = group.create_task(self._run_job(job, row, seat))
+                work = (
+                    self._restore(job, row, lost[job.id], seat)
+                    if job.id in lost and row is not None
+                    else self._run_job(job, row, verdict.fresh, seat)
+                )
+                task = group.create_task(work)
                 self._live.add(task)
                 task.add_done_callback(self._live.discard)
 
-    async def _run_job(self, job: Job, row: JobRow | None, seat: Seat) -> None:
+    def _judge(self, job: Job, row: JobRow | None) -> Verdict:
+        if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that died
+            self.report.in_flight_before.append((job.id, row.client_request_ids))
+        redo = job.id in self.settings.redo
+        verdict = judge(
+            row,
+            job.fingerprint,
+            retry_failed=self.settings.retry_failed,
+            frozen=self.settings.frozen,
+            redo=redo,
+        )
+        if verdict.changed:
+            (self.report.frozen if verdict.skip else self.report.changed).append(job.id)
+            if not verdict.skip:
+                log.info("job %s: its request changed since its record: generating it anew", job.id)
+        elif verdict.fresh and redo:
+            self.report.redone.append(job.id)
+        return verdict
+
+    async def _restore(
+        self, job: Job, row: JobRow, missing: tuple[ManifestRecord, list[int]], seat: Seat
+    ) -> None:
+        try:
+            attempt = JobAttempt(job, row, seat, self.control, self.folder, self.client)
+            record, indexes = missing
+            try:
+                restored = await attempt.restore(record, indexes)
+            except (RequestError, StorageError) as exc:
+                self.stop(exc)
+                restored = False
+            (self.report.restored if restored else self.report.missing).append(job.id)
+            self._count(Outcome.ALREADY_DONE, 0.0)
+        finally:
+            seat.give_back()
+
+    async def _run_job(self, job: Job, row: JobRow | None, fresh: bool, seat: Seat) -> None:
         try:
             attempt = JobAttempt(
                 job,
@@ -289,7 +360,7 @@ class _Pool:
                 self.control,
                 self.folder,
                 self.client,
-                retry_failed=self.settings.retry_failed,
+                fresh=fresh,
             )
             try:
                 outcome = await attempt.run()

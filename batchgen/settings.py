@@ -59,6 +59,8 @@ class Settings:
     grace: float = 30.0
     retry_failed: bool = False
     add_job_file: bool = False
+    frozen: bool = False  # --frozen: a job whose request changed since its record is not sent
+    redo: frozenset[str] = frozenset()  # --redo: job ids to generate anew (paid) even if done
     ca_bundle: Path | None = None
     debug_http: bool = False
 

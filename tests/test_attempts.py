@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from conftest import fast_settings
 
-from batchgen.attempts import JobAttempt, RunControl
+from batchgen.attempts import JobAttempt, RunControl, judge
 from batchgen.client import ApiClient, open_session
 from batchgen.gates import Gates
 from batchgen.jobfile import Job
@@ -33,12 +33,15 @@ def control() -> RunControl:
 
 
 async def run_job(simulator, store: OutputFolder, control: RunControl) -> Outcome:
-    """Carry JOB through one attempt against the simulator, from its durable state."""
+    """Judge JOB from its durable state, then carry it through one attempt if it has work left."""
     settings = fast_settings(simulator.url)
     row = (await store.rows([JOB.id])).get(JOB.id)
+    verdict = judge(row, JOB.fingerprint, retry_failed=False)
+    if verdict.skip is not None:
+        return verdict.skip
     async with open_session(settings) as session:
         seat = Seat(control.places)
-        attempt = JobAttempt(JOB, row, seat, control, store, ApiClient(session, settings), retry_failed=False)
+        attempt = JobAttempt(JOB, row, seat, control, store, ApiClient(session, settings), fresh=verdict.fresh)
         return await attempt.run()
 
 

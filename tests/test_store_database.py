@@ -64,7 +64,8 @@ async def test_failures_are_counted_final_or_retryable(tmp_path):
 
 
 async def test_a_transition_the_table_does_not_allow_is_refused_and_changes_nothing(tmp_path):
-    assert (JobState.SUCCEEDED, JobState.DISPATCHED) not in TRANSITIONS  # never paid for twice
+    # (succeeded -> dispatched is allowed: a changed request or --redo; judge() decides that)
+    assert (JobState.SUCCEEDED, JobState.ANSWERED) not in TRANSITIONS  # no answer without a send
     async with OutputFolder.open(tmp_path) as folder:
         await folder.finish(ManifestRecord(job_id="a", model="m", status=Status.FAILED), final=True)
         with pytest.raises(TransitionError, match="from failed to answered"):
@@ -72,8 +73,8 @@ async def test_a_transition_the_table_does_not_allow_is_refused_and_changes_noth
         await folder.dispatched("b", "m", "bg.b.1.a1", "t")
         await folder.answered("b", Answer(request_id="r"))
         await folder.finish(ManifestRecord(job_id="b", model="m", status=Status.SUCCEEDED), final=False)
-        with pytest.raises(TransitionError, match="from succeeded to dispatched"):
-            await folder.dispatched("b", "m", "bg.b.1.a2", "t")
+        with pytest.raises(TransitionError, match="from succeeded to answered"):
+            await folder.answered("b", Answer(request_id="r2"))
         rows = await folder.rows(["a", "b"])
     assert rows["a"].state is JobState.FAILED and rows["b"].state is JobState.SUCCEEDED
     assert rows["b"].attempts == 1

@@ -1,23 +1,25 @@
 """The output folder as one component: layout and lock, state database, manifest, atomic files.
 
 Everything outside this package goes through :class:`OutputFolder` (a run) or
-:func:`read_status` (``batchgen status``); nothing else touches the database or the files.
+:func:`read_status` and :func:`verify_folder` (``status``, ``verify``); nothing else touches the
+database or the files.
 
     folder.py     the facade: open (lock, repair), group commit, images
     database.py   SQLite write-ahead state; the job states and their allowed transitions
     manifest.py   manifest records and the append-only file
     files.py      safe names, temporary files, folder sync, the lock
-    status.py     read-only counts for ``batchgen status``
+    status.py     read-only views: ``batchgen status`` (counts) and ``batchgen verify`` (images)
 """
 
 from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
 from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
-from batchgen.store.status import read_status
+from batchgen.store.status import ImageProblem, read_status, verify_folder
 
 __all__ = [
     "TRANSITIONS",
     "ErrorInfo",
+    "ImageProblem",
     "ImageRecord",
     "JobRow",
     "JobState",
@@ -29,4 +31,5 @@ __all__ = [
     "TransitionError",
     "read_status",
     "utc_now",
+    "verify_folder",
 ]

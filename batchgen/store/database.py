@@ -41,8 +41,15 @@ __all__ = [
     "TransitionError",
 ]
 
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the layout below; 0 is the same layout written before versioning."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the layout below. 0 and 1: without the columns version 2 added
+(``fingerprint``, ``generation``, ``record_seq``); such a folder is brought up to date on open."""
+
+_ADDED_IN_2 = (
+    "ALTER TABLE jobs ADD COLUMN fingerprint TEXT",
+    "ALTER TABLE jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN record_seq INTEGER",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,7 +61,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     client_request_ids TEXT NOT NULL DEFAULT '[]',
     answer TEXT,                           -- Answer JSON; base64 images dropped once saved
     tokens_used REAL,
-    started_at TEXT
+    started_at TEXT,
+    fingerprint TEXT,                      -- of the request last sent (Job.fingerprint)
+    generation INTEGER NOT NULL DEFAULT 0, -- times a succeeded job was generated anew
+    record_seq INTEGER                     -- its last record in `records`
 );
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,6 +95,8 @@ TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
         (_S.DISPATCHED, _S.FAILED),  # an unforeseen error between send and answer (kind internal)
         (_S.FAILED, _S.SUCCEEDED),  # a recorded answer fetched again by a resume
         (_S.FAILED, _S.FAILED),  # ... and failed again
+        (_S.SUCCEEDED, _S.DISPATCHED),  # generated anew: its request changed, or --redo
+        (_S.SUCCEEDED, _S.SUCCEEDED),  # a missing image fetched again from its recorded URL
     }
 )
 """Every allowed ``(from, to)`` move of a job (as dask's scheduler lists its transitions)."""
@@ -112,6 +124,9 @@ class JobRow:
     answer: Answer | None
     started_at: str | None
     damaged: str | None = None  # why the stored answer could not be read back (the job fails alone)
+    fingerprint: str | None = None  # of the request last sent; None in folders older than schema 2
+    generation: int = 0  # times this job succeeded and was then generated anew
+    record: str | None = None  # its last manifest record (JSON), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,7 @@ class StateCounts:
     failed_retryable: int = 0
     in_progress: int = 0
     tokens_used: float = 0.0
+    generated_anew: int = 0  # succeeded jobs generated again: request changed, or --redo
 
 
 class StateDatabase:
@@ -163,7 +179,7 @@ class StateDatabase:
                     f"{path} was written by a newer batchgen (state schema {version}); upgrade batchgen"
                 )
             if version < SCHEMA_VERSION and not read_only:
-                connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                _upgrade(connection)
             connection.execute("SELECT COUNT(*) FROM jobs").fetchone()
         except sqlite3.Error as exc:
             if connection is not None:
@@ -188,7 +204,7 @@ class StateDatabase:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
-            query = f"SELECT job_id, state, final, attempts, client_request_ids, answer, started_at FROM jobs WHERE job_id IN ({marks})"  # noqa: S608, E501
+            query = _ROWS_QUERY + f"WHERE job_id IN ({marks})"
             for row in self._read(query, chunk):
                 answer, damaged = None, None
                 try:
@@ -204,8 +220,19 @@ class StateDatabase:
                     answer,
                     row[6],
                     damaged,
+                    row[7],
+                    row[8],
+                    row[9],
                 )
         return found
+
+    def current_records(self) -> Iterator[ManifestRecord]:
+        """Each job's last record, in job id order (what ``verify`` checks)."""
+        cursor = self._db.execute(
+            "SELECT r.record FROM jobs JOIN records r ON r.seq = jobs.record_seq ORDER BY jobs.job_id"
+        )
+        for (text,) in cursor:
+            yield ManifestRecord.model_validate_json(text)
 
     def count_records(self) -> int:
         """How many manifest records the database holds."""
@@ -232,13 +259,16 @@ class StateDatabase:
         ):
             key = f"{state}:{int(final)}" if state == JobState.FAILED else state
             totals[key] = totals.get(key, 0) + count
-        tokens = self._read("SELECT COALESCE(SUM(tokens_used), 0) FROM jobs")[0][0]
+        tokens, anew = self._read(
+            "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
+        )[0]
         return StateCounts(
             succeeded=totals.get(JobState.SUCCEEDED, 0),
             failed_final=totals.get("failed:1", 0),
             failed_retryable=totals.get("failed:0", 0),
             in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
             tokens_used=float(tokens),
+            generated_anew=anew,
         )
 
     def get_meta(self, key: str) -> str | None:
@@ -290,6 +320,32 @@ class StateDatabase:
             raise
 
 
+_ROWS_QUERY = (
+    "SELECT job_id, state, final, attempts, client_request_ids, answer, started_at, fingerprint,"
+    " generation, r.record FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq "
+)
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a folder of schema 0 or 1 to :data:`SCHEMA_VERSION`, in one transaction: the new
+    columns, and each job's last record found from the ``records`` table."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for statement in _ADDED_IN_2:
+            if statement.split()[5] not in columns:
+                db.execute(statement)
+        last = db.execute(
+            "SELECT json_extract(record, '$.job_id'), MAX(seq) FROM records GROUP BY 1"
+        ).fetchall()
+        db.executemany("UPDATE jobs SET record_seq=? WHERE job_id=?", [(seq, job) for job, seq in last])
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def _move(
     db: sqlite3.Connection, job_id: str, target: JobState, assignments: str, params: tuple[Any, ...]
 ) -> None:
@@ -317,7 +373,7 @@ def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None
 class Change:
     """One write of a group: a job's transition, a record, or a run-level value."""
 
-    kind: str  # "dispatch" | "unanswered" | "answered" | "finish" | "answered+finish" | "import" | "meta"
+    kind: str  # dispatch | unanswered | answered | finish | answered+finish | import | adopt | meta
     job_id: str = ""
     model: str = ""
     client_request_id: str = ""
@@ -328,6 +384,7 @@ class Change:
     final: bool = False
     key: str = ""
     value: str = ""
+    fingerprint: str = ""
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Run this change's statements inside the open transaction."""
@@ -337,9 +394,11 @@ class Change:
                 db,
                 self.job_id,
                 JobState.DISPATCHED,
-                ", final=0, attempts=attempts+1, "
-                "client_request_ids=json_insert(client_request_ids, '$[#]', ?)",
-                (self.client_request_id,),
+                # (the right-hand sides see the row as it was: `state` is the state left)
+                ", final=0, attempts=attempts+1, answer=NULL, fingerprint=?,"
+                " generation=generation+(state='succeeded'),"
+                " client_request_ids=json_insert(client_request_ids, '$[#]', ?)",
+                (self.fingerprint or None, self.client_request_id),
             )
         elif self.kind == "unanswered":
             _move(db, self.job_id, JobState.PENDING, "", ())
@@ -356,6 +415,11 @@ class Change:
                 self._finish(db)
         elif self.kind in ("finish", "import"):
             self._finish(db)
+        elif self.kind == "adopt":
+            db.executemany(
+                "UPDATE jobs SET fingerprint=? WHERE job_id=? AND fingerprint IS NULL",
+                [(fingerprint, job_id) for job_id, fingerprint in json.loads(self.value)],
+            )
         else:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -367,15 +431,17 @@ class Change:
         record = self.record
         assert record is not None
         succeeded = record.status is Status.SUCCEEDED
-        db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,))
+        seq = db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,)).lastrowid
         if self.kind == "import":  # the database was lost: rebuilt from the manifest, row by row
             _ensure_row(db, record.job_id, record.model, record.started_at)
             db.execute(
-                "UPDATE jobs SET state=?, final=?, attempts=? WHERE job_id=?",
+                "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=? WHERE job_id=?",
                 (
                     JobState.SUCCEEDED if succeeded else JobState.FAILED,
                     self.final,
                     record.attempts,
+                    seq,
+                    record.request_fingerprint,
                     record.job_id,
                 ),
             )
@@ -385,6 +451,7 @@ class Change:
             db,
             record.job_id,
             JobState.SUCCEEDED if succeeded else JobState.FAILED,
-            ", final=?, answer=CASE WHEN ? THEN json_remove(answer, '$.images') ELSE answer END",
-            (self.final and not succeeded, succeeded),
+            ", final=?, record_seq=?,"
+            " answer=CASE WHEN ? THEN json_remove(answer, '$.images') ELSE answer END",
+            (self.final and not succeeded, seq, succeeded),
         )

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from batchgen.errors import StorageError
@@ -55,7 +56,7 @@ from batchgen.store.files import (
     safe_name,
     sync_filesystem,
 )
-from batchgen.store.manifest import ImageRecord, ManifestFile, ManifestRecord
+from batchgen.store.manifest import ImageRecord, ManifestFile, ManifestRecord, utc_now
 
 __all__ = ["SPILL_BYTES", "OutputFolder", "StagedImage"]
 
@@ -190,9 +191,17 @@ class OutputFolder:
         """Store a run-level value (``total_jobs``, ``job_file``, ``not_before``...)."""
         await self._commit(Change("meta", key=key, value=value))
 
-    async def dispatched(self, job_id: str, model: str, client_request_id: str, now: str) -> None:
-        """Record, before sending, that attempt ``client_request_id`` of the job goes out."""
-        await self._commit(Change("dispatch", job_id, model, client_request_id, now))
+    async def dispatched(
+        self, job_id: str, model: str, client_request_id: str, now: str, *, fingerprint: str = ""
+    ) -> None:
+        """Record, before sending, that attempt ``client_request_id`` of the job goes out, with
+        the ``fingerprint`` of the request (:attr:`batchgen.jobfile.Job.fingerprint`)."""
+        await self._commit(Change("dispatch", job_id, model, client_request_id, now, fingerprint=fingerprint))
+
+    async def adopt_fingerprints(self, fingerprints: list[tuple[str, str]]) -> None:
+        """Give (job id, fingerprint) to finished jobs of a folder older than schema 2, which
+        did not keep what request they answered (their jobs were judged unchanged)."""
+        await self._commit(Change("adopt", value=json.dumps(fingerprints)))
 
     async def unanswered(self, job_id: str) -> None:
         """The request failed without a generation (error status, no connection): back to pending."""
@@ -209,6 +218,7 @@ class OutputFolder:
         record: Callable[[list[ImageRecord]], ManifestRecord],
         *,
         answer: Answer | None = None,
+        generation: int = 0,
     ) -> None:
         """Save a job's images and commit its succeeded record, in one group.
 
@@ -218,10 +228,14 @@ class OutputFolder:
         images came inline and that is not recorded yet (there was no fetch to record it ahead
         of): it is committed in the same transaction.
 
+        ``generation``: how many times the job was generated anew after succeeding (its request
+        changed, or ``--redo``); the images of each generation have names of their own, so the
+        earlier ones stay.
+
         Raises :class:`~batchgen.images.InvalidImage` when an image is not acceptable: no image
         and no record are kept, but an ``answer`` is recorded all the same (it was paid for).
         """
-        stem = safe_name(job_id)
+        stem = safe_name(job_id) + (f"-v{generation + 1}" if generation else "")
         writes = [
             _ImageWrite(
                 f"{stem}{f'-{i}' if i else ''}",
@@ -230,6 +244,30 @@ class OutputFolder:
             for i, image in enumerate(images)
         ]
         await self._submit(_Finish(job_id, writes, record, answer))
+
+    async def restore_images(self, record: ManifestRecord, images: dict[int, StagedImage]) -> None:
+        """Put images of a succeeded ``record`` back under their recorded names (``images``: by
+        index into ``record.images``) and commit the record with them measured anew.
+
+        Raises :class:`~batchgen.images.InvalidImage` when one is not an acceptable image.
+        """
+        writes = [
+            _ImageWrite(PurePosixPath(record.images[i].path).stem, image) for i, image in images.items()
+        ]
+
+        def restored(saved: list[ImageRecord]) -> ManifestRecord:
+            fresh = dict(zip(images, saved, strict=True))
+            return record.model_copy(
+                update={
+                    "images": [
+                        fresh[i].model_copy(update={"url": old.url}) if i in fresh else old
+                        for i, old in enumerate(record.images)
+                    ],
+                    "finished_at": utc_now(),
+                }
+            )
+
+        await self._submit(_Finish(record.job_id, writes, restored, None))
 
     async def finish(self, record: ManifestRecord, *, final: bool) -> None:
         """Commit the job's record and outcome, then append it to ``manifest.jsonl``.

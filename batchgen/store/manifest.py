@@ -80,6 +80,7 @@ class ManifestRecord(BaseModel):
     error: ErrorInfo | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    request_fingerprint: str | None = None  # of the request this record answers (Job.fingerprint)
 
 
 def utc_now() -> str:

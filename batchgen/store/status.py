@@ -1,24 +1,84 @@
-"""``batchgen status DIR``: what an output folder holds, read without disturbing a live run.
+"""``batchgen status DIR`` and ``batchgen verify DIR``: what an output folder holds, read
+without disturbing a live run.
 
-The database is opened read-only: ``status`` works on a read-only mount and beside a live run.
+The database is opened read-only: both work on a read-only mount and beside a live run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import UsageError
 from batchgen.store.database import StateDatabase
+from batchgen.store.manifest import Status
 
-__all__ = ["read_status"]
+__all__ = ["ImageProblem", "read_status", "verify_folder"]
 
 
-def _read(out_dir: Path) -> dict[str, str | int | float]:
+@dataclass(frozen=True, slots=True)
+class ImageProblem:
+    """An image a job's current record lists that is not as recorded: ``path`` relative to
+    the folder; ``problem`` is ``missing`` or says how it differs."""
+
+    job_id: str
+    path: str
+    problem: str
+
+
+def _open(out_dir: Path) -> StateDatabase:
     path = out_dir / ".batchgen" / "state.sqlite3"
     if not path.is_file():
         raise UsageError(f"{out_dir} holds no batchgen run (no {path})")
-    db = StateDatabase.open(path, read_only=True)
+    return StateDatabase.open(path, read_only=True)
+
+
+def _verify(out_dir: Path) -> tuple[int, list[ImageProblem]]:
+    db = _open(out_dir)
+    checked, problems = 0, []
+    try:
+        for record in db.current_records():
+            if record.status is not Status.SUCCEEDED:
+                continue
+            for image in record.images:
+                checked += 1
+                problem = _check(out_dir / image.path, image.bytes, image.sha256)
+                if problem:
+                    problems.append(ImageProblem(record.job_id, image.path, problem))
+    finally:
+        db.close()
+    return checked, problems
+
+
+def _check(path: Path, size: int, sha256: str) -> str | None:
+    try:
+        if not path.is_file() or path.is_symlink():
+            return "missing"
+        found = path.stat().st_size
+        if found != size:
+            return f"altered: {found} bytes, recorded {size}"
+        with path.open("rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
+                return "altered: its SHA-256 is not the recorded one"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None
+
+
+async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:
+    """Check every image of every job's current record: it exists, and its size and SHA-256
+    are the recorded ones. Returns (images checked, the problems found).
+
+    Raises :class:`UsageError` when ``out_dir`` holds no batchgen state, and
+    :class:`~batchgen.errors.StorageError` when it cannot be read.
+    """
+    return await asyncio.to_thread(_verify, out_dir)
+
+
+def _read(out_dir: Path) -> dict[str, str | int | float]:
+    db = _open(out_dir)
     try:
         counts = db.counts()
         total = int(db.get_meta("total_jobs") or 0)
@@ -35,6 +95,7 @@ def _read(out_dir: Path) -> dict[str, str | int | float]:
         "failed_retryable": counts.failed_retryable,
         "in_progress": counts.in_progress,
         "pending": max(0, total - finished),
+        "generated_anew": counts.generated_anew,
         "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
     }
 
