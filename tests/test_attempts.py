@@ -41,7 +41,9 @@ async def run_job(simulator, store: OutputFolder, control: RunControl) -> Outcom
         return verdict.skip
     async with open_session(settings) as session:
         seat = Seat(control.places)
-        attempt = JobAttempt(JOB, row, seat, control, store, ApiClient(session, settings), fresh=verdict.fresh)
+        attempt = JobAttempt(
+            JOB, row, seat, control, store, ApiClient(session, settings), fresh=verdict.fresh
+        )
         return await attempt.run()
 
 

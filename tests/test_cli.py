@@ -121,6 +121,7 @@ def test_status_counts(simulator, tmp_path, monkeypatch, capsys):
         "failed_retryable": 0,
         "in_progress": 0,
         "pending": 0,
+        "generated_anew": 0,
         "tokens_used": 378000,
     }
     assert main(["status", str(tmp_path / "nothing")]) == ExitCode.INVALID_INPUT
