@@ -127,9 +127,9 @@ class Verdict:
 
 
 def judge(
-    row: JobRow | None, fingerprint: str, *, retry_failed: bool, frozen: bool = False, redo: bool = False
+    row: JobRow | None, job: Job, *, retry_failed: bool, frozen: bool = False, redo: bool = False
 ) -> Verdict:
-    """Judge a job of the file (its request's ``fingerprint``) against its durable ``row``.
+    """Judge a job of the file against its durable ``row``.
 
     Like a build tool's rebuild of changed inputs: a finished job whose request changed since
     its record is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
@@ -138,7 +138,7 @@ def judge(
     if row is None:
         return Verdict()
     finished = row.state in (JobState.SUCCEEDED, JobState.FAILED)
-    changed = finished and row.fingerprint is not None and row.fingerprint != fingerprint
+    changed = finished and row.fingerprint is not None and row.fingerprint != job.fingerprint
     if changed and frozen:
         return Verdict(Outcome.CHANGED_FROZEN, changed=True)
     if changed or (redo and finished):

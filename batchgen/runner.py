@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -167,19 +168,20 @@ def _missing_images(root: Path, rows: list[JobRow]) -> dict[str, tuple[ManifestR
     """The succeeded jobs among ``rows`` whose recorded images are gone or of another size:
     job id -> (its record, the indexes of those images). A stat per image, no reading."""
     lost: dict[str, tuple[ManifestRecord, list[int]]] = {}
+    base = str(root)
     for row in rows:
-        if not row.record:
+        if not row.record or not row.images:
             continue
-        record = ManifestRecord.model_validate_json(row.record)
-        missing = [i for i, image in enumerate(record.images) if _size(root / image.path) != image.bytes]
+        images = json.loads(row.images)  # a whole ManifestRecord only for the few that lost one
+        missing = [i for i, image in enumerate(images) if _size(f"{base}/{image['path']}") != image["bytes"]]
         if missing:
-            lost[row.job_id] = (record, missing)
+            lost[row.job_id] = (ManifestRecord.model_validate_json(row.record), missing)
     return lost
 
 
-def _size(path: Path) -> int | None:
+def _size(path: str) -> int | None:
     try:
-        return path.lstat().st_size
+        return os.lstat(path).st_size
     except OSError:
         return None
 
@@ -322,7 +324,7 @@ class _Pool:
         redo = job.id in self.settings.redo
         verdict = judge(
             row,
-            job.fingerprint,
+            job,
             retry_failed=self.settings.retry_failed,
             frozen=self.settings.frozen,
             redo=redo,

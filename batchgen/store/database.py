@@ -127,6 +127,7 @@ class JobRow:
     fingerprint: str | None = None  # of the request last sent; None in folders older than schema 2
     generation: int = 0  # times this job succeeded and was then generated anew
     record: str | None = None  # its last manifest record (JSON), if any
+    images: str | None = None  # ... and that record's `images` list alone (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,8 @@ class StateDatabase:
             for row in self._read(query, chunk):
                 answer, damaged = None, None
                 try:
-                    answer = Answer.model_validate_json(row[5]) if row[5] else None
+                    # A succeeded job's answer is not used again (a job generated anew gets a new one).
+                    answer = Answer.model_validate_json(row[5]) if row[5] and row[1] != "succeeded" else None
                 except ValidationError as exc:
                     damaged = f"the recorded answer cannot be read: {str(exc).splitlines()[0]}"
                 found[row[0]] = JobRow(
@@ -223,6 +225,7 @@ class StateDatabase:
                     row[7],
                     row[8],
                     row[9],
+                    row[10],
                 )
         return found
 
@@ -322,7 +325,8 @@ class StateDatabase:
 
 _ROWS_QUERY = (
     "SELECT job_id, state, final, attempts, client_request_ids, answer, started_at, fingerprint,"
-    " generation, r.record FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq "
+    " generation, r.record, json_extract(r.record, '$.images') FROM jobs"
+    " LEFT JOIN records r ON r.seq = jobs.record_seq "
 )
 
 
