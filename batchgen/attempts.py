@@ -32,7 +32,7 @@ from batchgen.gates import Gates
 from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.jobfile import Job
 from batchgen.progress import Outcome
-from batchgen.responses import Answer
+from batchgen.responses import Answer, Spend
 from batchgen.retry import Interrupted, RetryPolicy, Seat, retrying
 from batchgen.store import (
     ErrorInfo,
@@ -173,6 +173,7 @@ class JobAttempt:
     ) -> None:
         self.job = job
         self.tokens_used: float = 0
+        self.spent = Spend()  # what this run's generation of the job cost
         self.crashed = False  # an unforeseen error was contained to this job
         self._row = row
         self._seat = seat
@@ -233,6 +234,7 @@ class JobAttempt:
             self._seat,
             control.unless_stopped,
             label=f"job {self.job.id}",
+            model=self.job.model,
         ):
             async with attempt:
                 self._attempts += 1
@@ -244,11 +246,13 @@ class JobAttempt:
                 )
                 try:
                     answer = await self._client.generate(self.job.body, client_request_id=request_id)
+                    attempt.send.cost = answer.cost
                 except RequestError as error:
                     error.job_id = self.job.id
                     await self._folder.unanswered(self.job.id)
                     raise
         self.tokens_used = float(answer.tokens_used or 0)
+        self.spent = answer.cost or Spend()
         return answer
 
     async def _keep(self, recording: Awaitable[None], answer: Answer) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
 from batchgen.jobfile import scan_job_file
+from batchgen.responses import Spend
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
@@ -115,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         grace=args.grace,
         retry_failed=args.retry_failed,
         add_job_file=args.add_job_file,
+        max_usd=args.max_usd,
+        max_credits=args.max_credits,
         frozen=args.frozen,
         redo=frozenset(args.redo),
         ca_bundle=args.ca_bundle,
@@ -156,6 +159,12 @@ def _describe(report: RunReport, out: Path) -> str:
         f"{t.failed_final} failed for good, {t.failed_retryable} failed (retried on resume), "
         f"{t.not_reached} not reached; {t.tokens_used:.0f} tokens used. Manifest: {out / 'manifest.jsonl'}"
     ]
+    if report.folder is not None and (t.spent or report.folder.spent):
+        total = report.folder.total_spent
+        by_model = ", ".join(f"{model} {_money(s)}" for model, s in report.folder.spent.items())
+        lines.append(
+            f"spent this run: {_money(t.spent)}; in this folder, all runs: {_money(total)} ({by_model})"
+        )
     if report.in_flight_before:
         lines.append(
             f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped"
@@ -192,6 +201,10 @@ def _describe(report: RunReport, out: Path) -> str:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
         lines.append(report.stop_advice)
     return "\n".join(lines)
+
+
+def _money(spend: Spend) -> str:
+    return f"${spend.usd:.2f} / {spend.credits:.0f} credits"
 
 
 def _some(ids: list[str], shown: int = 10) -> str:
@@ -336,6 +349,14 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
     )
     run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
+    run.add_argument(
+        "--max-usd",
+        type=float,
+        metavar="USD",
+        help="spend budget of this run in USD (from the API's cost headers): no request is sent that "
+        "could pass it; the run then stops resumable (exit 75)",
+    )
+    run.add_argument("--max-credits", type=float, metavar="N", help="the same budget in AIML API credits")
     run.add_argument(
         "--frozen",
         action="store_true",

@@ -21,6 +21,7 @@ The tree::
         ├── ContentViolation         the API flagged the request's content (permanent)
         ├── DownloadError            a generated image could not be fetched or is not an image
         ├── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
+        ├── BudgetReached            --max-usd / --max-credits would be passed (stops the run)
         └── JobCrashed               an unforeseen error while handling one job (kind "internal")
 
 Status meanings come from ``../shared/api-docs/NOTES.md`` (the API's "Errors with status code
@@ -37,6 +38,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BatchgenError",
+    "BudgetReached",
     "ContentViolation",
     "CreditsExhausted",
     "DownloadError",
@@ -283,6 +285,15 @@ class RetryBudgetExhausted(RequestError):
     transient = True
     stops_run = True
     hint = "the API keeps failing; run again later to resume"
+
+
+class BudgetReached(RequestError):
+    """The run's spend budget (``--max-usd`` / ``--max-credits``) would be passed by the next
+    request: dispatching stops, every job left stays resumable."""
+
+    transient = True
+    stops_run = True
+    hint = "run again with a budget for the rest (the budget counts one run's spend) to go on"
 
 
 class JobCrashed(RequestError):

@@ -20,18 +20,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from batchgen.errors import RequestError
+from batchgen.responses import Spend
 
 __all__ = ["Gate", "Gates", "Send"]
 
 
 @dataclass(slots=True)
 class Send:
-    """One request on its way: the error it retries (None for a first try), when it passed the
-    gates (event-loop clock, seconds), and what the retry quota took for it (tokens)."""
+    """One request on its way: the error it retries (None for a first try), its ``model``, when
+    it passed the gates (event-loop clock, seconds), what the retry quota took for it (tokens),
+    what the spend budget set aside for it, and what its answer said it cost."""
 
     retry_of: RequestError | None
+    model: str = ""
     sent_at: float = 0.0
     quota_taken: int = 0
+    reserved: Spend | None = None
+    cost: Spend | None = None
 
 
 class Gate(Protocol):

@@ -6,11 +6,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TextIO
 
 from tqdm import tqdm
+
+from batchgen.responses import Spend
 
 __all__ = ["Outcome", "Progress", "Tally"]
 
@@ -39,6 +41,7 @@ class Tally:
     not_reached: int = 0  # left untouched because the run stopped
     changed_frozen: int = 0  # changed since their record, not sent (--frozen)
     tokens_used: float = 0.0  # reported by the API for this run's generations
+    spent: Spend = field(default_factory=Spend)  # what this run's generations cost (cost headers)
 
     def add(self, outcome: Outcome) -> None:
         """Count one job's outcome."""
@@ -115,4 +118,7 @@ class Progress:
         failed = tally.failed_final + tally.failed_retryable
         rate = tally.succeeded / minutes
         sending = f" sending={self._sending_rate()}" if self._sending_rate else ""
-        return f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:.0f}{sending}"
+        money = f" spent=${tally.spent.usd:.2f}" if tally.spent.usd else ""
+        return (
+            f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:.0f}{money}{sending}"
+        )

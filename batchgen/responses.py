@@ -12,13 +12,15 @@ it is a pydantic model that round-trips through JSON.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from batchgen.errors import MalformedResponse
 
-__all__ = ["Answer", "ImageRef", "error_excerpt", "parse_answer"]
+__all__ = ["Answer", "ImageRef", "Spend", "error_excerpt", "parse_answer"]
 
 EXCERPT_CHARS = 300  # how much of a bad body the manifest keeps
 
@@ -61,6 +63,44 @@ class Answer(BaseModel):
     inference_id: str | None = None
     credits_used: str | None = None
     usd_spent: str | None = None
+
+    @property
+    def usd(self) -> float | None:
+        """``x-aimlapi-usd-spent`` as a number (USD), or None when absent or not a number."""
+        return _number(self.usd_spent)
+
+    @property
+    def credits(self) -> float | None:
+        """``x-aimlapi-credits-used`` as a number (credits), or None when absent or not a number."""
+        return _number(self.credits_used)
+
+    @property
+    def cost(self) -> Spend | None:
+        """What this answer cost, from its headers; None when it says nothing of it."""
+        usd, credits = self.usd, self.credits
+        return None if usd is None and credits is None else Spend(usd or 0.0, credits or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Money: USD and AIML API credits (from the ``x-aimlapi-*`` cost headers)."""
+
+    usd: float = 0.0
+    credits: float = 0.0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.usd + other.usd, self.credits + other.credits)
+
+    def __bool__(self) -> bool:
+        return bool(self.usd or self.credits)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 class _Wire(BaseModel):

@@ -151,29 +151,33 @@ class Attempt:
     def __init__(self, number: int, send: Send, gates: Gates, waiter: Waiter) -> None:
         self.number = number
         self.error: RequestError | None = None
-        self._send = send
+        self.send = send  # the gates hear of it; the job tells it what the answer cost
         self._gates = gates
         self._waiter = waiter
 
     async def __aenter__(self) -> Attempt:
-        await self._waiter(self._gates.enter(self._send))
+        await self._waiter(self._gates.enter(self.send))
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         if exc is None:
-            self._gates.settle(self._send, None)
+            self._gates.settle(self.send, None)
             return False
         if isinstance(exc, RequestError):
-            self._gates.settle(self._send, exc)
+            self._gates.settle(self.send, exc)
             self.error = exc
             return True
+        # Cancelled, or a bug: the gates still hear of it (a reservation must not leak).
+        self._gates.settle(
+            self.send, RequestError(f"the attempt ended without an answer ({type(exc).__name__})")
+        )
         return False
 
 
 async def retrying(
-    policy: RetryPolicy, gates: Gates, seat: Seat, waiter: Waiter, *, label: str
+    policy: RetryPolicy, gates: Gates, seat: Seat, waiter: Waiter, *, label: str, model: str = ""
 ) -> AsyncIterator[Attempt]:
     """Yield attempts until one ends without a :class:`RequestError`.
 
@@ -185,7 +189,7 @@ async def retrying(
     number = 0
     while True:
         number += 1
-        attempt = Attempt(number, Send(retry_of=previous), gates, waiter)
+        attempt = Attempt(number, Send(retry_of=previous, model=model), gates, waiter)
         yield attempt
         if attempt.error is None:
             return

@@ -34,11 +34,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from batchgen.attempts import JobAttempt, RunControl, Verdict, judge
+from batchgen.budget import Budget
 from batchgen.client import ApiClient, open_session
 from batchgen.errors import (
     LONG_RETRY_AFTER,
     AuthenticationError,
     BatchgenError,
+    BudgetReached,
     CreditsExhausted,
     EndpointNotFound,
     JobFileError,
@@ -53,9 +55,10 @@ from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
 from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
+from batchgen.responses import Spend
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
 from batchgen.settings import Settings
-from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder
+from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder, StateCounts
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -77,6 +80,7 @@ class StopReason(StrEnum):
     STORAGE = "storage"  # the output folder could not be written (disk full...)
     ENDPOINT = "endpoint"  # 404/405, DNS or TLS: the base URL does not reach the API
     JOB_FILE = "job_file"  # the job file changed or broke during the run
+    BUDGET = "budget"  # --max-usd / --max-credits: the next request would pass the spend budget
 
 
 @dataclass(slots=True)
@@ -97,6 +101,7 @@ class RunReport:
     redone: list[str] = field(default_factory=list)  # named by --redo and generated anew
     restored: list[str] = field(default_factory=list)  # a missing image fetched again
     missing: list[str] = field(default_factory=list)  # a missing image that could not be
+    folder: StateCounts | None = None  # the folder's counts and spend, all runs, at the end
 
     @property
     def complete(self) -> bool:
@@ -116,12 +121,20 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
         await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
         report = RunReport(summary.count, Tally())
+        budget = None
+        if settings.max_usd is not None or settings.max_credits is not None:
+            known = {
+                model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
+                for model, costs in (await folder.request_costs()).items()
+            }
+            budget = Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known)
         async with open_session(settings) as session:
-            pool = _Pool(settings, folder, ApiClient(session, settings), report)
+            pool = _Pool(settings, folder, ApiClient(session, settings), report, budget)
             if progress:
                 pool.progress = Progress(summary.count, sending_rate=pool.describe_rate)
             await pool.run(iter_jobs(job_file))
         report.tally.not_reached += summary.count - report.tally.seen
+        report.folder = await folder.counts()
     if report.in_flight_before:
         log.warning(
             "%d job(s) of this file were in flight when an earlier run stopped; each may have been charged "
@@ -161,6 +174,7 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (RateLimited, StopReason.HOURLY_LIMIT),
     (StorageError, StopReason.STORAGE),
     (RetryBudgetExhausted, StopReason.RETRY_BUDGET),
+    (BudgetReached, StopReason.BUDGET),
 ]
 
 
@@ -217,7 +231,12 @@ class _Pool:
     """One run's job tasks, gates, slots, stop event and signal handling."""
 
     def __init__(
-        self, settings: Settings, folder: OutputFolder, client: ApiClient, report: RunReport
+        self,
+        settings: Settings,
+        folder: OutputFolder,
+        client: ApiClient,
+        report: RunReport,
+        budget: Budget | None,
     ) -> None:
         self.settings = settings
         self.folder = folder
@@ -230,6 +249,8 @@ class _Pool:
         gates: list[Gate] = [quota, self.rate]
         if settings.rpm is not None:
             gates.append(RateCeiling(settings.rpm))
+        if budget is not None:
+            gates.append(budget)  # last: nothing is set aside while a request waits for its rate
         gates.append(self.retry_after)
         self.control = RunControl(
             generation_gates=Gates(*gates),
@@ -371,13 +392,15 @@ class _Pool:
                 return  # left resumable; counted as not reached
             if attempt.crashed:
                 self.report.crashed.append(job.id)
-            self._count(outcome, attempt.tokens_used)
+            self._count(outcome, attempt.tokens_used, attempt.spent)
         finally:
             seat.give_back()
 
-    def _count(self, outcome: Outcome, tokens: float) -> None:
+    def _count(self, outcome: Outcome, tokens: float, spent: Spend | None = None) -> None:
         tally = self.report.tally
         tally.tokens_used += tokens
+        if spent:
+            tally.spent += spent
         tally.add(outcome)
         if self.progress is not None:
             self.progress.update(tally)

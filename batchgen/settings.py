@@ -59,6 +59,8 @@ class Settings:
     grace: float = 30.0
     retry_failed: bool = False
     add_job_file: bool = False
+    max_usd: float | None = None  # --max-usd: this run's spend budget, USD
+    max_credits: float | None = None  # --max-credits: ... in AIML API credits
     frozen: bool = False  # --frozen: a job whose request changed since its record is not sent
     redo: frozenset[str] = frozenset()  # --redo: job ids to generate anew (paid) even if done
     ca_bundle: Path | None = None
@@ -71,6 +73,9 @@ class Settings:
             "--max-retries": self.max_retries >= 0,
             "--grace": self.grace >= 0,
             "--timeout": self.generation_timeout.total > 0,
+            "--max-usd": self.max_usd is None or (math.isfinite(self.max_usd) and self.max_usd >= 0),
+            "--max-credits": self.max_credits is None
+            or (math.isfinite(self.max_credits) and self.max_credits >= 0),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

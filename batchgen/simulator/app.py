@@ -37,6 +37,19 @@ SIMULATOR_KEY = "sim-key-batchgen"
 VIOLATION_MARKER = "[[violation]]"
 """A prompt containing this is answered as a content violation."""
 PATH = "/v1/images/generations"
+PRICES_USD = {  # per request (flux: per image); made up: the docs publish none per model
+    "reve/create-image": 0.04,
+    "reve/edit-image": 0.05,
+    "reve/remix-edit-image": 0.05,
+    "flux/dev/image-to-image": 0.025,
+}
+
+
+def _usd(body: dict[str, Any]) -> float:
+    images = body.get("num_images", 1) if body["model"].startswith("flux/") else 1
+    return PRICES_USD.get(body["model"], 0.04) * int(images)
+
+
 TOKENS = {"reve/create-image": 126000, "reve/edit-image": 210000, "reve/remix-edit-image": 210000}
 STATE_KEY: web.AppKey[SimulatorState] = web.AppKey("state", SimulatorState)
 
@@ -137,8 +150,8 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
     answer, request_id = await _answer(request, body)
     headers = {
         "x-inference-id": str(uuid.uuid4()),
-        "x-aimlapi-credits-used": str(TOKENS.get(body["model"], 1000) // 1000 * 21),
-        "x-aimlapi-usd-spent": "0.04",
+        "x-aimlapi-credits-used": str(round(_usd(body) * 66150)),
+        "x-aimlapi-usd-spent": f"{_usd(body):.4g}",
     }
     if client_id:
         headers["x-client-request-id"] = client_id

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchgen.errors import BatchgenError, StorageError
-from batchgen.responses import Answer
+from batchgen.responses import Answer, Spend
 from batchgen.store.manifest import ManifestRecord, Status
 
 __all__ = [
@@ -49,6 +49,10 @@ _ADDED_IN_2 = (
     "ALTER TABLE jobs ADD COLUMN fingerprint TEXT",
     "ALTER TABLE jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE jobs ADD COLUMN record_seq INTEGER",
+    "ALTER TABLE jobs ADD COLUMN usd_spent REAL",
+    "ALTER TABLE jobs ADD COLUMN credits_used REAL",
+    "ALTER TABLE jobs ADD COLUMN last_usd REAL",
+    "ALTER TABLE jobs ADD COLUMN last_credits REAL",
 )
 
 _SCHEMA = """
@@ -64,7 +68,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at TEXT,
     fingerprint TEXT,                      -- of the request last sent (Job.fingerprint)
     generation INTEGER NOT NULL DEFAULT 0, -- times a succeeded job was generated anew
-    record_seq INTEGER                     -- its last record in `records`
+    record_seq INTEGER,                    -- its last record in `records`
+    usd_spent REAL,                        -- x-aimlapi-usd-spent of its answers, summed
+    credits_used REAL,                     -- x-aimlapi-credits-used of its answers, summed
+    last_usd REAL,                         -- ... of its last answer (what one request costs)
+    last_credits REAL
 );
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -140,6 +148,12 @@ class StateCounts:
     in_progress: int = 0
     tokens_used: float = 0.0
     generated_anew: int = 0  # succeeded jobs generated again: request changed, or --redo
+    spent: dict[str, Spend] = field(default_factory=dict)  # by model, over every answer
+
+    @property
+    def total_spent(self) -> Spend:
+        """Spent over every model."""
+        return sum(self.spent.values(), Spend())
 
 
 class StateDatabase:
@@ -265,6 +279,13 @@ class StateDatabase:
         tokens, anew = self._read(
             "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
         )[0]
+        spent = {
+            model: Spend(usd or 0.0, credits or 0.0)
+            for model, usd, credits in self._read(
+                "SELECT model, SUM(usd_spent), SUM(credits_used) FROM jobs GROUP BY model ORDER BY model"
+            )
+            if usd is not None or credits is not None
+        }
         return StateCounts(
             succeeded=totals.get(JobState.SUCCEEDED, 0),
             failed_final=totals.get("failed:1", 0),
@@ -272,7 +293,19 @@ class StateDatabase:
             in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
             tokens_used=float(tokens),
             generated_anew=anew,
+            spent=spent,
         )
+
+    def request_costs(self) -> dict[str, list[Spend]]:
+        """What one request of each model cost: each job's last answer, by model (for ``plan``
+        and the spend budget). Models never answered with a cost header are absent."""
+        costs: dict[str, list[Spend]] = {}
+        for model, usd, credits in self._read(
+            "SELECT model, last_usd, last_credits FROM jobs"
+            " WHERE last_usd IS NOT NULL OR last_credits IS NOT NULL"
+        ):
+            costs.setdefault(model, []).append(Spend(usd or 0.0, credits or 0.0))
+        return costs
 
     def get_meta(self, key: str) -> str | None:
         """A run-level value (e.g. ``total_jobs``), or None."""
@@ -412,8 +445,14 @@ class Change:
                 db,
                 self.job_id,
                 JobState.ANSWERED,
-                ", answer=?, tokens_used=?",
-                (self.answer.model_dump_json(), self.answer.tokens_used),
+                ", answer=?, tokens_used=COALESCE(tokens_used, 0)+COALESCE(?, 0), last_usd=?, last_credits=?,"
+                " usd_spent=COALESCE(usd_spent, 0)+COALESCE(?, 0),"
+                " credits_used=COALESCE(credits_used, 0)+COALESCE(?, 0)",
+                (
+                    self.answer.model_dump_json(),
+                    self.answer.tokens_used,
+                    *(self.answer.usd, self.answer.credits) * 2,
+                ),
             )
             if self.kind == "answered+finish":
                 self._finish(db)
@@ -438,14 +477,18 @@ class Change:
         seq = db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,)).lastrowid
         if self.kind == "import":  # the database was lost: rebuilt from the manifest, row by row
             _ensure_row(db, record.job_id, record.model, record.started_at)
+            cost = Answer(usd_spent=record.usd_spent, credits_used=record.credits_used)
             db.execute(
-                "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=? WHERE job_id=?",
+                "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=?, tokens_used=?,"
+                " usd_spent=?, credits_used=?, last_usd=?, last_credits=? WHERE job_id=?",
                 (
                     JobState.SUCCEEDED if succeeded else JobState.FAILED,
                     self.final,
                     record.attempts,
                     seq,
                     record.request_fingerprint,
+                    record.tokens_used,
+                    *(cost.usd, cost.credits) * 2,
                     record.job_id,
                 ),
             )

@@ -41,7 +41,7 @@ from typing import TypeVar
 
 from batchgen.errors import StorageError
 from batchgen.images import DEFAULT_MAX_PIXELS, inspect_image
-from batchgen.responses import Answer
+from batchgen.responses import Answer, Spend
 from batchgen.store.database import Change, JobRow, StateCounts, StateDatabase
 from batchgen.store.files import (
     SYNCFS,
@@ -180,6 +180,10 @@ class OutputFolder:
     async def counts(self) -> StateCounts:
         """Jobs per outcome over the folder, and tokens used."""
         return await self._on_thread(self._db.counts)
+
+    async def request_costs(self) -> dict[str, list[Spend]]:
+        """What one request of each model cost, job by job (see :meth:`StateDatabase.request_costs`)."""
+        return await self._on_thread(self._db.request_costs)
 
     async def get_meta(self, key: str) -> str | None:
         """A run-level value stored with :meth:`set_meta`, or None."""
