@@ -31,6 +31,7 @@ from pathlib import Path
 
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
 from batchgen.jobfile import scan_job_file
+from batchgen.plan import make_plan
 from batchgen.responses import Spend
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
@@ -224,6 +225,19 @@ def _status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _plan(args: argparse.Namespace) -> int:
+    plan = make_plan(
+        args.file,
+        args.out,
+        history=args.history,
+        retry_failed=args.retry_failed,
+        frozen=args.frozen,
+        redo=frozenset(args.redo),
+    )
+    print(json.dumps(plan.as_json(), indent=2) if args.json else plan.describe())
+    return ExitCode.OK
+
+
 def _verify(args: argparse.Namespace) -> int:
     checked, problems = asyncio.run(verify_folder(args.dir))
     for problem in problems:
@@ -274,6 +288,25 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a job file; send nothing")
     validate.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
     validate.set_defaults(handler=_validate)
+    plan = commands.add_parser(
+        "plan",
+        help="what `run` would send, download and skip, and what it would cost; send and write nothing",
+    )
+    plan.add_argument("file", type=Path, help="job file (.yaml/.yml, .json or .jsonl)")
+    plan.add_argument("--out", type=Path, required=True, help="the output folder `run` would use")
+    plan.add_argument(
+        "--history",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another output folder whose recorded costs also count (repeatable)",
+    )
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.add_argument("--retry-failed", action="store_true", help="as `run --retry-failed` would")
+    plan.add_argument("--frozen", action="store_true", help="as `run --frozen` would")
+    plan.add_argument("--redo", action="append", default=[], metavar="ID", help="as `run --redo ID` would")
+    plan.set_defaults(handler=_plan)
     status = commands.add_parser("status", help="succeeded / failed / pending counts of an output folder")
     status.add_argument("dir", type=Path, help="output folder of a run")
     status.add_argument("--json", action="store_true", help="print JSON")

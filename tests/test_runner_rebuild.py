@@ -130,6 +130,8 @@ def test_a_folder_from_schema_1_resumes_and_its_jobs_learn_their_request(simulat
         for column in ("fingerprint", "generation", "record_seq"):
             raw.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
         raw.execute("PRAGMA user_version=1")
+    assert main(["status", str(out)]) == ExitCode.OK  # read as it is, without upgrading it
+    assert main(["plan", str(job_file), "--out", str(out)]) == ExitCode.OK
 
     assert run(job_file, out, simulator.url) == ExitCode.OK  # unchanged: nothing sent
     assert simulator.state.posts == 1

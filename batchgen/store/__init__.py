@@ -8,17 +8,18 @@ database or the files.
     database.py   SQLite write-ahead state; the job states and their allowed transitions
     manifest.py   manifest records and the append-only file
     files.py      safe names, temporary files, folder sync, the lock
-    status.py     read-only views: ``batchgen status`` (counts) and ``batchgen verify`` (images)
+    status.py     read-only views: ``status`` (counts), ``verify`` (images), ``plan`` (rows, costs)
 """
 
 from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
 from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
-from batchgen.store.status import ImageProblem, read_status, verify_folder
+from batchgen.store.status import FolderReader, ImageProblem, read_status, verify_folder
 
 __all__ = [
     "TRANSITIONS",
     "ErrorInfo",
+    "FolderReader",
     "ImageProblem",
     "ImageRecord",
     "JobRow",

@@ -45,14 +45,14 @@ SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the layout below. 0 and 1: without the columns version 2 added
 (``fingerprint``, ``generation``, ``record_seq``); such a folder is brought up to date on open."""
 
-_ADDED_IN_2 = (
-    "ALTER TABLE jobs ADD COLUMN fingerprint TEXT",
-    "ALTER TABLE jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE jobs ADD COLUMN record_seq INTEGER",
-    "ALTER TABLE jobs ADD COLUMN usd_spent REAL",
-    "ALTER TABLE jobs ADD COLUMN credits_used REAL",
-    "ALTER TABLE jobs ADD COLUMN last_usd REAL",
-    "ALTER TABLE jobs ADD COLUMN last_credits REAL",
+_ADDED_IN_2 = (  # (column, its definition, its value in an older folder read without upgrading)
+    ("fingerprint", "TEXT", "NULL"),
+    ("generation", "INTEGER NOT NULL DEFAULT 0", "0"),
+    ("record_seq", "INTEGER", "NULL"),
+    ("usd_spent", "REAL", "NULL"),
+    ("credits_used", "REAL", "NULL"),
+    ("last_usd", "REAL", "NULL"),
+    ("last_credits", "REAL", "NULL"),
 )
 
 _SCHEMA = """
@@ -177,8 +177,11 @@ class StateDatabase:
         connection: sqlite3.Connection | None = None
         try:
             if read_only:
+                # With no write-ahead log beside it (no run live, none died mid-write) the file is
+                # read as immutable: reading it then creates no -wal/-shm file either.
+                quiet = not path.with_name(path.name + "-wal").exists()
                 connection = sqlite3.connect(
-                    f"{path.resolve().as_uri()}?mode=ro",
+                    f"{path.resolve().as_uri()}?{'immutable=1' if quiet else 'mode=ro'}",
                     uri=True,
                     isolation_level=None,
                     check_same_thread=False,
@@ -193,8 +196,11 @@ class StateDatabase:
                 raise StorageError(
                     f"{path} was written by a newer batchgen (state schema {version}); upgrade batchgen"
                 )
-            if version < SCHEMA_VERSION and not read_only:
-                _upgrade(connection)
+            if version < SCHEMA_VERSION:
+                if read_only:  # (status, plan, verify of a folder no run has upgraded yet)
+                    _view_as_current(connection)
+                else:
+                    _upgrade(connection)
             connection.execute("SELECT COUNT(*) FROM jobs").fetchone()
         except sqlite3.Error as exc:
             if connection is not None:
@@ -363,15 +369,24 @@ _ROWS_QUERY = (
 )
 
 
+def _view_as_current(db: sqlite3.Connection) -> None:
+    """Read an older folder as if upgraded, writing nothing: a temporary view named ``jobs``
+    (it comes before ``main.jobs`` in name lookups) adds the missing columns."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    missing = [f"{value} AS {column}" for column, _, value in _ADDED_IN_2 if column not in columns]
+    if missing:
+        db.execute(f"CREATE TEMP VIEW jobs AS SELECT *, {', '.join(missing)} FROM main.jobs")  # noqa: S608
+
+
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a folder of schema 0 or 1 to :data:`SCHEMA_VERSION`, in one transaction: the new
     columns, and each job's last record found from the ``records`` table."""
     db.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-        for statement in _ADDED_IN_2:
-            if statement.split()[5] not in columns:
-                db.execute(statement)
+        for column, definition, _ in _ADDED_IN_2:
+            if column not in columns:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
         last = db.execute(
             "SELECT json_extract(record, '$.job_id'), MAX(seq) FROM records GROUP BY 1"
         ).fetchall()

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen.errors import UsageError
-from batchgen.store.database import StateDatabase
+from batchgen.responses import Spend
+from batchgen.store.database import JobRow, StateDatabase
 from batchgen.store.manifest import Status
 
-__all__ = ["ImageProblem", "read_status", "verify_folder"]
+__all__ = ["FolderReader", "ImageProblem", "read_status", "verify_folder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,33 @@ def _open(out_dir: Path) -> StateDatabase:
     if not path.is_file():
         raise UsageError(f"{out_dir} holds no batchgen run (no {path})")
     return StateDatabase.open(path, read_only=True)
+
+
+class FolderReader:
+    """A read-only view of an output folder's state, for ``batchgen plan``: job rows by id and
+    recorded costs. A folder with no state yet reads as empty. Use as a context manager.
+
+    Raises :class:`~batchgen.errors.StorageError` when the state cannot be read.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        exists = (out_dir / ".batchgen" / "state.sqlite3").is_file()
+        self._db = _open(out_dir) if exists else None
+
+    def __enter__(self) -> FolderReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        """The rows of those of ``job_ids`` the folder knows (see :meth:`StateDatabase.rows`)."""
+        return self._db.rows(job_ids) if self._db is not None else {}
+
+    def request_costs(self) -> dict[str, list[Spend]]:
+        """What one request of each model cost, job by job."""
+        return self._db.request_costs() if self._db is not None else {}
 
 
 def _verify(out_dir: Path) -> tuple[int, list[ImageProblem]]:
