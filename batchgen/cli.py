@@ -28,6 +28,7 @@ from dataclasses import fields
 from enum import IntEnum
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
 from batchgen.jobfile import scan_job_file
@@ -221,8 +222,36 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     status = asyncio.run(read_status(args.dir))
-    print(json.dumps(status, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in status.items()))
+    print(json.dumps(status, indent=2) if args.json else _describe_status(status))
     return ExitCode.OK
+
+
+def _describe_status(status: dict[str, Any]) -> str:
+    shown = {k: v for k, v in status.items() if k not in ("running_pid", "failed_jobs_not_shown")}
+    lines = [f"{k}: {v}" for k, v in shown.items() if not isinstance(v, dict | list) and v is not None]
+    pid = status["running_pid"]
+    lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")
+    spent = status["spent"]
+    by_model = ", ".join(f"{m} ${s['usd']:.2f}" for m, s in spent["by_model"].items())
+    lines.append(
+        f"spent, all runs: ${spent['usd']:.2f} / {spent['credits']:.0f} credits"
+        + (f" ({by_model})" if by_model else "")
+    )
+    last = status["last_run"]
+    if last:
+        how = (
+            f"stopped ({last['stop_reason']}): {last['stop_message']}" if last["stop_reason"] else "finished"
+        )
+        lines.append(f"last run, ended {last['ended_at']}: {how}")
+    for job in status["in_flight_of_a_dead_run"]:
+        ids = " ".join(job["client_request_ids"][-1:])
+        lines.append(f"in flight when a run died (maybe charged): {job['id']} (X-Client-Request-Id {ids})")
+    for job in status["failed_jobs"]:
+        again = "retried on resume" if job["retried_on_resume"] else "failed for good"
+        lines.append(f"failed: {job['id']} [{job['kind']}, {again}] {job['message']}")
+    if status["failed_jobs_not_shown"]:
+        lines.append(f"... and {status['failed_jobs_not_shown']} more failed jobs")
+    return "\n".join(lines)
 
 
 def _plan(args: argparse.Namespace) -> int:

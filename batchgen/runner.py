@@ -58,7 +58,7 @@ from batchgen.ratelimit import AdaptiveRate, RateCeiling
 from batchgen.responses import Spend
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
 from batchgen.settings import Settings
-from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder, StateCounts
+from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder, StateCounts, utc_now
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -103,6 +103,20 @@ class RunReport:
     missing: list[str] = field(default_factory=list)  # a missing image that could not be
     folder: StateCounts | None = None  # the folder's counts and spend, all runs, at the end
 
+    def ending(self) -> dict[str, object]:
+        """How the run ended, as ``status`` shows it: time, stop reason and message, counts, spend."""
+        t = self.tally
+        return {
+            "ended_at": utc_now(),
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
+            "stop_message": self.stop_message or None,
+            "succeeded": t.succeeded,
+            "failed": t.failed_final + t.failed_retryable,
+            "not_reached": t.not_reached,
+            "usd": round(t.spent.usd, 6),
+            "credits": round(t.spent.credits, 3),
+        }
+
     @property
     def complete(self) -> bool:
         """Every job of the file has succeeded, in this run or an earlier one."""
@@ -135,6 +149,7 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             await pool.run(iter_jobs(job_file))
         report.tally.not_reached += summary.count - report.tally.seen
         report.folder = await folder.counts()
+        await folder.set_meta("last_run", json.dumps(report.ending()))
     if report.in_flight_before:
         log.warning(
             "%d job(s) of this file were in flight when an earlier run stopped; each may have been charged "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from conftest import MALFORMED_JOB_FILES, SAMPLES, create_jobs, manifest, write_
 from batchgen.cli import ExitCode, main
 from batchgen.simulator import SIMULATOR_KEY
 from batchgen.store import OutputFolder
+from batchgen.store.files import DirectoryLock
 
 
 def batchgen(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[bytes]:
@@ -106,24 +108,51 @@ def test_internal_error_exits_70_without_hanging(simulator, tmp_path, monkeypatc
     assert code == ExitCode.INTERNAL
 
 
-def test_status_counts(simulator, tmp_path, monkeypatch, capsys):
+def test_status_shows_counts_money_failures_the_last_run_and_who_holds_the_folder(
+    simulator, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
-    job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(3))
-    main(run_args(job_file, tmp_path / "o", simulator.url, "--rpm", "6000"))
+    jobs = [*create_jobs(3), {"id": "bad", "model": "reve/create-image", "prompt": "[[violation]]"}]
+    out = tmp_path / "o"
+    main(run_args(write_jsonl(tmp_path / "j.jsonl", jobs), out, simulator.url))
+
+    async def leave_one_in_flight() -> None:  # as a run killed between dispatch and answer would
+        async with OutputFolder.open(out) as folder:
+            await folder.dispatched("lost", "reve/create-image", "bg.lost.00.a1", "2026-01-01T00:00:00Z")
+
+    asyncio.run(leave_one_in_flight())
     capsys.readouterr()
-    assert main(["status", str(tmp_path / "o"), "--json"]) == ExitCode.OK
+    assert main(["status", str(out), "--json"]) == ExitCode.OK
     status = json.loads(capsys.readouterr().out)
-    assert status | {"job_file": None} == {
-        "job_file": None,
-        "total": 3,
+    assert {k: status[k] for k in ("total", "succeeded", "failed", "failed_retryable", "in_progress")} == {
+        "total": 5,
         "succeeded": 3,
-        "failed": 0,
+        "failed": 1,
         "failed_retryable": 0,
-        "in_progress": 0,
-        "pending": 0,
-        "generated_anew": 0,
-        "tokens_used": 378000,
+        "in_progress": 1,
     }
+    assert status["tokens_used"] == 4 * 126000
+    assert status["spent"]["usd"] == pytest.approx(0.16) and status["spent"]["credits"] == 4 * 2646
+    assert status["running_pid"] is None
+    assert status["last_run"]["stop_reason"] is None and status["last_run"]["succeeded"] == 3
+    assert status["in_flight_of_a_dead_run"] == [{"id": "lost", "client_request_ids": ["bg.lost.00.a1"]}]
+    assert status["failed_jobs"] == [
+        {
+            "id": "bad",
+            "kind": "ContentViolation",
+            "message": "the API flagged a content violation; no image is kept",
+            "retried_on_resume": False,
+        }
+    ]
+    lock = DirectoryLock(out / ".batchgen" / "lock")
+    lock.acquire()  # as a live run holds it
+    try:
+        assert main(["status", str(out)]) == ExitCode.OK
+        text = capsys.readouterr().out
+    finally:
+        lock.release()
+    assert f"a run holds the folder now: pid {os.getpid()}" in text
+    assert "failed: bad [ContentViolation, failed for good]" in text
     assert main(["status", str(tmp_path / "nothing")]) == ExitCode.INVALID_INPUT
 
 

@@ -257,6 +257,23 @@ class StateDatabase:
         for (text,) in cursor:
             yield ManifestRecord.model_validate_json(text)
 
+    def failed_jobs(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The first ``limit`` failed jobs (id, kind, message, whether a plain resume retries
+        it), by id, and how many failed jobs there are in all."""
+        rows = self._read(
+            "SELECT jobs.job_id, json_extract(r.record, '$.error.kind'),"
+            " json_extract(r.record, '$.error.message'), jobs.final"
+            " FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq"
+            " WHERE jobs.state = 'failed' ORDER BY jobs.job_id LIMIT ?",
+            (limit,),
+        )
+        total = self._read("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")[0][0]
+        jobs = [
+            {"id": job, "kind": kind, "message": message, "retried_on_resume": not final}
+            for job, kind, message, final in rows
+        ]
+        return jobs, int(total)
+
     def count_records(self) -> int:
         """How many manifest records the database holds."""
         return int(self._read("SELECT COUNT(*) FROM records")[0][0])

@@ -249,6 +249,23 @@ class DirectoryLock:
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fd = fd
 
+    @staticmethod
+    def holder(path: Path) -> int | None:
+        """The pid of the live run holding the lock at ``path``, or None. Writes nothing."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(owner) if owner.isdigit() else -1
+        else:
+            return None  # (closing drops the shared lock at once)
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         """Release the lock (idempotent)."""
         if self._fd is not None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.responses import Spend
 from batchgen.store.database import JobRow, StateDatabase
+from batchgen.store.files import DirectoryLock
 from batchgen.store.manifest import Status
 
 __all__ = ["FolderReader", "ImageProblem", "read_status", "verify_folder"]
@@ -106,12 +109,19 @@ async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:
     return await asyncio.to_thread(_verify, out_dir)
 
 
-def _read(out_dir: Path) -> dict[str, str | int | float]:
+FAILED_SHOWN = 20  # failed jobs listed by status; the rest are counted
+
+
+def _read(out_dir: Path) -> dict[str, Any]:
+    running = DirectoryLock.holder(out_dir / ".batchgen" / "lock")
     db = _open(out_dir)
     try:
         counts = db.counts()
         total = int(db.get_meta("total_jobs") or 0)
         job_file = db.get_meta("job_file") or "?"
+        last_run = json.loads(db.get_meta("last_run") or "null")
+        failed, failed_count = db.failed_jobs(FAILED_SHOWN)
+        in_flight = db.in_flight() if running is None else []
     finally:
         db.close()
     finished = counts.succeeded + counts.failed_final + counts.failed_retryable + counts.in_progress
@@ -126,12 +136,29 @@ def _read(out_dir: Path) -> dict[str, str | int | float]:
         "pending": max(0, total - finished),
         "generated_anew": counts.generated_anew,
         "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
+        "spent": {
+            "usd": round(counts.total_spent.usd, 6),
+            "credits": round(counts.total_spent.credits, 3),
+            "by_model": {
+                m: {"usd": round(s.usd, 6), "credits": round(s.credits, 3)} for m, s in counts.spent.items()
+            },
+        },
+        "running_pid": running,
+        "last_run": last_run,
+        # Sent by a run that is no longer alive, no answer recorded: each may have been charged
+        # once; match their X-Client-Request-Ids in the usage logs (GET /v2/logs).
+        "in_flight_of_a_dead_run": [{"id": job, "client_request_ids": ids} for job, ids in in_flight],
+        "failed_jobs": failed,
+        "failed_jobs_not_shown": failed_count - len(failed),
     }
 
 
-async def read_status(out_dir: Path) -> dict[str, str | int | float]:
-    """Counts of an output folder: total jobs of its last job file, succeeded, failed (final and
-    retryable), in progress, pending (never finished), and tokens used.
+async def read_status(out_dir: Path) -> dict[str, Any]:
+    """What an output folder holds: total jobs of its job file(s), succeeded, failed (final and
+    retryable), in progress, pending (never finished), generated anew, tokens, money spent (in
+    all and per model), the pid of a live run holding it (or None), the last run's end (stop
+    reason), jobs a dead run left in flight with their X-Client-Request-Ids, and the first
+    failed jobs with their error kind and message.
 
     Raises :class:`UsageError` when ``out_dir`` holds no batchgen state, and
     :class:`~batchgen.errors.StorageError` when it cannot be read.
