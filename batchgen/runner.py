@@ -149,7 +149,10 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             await pool.run(iter_jobs(job_file))
         report.tally.not_reached += summary.count - report.tally.seen
         report.folder = await folder.counts()
-        await folder.set_meta("last_run", json.dumps(report.ending()))
+        try:
+            await folder.set_meta("last_run", json.dumps(report.ending()))
+        except StorageError as exc:  # (a full disk stopped the run: the report says so already)
+            log.warning("how the run ended could not be recorded for `status`: %s", exc.message)
     if report.in_flight_before:
         log.warning(
             "%d job(s) of this file were in flight when an earlier run stopped; each may have been charged "
