@@ -393,6 +393,7 @@ class JobAttempt:
             started_at=self._started,
             finished_at=utc_now(),
             request_fingerprint=self._fingerprint,
+            request=self.job.request,
         )
 
     async def restore(self, record: ManifestRecord, missing: list[int]) -> bool:

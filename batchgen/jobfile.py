@@ -54,6 +54,13 @@ class Job:
     id: str
     body: dict[str, Any]
     line: int | None
+    sources: dict[str, Any] = field(default_factory=dict)  # image fields as written (paths made absolute)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The body as the job file wrote it, for records and reports: local images by their
+        absolute path and data URIs cut short, never the image data itself."""
+        return {**self.body, **self.sources}
 
     @property
     def model(self) -> str:
@@ -270,7 +277,7 @@ def _build_job(name: str, base_dir: Path, entry: Entry, defaults: _Defaults) -> 
     known_id = job_id if "id" in raw and not id_problem else None  # a given id may still repeat
     if problems:
         return _Invalid(known_id, entry.line, problems)
-    body, file_problems = _resolve_local_images(fields, base_dir)
+    body, sources, file_problems = _resolve_local_images(fields, base_dir)
     problems = [problem(job_id, fld, msg) for fld, msg in file_problems]
     try:
         image_request_adapter.validate_python(body)
@@ -278,7 +285,7 @@ def _build_job(name: str, base_dir: Path, entry: Entry, defaults: _Defaults) -> 
         explained = (_explain(err, fields) for err in exc.errors())
         # A local file already reported (missing, not an image) is not reported again as a bad URL.
         problems += [problem(job_id, fld, msg) for fld, msg in explained if fld not in dict(file_problems)]
-    return _Invalid(known_id, entry.line, problems) if problems else Job(job_id, body, entry.line)
+    return _Invalid(known_id, entry.line, problems) if problems else Job(job_id, body, entry.line, sources)
 
 
 def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | None]:
@@ -316,14 +323,17 @@ def _model_problems(fields: dict[str, Any], job_id: str, problem: Any) -> list[J
 
 def _resolve_local_images(
     fields: dict[str, Any], base_dir: Path
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Replace local file paths in image fields by data URIs; return the body and any problems."""
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
+    """Replace local file paths in image fields by data URIs; return the body, the image fields
+    as written (see :attr:`Job.request`) and any problems."""
     body = dict(fields)
+    sources: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     for fld in IMAGE_FIELDS:
         value = body.get(fld)
         if isinstance(value, str):
             body[fld], message = _image_value(value, base_dir)
+            sources[fld] = _as_source(value, base_dir)
             if message:
                 problems.append((fld, message))
         elif isinstance(value, list):
@@ -334,7 +344,21 @@ def _resolve_local_images(
                 if message:
                     problems.append((f"{fld}[{index}]", message))
             body[fld] = resolved
-    return body, problems
+            sources[fld] = [_as_source(item, base_dir) if isinstance(item, str) else item for item in value]
+    return body, sources, problems
+
+
+def _as_source(value: str, base_dir: Path) -> str:
+    """An image value as records keep it: a URL as is, a data URI cut short, a path absolute."""
+    if value.startswith("data:"):
+        head = value.split(",", 1)[0]
+        return (
+            f"{head},... ({len(value)} characters, sha256 {hashlib.sha256(value.encode()).hexdigest()[:12]})"
+        )
+    if value.startswith(_REMOTE_SCHEMES) or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).absolute())
 
 
 def _image_value(value: str, base_dir: Path) -> tuple[str, str | None]:

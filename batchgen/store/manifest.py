@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -81,6 +82,7 @@ class ManifestRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     request_fingerprint: str | None = None  # of the request this record answers (Job.fingerprint)
+    request: dict[str, Any] | None = None  # its fields as written (Job.request): no image data
 
 
 def utc_now() -> str:
