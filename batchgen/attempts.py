@@ -46,7 +46,7 @@ from batchgen.store import (
     utc_now,
 )
 
-__all__ = ["JobAttempt", "RunControl", "Verdict", "judge"]
+__all__ = ["FAILURE_KINDS", "JobAttempt", "RunControl", "Verdict", "failure_kind", "judge"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,13 +127,20 @@ class Verdict:
 
 
 def judge(
-    row: JobRow | None, job: Job, *, retry_failed: bool, frozen: bool = False, redo: bool = False
+    row: JobRow | None,
+    job: Job,
+    *,
+    retry_failed: frozenset[str] = frozenset(),
+    frozen: bool = False,
+    redo: bool = False,
 ) -> Verdict:
     """Judge a job of the file against its durable ``row``.
 
     Like a build tool's rebuild of changed inputs: a finished job whose request changed since
     its record is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
-    A row without a fingerprint (a folder older than schema 2) is taken as unchanged.
+    A row without a fingerprint (a folder older than schema 2) is taken as unchanged. A job that
+    failed for good is sent again when its kind is among ``retry_failed`` (see :func:`failure_kind`;
+    ``all`` is every kind but ``violation``, which is sent again only when named).
     """
     if row is None:
         return Verdict()
@@ -146,8 +153,28 @@ def judge(
     if row.state is JobState.SUCCEEDED:
         return Verdict(Outcome.ALREADY_DONE)
     if row.state is JobState.FAILED and row.final:
-        return Verdict(None, fresh=True) if retry_failed else Verdict(Outcome.FAILED_FINAL)
+        kind = failure_kind(row.error_kind)
+        again = kind in retry_failed or ("all" in retry_failed and kind != "violation")
+        return Verdict(None, fresh=True) if again else Verdict(Outcome.FAILED_FINAL)
     return Verdict()
+
+
+FAILURE_KINDS = {  # recorded error kind -> the name --retry-failed takes
+    "ContentViolation": "violation",
+    "RequestRejected": "rejected",
+    "expired": "expired",
+    "internal": "internal",
+    "DownloadError": "download",
+    "RequestError": "empty",
+}
+"""What a final failure is, in ``--retry-failed``'s words: ``violation`` (content flagged),
+``rejected`` (400/422: the body), ``expired`` (the CDN refused the image URL for good),
+``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image)."""
+
+
+def failure_kind(recorded: str | None) -> str:
+    """The ``--retry-failed`` name of a recorded error kind (others: lower-cased)."""
+    return FAILURE_KINDS.get(recorded or "", (recorded or "unknown").lower())
 
 
 class JobAttempt:

@@ -30,6 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from batchgen.attempts import FAILURE_KINDS
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
 from batchgen.jobfile import scan_job_file
 from batchgen.plan import make_plan
@@ -38,7 +39,7 @@ from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, start_simulator
-from batchgen.store import read_status, verify_folder
+from batchgen.store import failed_records, read_status, verify_folder
 
 __all__ = ["ExitCode", "main"]
 
@@ -117,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         max_image_bytes=args.max_image_bytes,
         grace=args.grace,
         retry_failed=args.retry_failed,
+        only=_selection(args),
         add_job_file=args.add_job_file,
         max_usd=args.max_usd,
         max_credits=args.max_credits,
@@ -262,8 +264,30 @@ def _plan(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         frozen=args.frozen,
         redo=frozenset(args.redo),
+        only=_selection(args),
     )
     print(json.dumps(plan.as_json(), indent=2) if args.json else plan.describe())
+    return ExitCode.OK
+
+
+def _failed(args: argparse.Namespace) -> int:
+    records = asyncio.run(failed_records(args.dir))
+    unknown, inline = [], []
+    for record in records:
+        if record.request is None:  # recorded by a release that did not keep the request
+            unknown.append(record.job_id)
+            continue
+        if ",... (" in json.dumps(record.request):
+            inline.append(record.job_id)
+        print(json.dumps({"id": record.job_id, **record.request}, ensure_ascii=False))
+    print(f"{len(records) - len(unknown)} failed job(s) written as JSONL", file=sys.stderr)
+    if inline:
+        print(
+            f"give the inline (data:) images of these again before running them: {_some(inline)}",
+            file=sys.stderr,
+        )
+    if unknown:
+        print(f"their records do not keep the request (an older release): {_some(unknown)}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -332,7 +356,7 @@ def _parser() -> argparse.ArgumentParser:
         help="another output folder whose recorded costs also count (repeatable)",
     )
     plan.add_argument("--json", action="store_true", help="print JSON")
-    plan.add_argument("--retry-failed", action="store_true", help="as `run --retry-failed` would")
+    _add_selection(plan)
     plan.add_argument("--frozen", action="store_true", help="as `run --frozen` would")
     plan.add_argument("--redo", action="append", default=[], metavar="ID", help="as `run --redo ID` would")
     plan.set_defaults(handler=_plan)
@@ -346,6 +370,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("dir", type=Path, help="output folder of a run")
     verify.set_defaults(handler=_verify)
+    failed = commands.add_parser(
+        "failed", help="print the failed jobs of an output folder as a JSONL job file, to edit and run again"
+    )
+    failed.add_argument("dir", type=Path, help="output folder of a run")
+    failed.set_defaults(handler=_failed)
     schema = commands.add_parser("schema", help="print the job file's JSON Schema (for editors)")
     schema.add_argument(
         "--jsonl", action="store_true", help="schema of one JSONL line instead of a YAML file"
@@ -353,6 +382,50 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=_schema)
     _add_simulate_server(commands)
     return parser
+
+
+def _add_selection(command: argparse.ArgumentParser) -> None:
+    kinds = ", ".join(sorted(set(FAILURE_KINDS.values())))
+    command.add_argument(
+        "--retry-failed",
+        nargs="?",
+        const=frozenset({"all"}),
+        default=frozenset(),
+        type=_failure_kinds,
+        metavar="KINDS",
+        help=f"also send jobs that failed for good: of these kinds (comma-separated: {kinds}), or without "
+        "KINDS every kind but violation (content violations are sent again only when named: paid)",
+    )
+    command.add_argument(
+        "--only", action="append", default=None, metavar="ID", help="run just this job (repeatable)"
+    )
+    command.add_argument(
+        "--only-file", type=Path, metavar="F", help="run just the jobs whose ids F lists, one per line"
+    )
+
+
+def _failure_kinds(text: str) -> frozenset[str]:
+    kinds = frozenset(k.strip().lower() for k in text.split(",") if k.strip())
+    unknown = kinds - set(FAILURE_KINDS.values()) - {"all"}
+    if unknown or not kinds:
+        choices = ", ".join(sorted({*FAILURE_KINDS.values(), "all"}))
+        named = ", ".join(sorted(unknown)) or repr(text)
+        raise argparse.ArgumentTypeError(f"unknown kind(s) {named}; choose from {choices}")
+    return kinds
+
+
+def _selection(args: argparse.Namespace) -> frozenset[str] | None:
+    """The job ids of --only and --only-file, or None for every job."""
+    if args.only is None and args.only_file is None:
+        return None
+    ids = set(args.only or [])
+    if args.only_file is not None:
+        try:
+            text = args.only_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --only-file {args.only_file}: {exc}") from exc
+        ids.update(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return frozenset(ids)
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -410,7 +483,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument(
         "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
     )
-    run.add_argument("--retry-failed", action="store_true", help="also re-send jobs that failed for good")
+    _add_selection(run)
     run.add_argument(
         "--max-usd",
         type=float,

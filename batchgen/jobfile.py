@@ -94,13 +94,17 @@ class JobFileSummary:
     path: Path
     count: int
     models: Counter[str] = field(default_factory=Counter)
+    selected: int | None = None  # jobs of a selection (``only``) it holds
+    missing: list[str] = field(default_factory=list)  # ids of the selection it does not hold
 
 
-def scan_job_file(path: Path) -> JobFileSummary:
+def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileSummary:
     """Validate every job of ``path``; return a summary or raise one error listing every problem.
 
     Checks the file's syntax and layout, every field of every job against the API docs (via
-    :mod:`batchgen.requests`), local images, and that ids are unique.
+    :mod:`batchgen.requests`), local images, and that ids are unique. With ``only``, the whole
+    file is still checked; ``selected`` counts those ids, ``models`` their models, and
+    ``missing`` lists those it does not hold.
     Raises :class:`~batchgen.errors.JobFileError` (with all problems, each naming file, line, job
     id and field).
     """
@@ -110,6 +114,7 @@ def scan_job_file(path: Path) -> JobFileSummary:
     seen: set[int] = set()
     suspects: set[str] = set()
     models: Counter[str] = Counter()
+    found: set[str] = set()  # of ``only``
     count = 0
     for item in _iter_results(path):
         if isinstance(item, _Invalid):
@@ -120,7 +125,9 @@ def scan_job_file(path: Path) -> JobFileSummary:
         else:
             job_id = item.id
             count += 1
-            models[item.model] += 1
+            if only is None or job_id in only:
+                models[item.model] += 1
+                found.add(job_id)
         digest = hash(job_id)  # SipHash, seeded per process: only compared within this scan
         if digest in seen:
             suspects.add(job_id)
@@ -131,7 +138,9 @@ def scan_job_file(path: Path) -> JobFileSummary:
         problems.append(JobFileProblem(str(path), None, None, None, "the file holds no jobs"))
     if problems:
         raise JobFileError(problems)
-    return JobFileSummary(path, count, models)
+    if only is None:
+        return JobFileSummary(path, count, models)
+    return JobFileSummary(path, count, models, len(found), sorted(only - found))
 
 
 def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:

@@ -130,13 +130,15 @@ def make_plan(
     out_dir: Path,
     *,
     history: list[Path] | None = None,
-    retry_failed: bool = False,
+    retry_failed: frozenset[str] = frozenset(),
     frozen: bool = False,
     redo: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
 ) -> Plan:
     """Judge every job of ``job_file`` against ``out_dir`` as ``run`` would, and project costs.
 
-    ``history``: other output folders whose recorded costs also count. Reads only. Raises
+    ``history``: other output folders whose recorded costs also count; the other options are
+    ``run``'s (``only``: just these job ids). Reads only. Raises
     :class:`~batchgen.errors.JobFileError` for an invalid file, :class:`~batchgen.errors.UsageError`
     for a history folder with no state, :class:`~batchgen.errors.StorageError` for unreadable state.
     """
@@ -144,7 +146,7 @@ def make_plan(
     plan = Plan(job_file, out_dir)
     with FolderReader(out_dir) as folder:
         costs = folder.request_costs()
-        jobs = iter_jobs(job_file)
+        jobs = (job for job in iter_jobs(job_file) if only is None or job.id in only)
         while chunk := [job for _, job in zip(range(_CHUNK), jobs, strict=False)]:
             rows = folder.rows(job.id for job in chunk)
             for job in chunk:
@@ -167,7 +169,9 @@ def make_plan(
     return plan
 
 
-def _place(plan: Plan, job: Job, row: JobRow | None, *, retry_failed: bool, frozen: bool, redo: bool) -> None:
+def _place(
+    plan: Plan, job: Job, row: JobRow | None, *, retry_failed: frozenset[str], frozen: bool, redo: bool
+) -> None:
     verdict = judge(row, job, retry_failed=retry_failed, frozen=frozen, redo=redo)
     if verdict.skip is Outcome.ALREADY_DONE:
         plan.succeeded.append(job.id)

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -130,11 +131,14 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
     :class:`~batchgen.errors.OutputLockedError`, or :class:`~batchgen.errors.StorageError`
     when the folder cannot be opened. Everything else ends up in the returned report.
     """
-    summary = await asyncio.to_thread(scan_job_file, job_file)
+    summary = await asyncio.to_thread(functools.partial(scan_job_file, job_file, only=settings.only))
+    if summary.missing:
+        log.warning("not in %s, so not run: %s", job_file, ", ".join(summary.missing[:20]))
     job_file_path = await asyncio.to_thread(job_file.resolve)
     async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
         await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
-        report = RunReport(summary.count, Tally())
+        total = summary.count if summary.selected is None else summary.selected
+        report = RunReport(total, Tally())
         budget = None
         if settings.max_usd is not None or settings.max_credits is not None:
             known = {
@@ -145,9 +149,11 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
         async with open_session(settings) as session:
             pool = _Pool(settings, folder, ApiClient(session, settings), report, budget)
             if progress:
-                pool.progress = Progress(summary.count, sending_rate=pool.describe_rate)
-            await pool.run(iter_jobs(job_file))
-        report.tally.not_reached += summary.count - report.tally.seen
+                pool.progress = Progress(total, sending_rate=pool.describe_rate)
+            jobs = iter_jobs(job_file)
+            only = settings.only
+            await pool.run(jobs if only is None else (job for job in jobs if job.id in only))
+        report.tally.not_reached += total - report.tally.seen
         report.folder = await folder.counts()
         try:
             await folder.set_meta("last_run", json.dumps(report.ending()))

@@ -57,7 +57,8 @@ class Settings:
     max_pixels: int = 64 * 1024 * 1024
     max_redirects: int = 5
     grace: float = 30.0
-    retry_failed: bool = False
+    retry_failed: frozenset[str] = frozenset()  # --retry-failed: final failures of these kinds, or "all"
+    only: frozenset[str] | None = None  # --only / --only-file: just these job ids
     add_job_file: bool = False
     max_usd: float | None = None  # --max-usd: this run's spend budget, USD
     max_credits: float | None = None  # --max-credits: ... in AIML API credits

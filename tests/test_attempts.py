@@ -36,7 +36,7 @@ async def run_job(simulator, store: OutputFolder, control: RunControl) -> Outcom
     """Judge JOB from its durable state, then carry it through one attempt if it has work left."""
     settings = fast_settings(simulator.url)
     row = (await store.rows([JOB.id])).get(JOB.id)
-    verdict = judge(row, JOB, retry_failed=False)
+    verdict = judge(row, JOB)
     if verdict.skip is not None:
         return verdict.skip
     async with open_session(settings) as session:

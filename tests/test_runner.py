@@ -158,7 +158,7 @@ async def test_content_violation_is_final_and_not_resent(simulator, tmp_path):
     assert record["status"] == "failed" and record["content_violation"] is True
     assert record["request_id"] and record["tokens_used"] == 126000
 
-    retried = await run_jobs(job_file, out, simulator.url, retry_failed=True)
+    retried = await run_jobs(job_file, out, simulator.url, retry_failed=frozenset({"violation"}))
     assert simulator.state.posts == 2 and retried.tally.failed_final == 1
 
 

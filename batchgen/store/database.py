@@ -136,6 +136,7 @@ class JobRow:
     generation: int = 0  # times this job succeeded and was then generated anew
     record: str | None = None  # its last manifest record (JSON), if any
     images: str | None = None  # ... and that record's `images` list alone (JSON)
+    error_kind: str | None = None  # ... and its error's kind, for a failed job
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,7 @@ class StateDatabase:
                     row[8],
                     row[9],
                     row[10],
+                    row[11],
                 )
         return found
 
@@ -381,7 +383,8 @@ class StateDatabase:
 
 _ROWS_QUERY = (
     "SELECT job_id, state, final, attempts, client_request_ids, answer, started_at, fingerprint,"
-    " generation, r.record, json_extract(r.record, '$.images') FROM jobs"
+    " generation, r.record, json_extract(r.record, '$.images'), json_extract(r.record, '$.error.kind')"
+    " FROM jobs"
     " LEFT JOIN records r ON r.seq = jobs.record_seq "
 )
 

@@ -18,9 +18,9 @@ from batchgen.errors import UsageError
 from batchgen.responses import Spend
 from batchgen.store.database import JobRow, StateDatabase
 from batchgen.store.files import DirectoryLock
-from batchgen.store.manifest import Status
+from batchgen.store.manifest import ManifestRecord, Status
 
-__all__ = ["FolderReader", "ImageProblem", "read_status", "verify_folder"]
+__all__ = ["FolderReader", "ImageProblem", "failed_records", "read_status", "verify_folder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,22 @@ def _check(path: Path, size: int, sha256: str) -> str | None:
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     return None
+
+
+def _failed_records(out_dir: Path) -> list[ManifestRecord]:
+    db = _open(out_dir)
+    try:
+        return [r for r in db.current_records() if r.status is Status.FAILED]
+    finally:
+        db.close()
+
+
+async def failed_records(out_dir: Path) -> list[ManifestRecord]:
+    """The current record of every failed job of ``out_dir`` (``batchgen failed``), by job id.
+
+    Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
+    """
+    return await asyncio.to_thread(_failed_records, out_dir)
 
 
 async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:
