@@ -201,6 +201,7 @@ class JobAttempt:
         self.job = job
         self.tokens_used: float = 0
         self.spent = Spend()  # what this run's generation of the job cost
+        self.images = 0  # images this run saved for it
         self.crashed = False  # an unforeseen error was contained to this job
         self._row = row
         self._seat = seat
@@ -315,6 +316,7 @@ class JobAttempt:
             )
         except InvalidImage as exc:  # the answer is recorded all the same
             raise DownloadError(f"not an acceptable image: {exc}", transient=False) from exc
+        self.images = len(images)
         return Outcome.SUCCEEDED
 
     async def _save(self, answer: Answer) -> Outcome:
@@ -359,6 +361,7 @@ class JobAttempt:
                     raise DownloadError(
                         f"not an acceptable image: {exc}", transient=len(inline) < len(answer.images)
                     ) from exc
+        self.images = len(answer.images)
         return Outcome.SUCCEEDED
 
     def _succeeded(self, answer: Answer) -> Callable[[list[ImageRecord]], ManifestRecord]:

@@ -34,6 +34,7 @@ from batchgen.attempts import FAILURE_KINDS
 from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, UsageError
 from batchgen.jobfile import scan_job_file
 from batchgen.plan import make_plan
+from batchgen.progress import Outcome
 from batchgen.responses import Spend
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
@@ -124,12 +125,46 @@ def _run(args: argparse.Namespace) -> int:
         max_credits=args.max_credits,
         frozen=args.frozen,
         redo=frozenset(args.redo),
+        metrics_file=args.metrics_file,
         ca_bundle=args.ca_bundle,
         debug_http=args.debug,
     )
     report = asyncio.run(_run_async(args, settings))
     print(_describe(report, args.out), file=sys.stderr)
-    return _exit_code(report)
+    code = _exit_code(report)
+    if args.summary_json is not None:
+        _write_summary(args.summary_json, report, args.out, code)
+    return code
+
+
+def _write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
+    """``--summary-json``: the run's summary for wrappers, written whole (temporary file, rename)."""
+    t = report.tally
+    folder = report.folder.total_spent if report.folder else Spend()
+    summary = {
+        **report.ending(),
+        "exit_code": int(code),
+        "stop_advice": report.stop_advice or None,
+        "total": report.total,
+        "jobs": {outcome.value: getattr(t, outcome.value) for outcome in Outcome},
+        "images": t.images,
+        "tokens_used": int(t.tokens_used) if float(t.tokens_used).is_integer() else t.tokens_used,
+        "folder_usd": round(folder.usd, 6),
+        "folder_credits": round(folder.credits, 3),
+        "changed": report.changed,
+        "frozen": report.frozen,
+        "redone": report.redone,
+        "restored": report.restored,
+        "missing_images": report.missing,
+        "crashed": report.crashed,
+        "manifest": str(out / "manifest.jsonl"),
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        print(f"batchgen: cannot write --summary-json {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
@@ -492,6 +527,19 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "could pass it; the run then stops resumable (exit 75)",
     )
     run.add_argument("--max-credits", type=float, metavar="N", help="the same budget in AIML API credits")
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics there (node_exporter textfile format: a .prom file in its "
+        "--collector.textfile.directory), every 30 s and at the end",
+    )
+    run.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="PATH",
+        help="write the run's final summary there as JSON, for wrappers",
+    )
     run.add_argument(
         "--frozen",
         action="store_true",

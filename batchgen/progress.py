@@ -41,6 +41,7 @@ class Tally:
     not_reached: int = 0  # left untouched because the run stopped
     changed_frozen: int = 0  # changed since their record, not sent (--frozen)
     tokens_used: float = 0.0  # reported by the API for this run's generations
+    images: int = 0  # saved by this run
     spent: Spend = field(default_factory=Spend)  # what this run's generations cost (cost headers)
 
     def add(self, outcome: Outcome) -> None:

@@ -54,6 +54,7 @@ from batchgen.errors import (
 )
 from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
+from batchgen.metrics import INTERVAL, SendMeter, write_metrics
 from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
 from batchgen.responses import Spend
@@ -152,9 +153,19 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
                 pool.progress = Progress(total, sending_rate=pool.describe_rate)
             jobs = iter_jobs(job_file)
             only = settings.only
-            await pool.run(jobs if only is None else (job for job in jobs if job.id in only))
+            writer = (
+                asyncio.create_task(pool.write_metrics(every=INTERVAL)) if settings.metrics_file else None
+            )
+            try:
+                await pool.run(jobs if only is None else (job for job in jobs if job.id in only))
+            finally:
+                if writer is not None:
+                    writer.cancel()
+                    await asyncio.gather(writer, return_exceptions=True)
         report.tally.not_reached += total - report.tally.seen
         report.folder = await folder.counts()
+        if settings.metrics_file is not None:
+            await pool.write_metrics()
         try:
             await folder.set_meta("last_run", json.dumps(report.ending()))
         except StorageError as exc:  # (a full disk stopped the run: the report says so already)
@@ -270,12 +281,13 @@ class _Pool:
         self.rate = AdaptiveRate()
         self.retry_after = _RetryAfterMemo()
         quota = RetryQuota(settings.retry_budget)
+        self.meter = SendMeter()
         gates: list[Gate] = [quota, self.rate]
         if settings.rpm is not None:
             gates.append(RateCeiling(settings.rpm))
         if budget is not None:
             gates.append(budget)  # last: nothing is set aside while a request waits for its rate
-        gates.append(self.retry_after)
+        gates += [self.retry_after, self.meter]
         self.control = RunControl(
             generation_gates=Gates(*gates),
             download_gates=Gates(quota),
@@ -284,6 +296,24 @@ class _Pool:
         )
         self._live: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
+
+    async def write_metrics(self, *, every: float | None = None) -> None:
+        """Write ``--metrics-file`` now, or (``every``: seconds) again and again until cancelled.
+        A file that cannot be written is logged, never a reason to stop."""
+        path = self.settings.metrics_file
+        assert path is not None
+        while True:
+            if every is not None:
+                await asyncio.sleep(every)
+            counts = await self.folder.counts()
+            try:
+                await asyncio.to_thread(
+                    write_metrics, path, self.report.tally, counts, self.meter, self.rate.rate
+                )
+            except OSError as exc:
+                log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
+            if every is None:
+                return
 
     def describe_rate(self) -> str:
         """The current sending rate, for progress lines."""
@@ -416,6 +446,7 @@ class _Pool:
                 return  # left resumable; counted as not reached
             if attempt.crashed:
                 self.report.crashed.append(job.id)
+            self.report.tally.images += attempt.images
             self._count(outcome, attempt.tokens_used, attempt.spent)
         finally:
             seat.give_back()

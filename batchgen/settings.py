@@ -62,6 +62,7 @@ class Settings:
     add_job_file: bool = False
     max_usd: float | None = None  # --max-usd: this run's spend budget, USD
     max_credits: float | None = None  # --max-credits: ... in AIML API credits
+    metrics_file: Path | None = None  # --metrics-file: a Prometheus textfile, every 30 s and at the end
     frozen: bool = False  # --frozen: a job whose request changed since its record is not sent
     redo: frozenset[str] = frozenset()  # --redo: job ids to generate anew (paid) even if done
     ca_bundle: Path | None = None

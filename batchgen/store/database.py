@@ -147,6 +147,7 @@ class StateCounts:
     failed_final: int = 0
     failed_retryable: int = 0
     in_progress: int = 0
+    total: int = 0  # jobs of the job file(s) the folder serves (``total_jobs``), at least those seen
     tokens_used: float = 0.0
     generated_anew: int = 0  # succeeded jobs generated again: request changed, or --redo
     spent: dict[str, Spend] = field(default_factory=dict)  # by model, over every answer
@@ -316,6 +317,10 @@ class StateDatabase:
             failed_final=totals.get("failed:1", 0),
             failed_retryable=totals.get("failed:0", 0),
             in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
+            # (a folder from before job files were counted: at least the jobs it has seen finish)
+            total=max(
+                int(self.get_meta("total_jobs") or 0), sum(n for k, n in totals.items() if k != "pending")
+            ),
             tokens_used=float(tokens),
             generated_anew=anew,
             spent=spent,

@@ -133,7 +133,7 @@ def _read(out_dir: Path) -> dict[str, Any]:
     db = _open(out_dir)
     try:
         counts = db.counts()
-        total = int(db.get_meta("total_jobs") or 0)
+        total = counts.total
         job_file = db.get_meta("job_file") or "?"
         last_run = json.loads(db.get_meta("last_run") or "null")
         failed, failed_count = db.failed_jobs(FAILED_SHOWN)
@@ -141,7 +141,6 @@ def _read(out_dir: Path) -> dict[str, Any]:
     finally:
         db.close()
     finished = counts.succeeded + counts.failed_final + counts.failed_retryable + counts.in_progress
-    total = max(total, finished)  # a folder from before job files were counted per folder
     return {
         "job_file": job_file,
         "total": total,

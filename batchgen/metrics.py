@@ -1,0 +1,96 @@
+"""``run --metrics-file PATH``: a Prometheus textfile for monitoring cron runs, and the gate that
+counts what it reports of requests.
+
+The file follows node_exporter's textfile-collector convention (written to a temporary file and
+renamed, by ``prometheus_client.write_to_textfile``), at the end of the run and every
+:data:`INTERVAL` seconds during it. Every metric is a gauge named ``batchgen_*``:
+
+* ``batchgen_jobs{outcome}``: the folder's jobs by state (succeeded, failed, failed_retryable,
+  in_progress, pending), as ``batchgen status`` counts them;
+* ``batchgen_run_jobs{outcome}``: this run's jobs by :class:`~batchgen.progress.Outcome`;
+* ``batchgen_run_images``, ``batchgen_run_tokens``, ``batchgen_run_usd``, ``batchgen_run_credits``;
+* ``batchgen_run_requests``, ``batchgen_run_throttled`` (429s), ``batchgen_run_retries``;
+* ``batchgen_sending_rate`` (requests per second; +Inf before any 429),
+  ``batchgen_last_success_timestamp_seconds`` (Unix time), ``batchgen_run_duration_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from batchgen.errors import RateLimited, RequestError
+from batchgen.gates import Send
+from batchgen.progress import Outcome, Tally
+from batchgen.store import StateCounts
+
+__all__ = ["INTERVAL", "SendMeter", "write_metrics"]
+
+INTERVAL = 30.0  # seconds between two writes of the metrics file during a run
+
+
+@dataclass(slots=True)
+class SendMeter:
+    """A gate that only counts: requests, 429s, retries, and when the last one succeeded."""
+
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    last_success: float | None = None  # Unix time
+    started: float = field(default_factory=time.time)
+
+    async def enter(self, send: Send) -> None:
+        """Count the request (a retry when it retries an error)."""
+        self.requests += 1
+        self.retries += send.retry_of is not None
+
+    def settle(self, send: Send, error: RequestError | None) -> None:
+        """Count a 429, or note the time of a success."""
+        del send
+        if error is None:
+            self.last_success = time.time()
+        elif isinstance(error, RateLimited):
+            self.throttled += 1
+
+
+def write_metrics(
+    path: Path, tally: Tally, folder: StateCounts, meter: SendMeter, sending_rate: float
+) -> None:
+    """Write the metrics file at ``path`` (blocking: call it off the event loop).
+
+    Raises ``OSError`` when it cannot be written.
+    """
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float) -> None:
+        Gauge(name, doc, registry=registry).set(value)
+
+    jobs = Gauge(
+        "batchgen_jobs", "jobs of the output folder by state, all runs", ["outcome"], registry=registry
+    )
+    finished = folder.succeeded + folder.failed_final + folder.failed_retryable + folder.in_progress
+    for outcome, count in {
+        "succeeded": folder.succeeded,
+        "failed": folder.failed_final,
+        "failed_retryable": folder.failed_retryable,
+        "in_progress": folder.in_progress,
+        "pending": max(0, folder.total - finished),
+    }.items():
+        jobs.labels(outcome).set(count)
+    run_jobs = Gauge("batchgen_run_jobs", "this run's jobs by outcome", ["outcome"], registry=registry)
+    for outcome in Outcome:
+        run_jobs.labels(outcome.value).set(getattr(tally, outcome.value))
+    gauge("batchgen_run_images", "images saved by this run", tally.images)
+    gauge("batchgen_run_tokens", "tokens the API reported for this run's generations", tally.tokens_used)
+    gauge("batchgen_run_usd", "USD this run's generations cost (x-aimlapi-usd-spent)", tally.spent.usd)
+    gauge("batchgen_run_credits", "credits this run's generations cost", tally.spent.credits)
+    gauge("batchgen_run_requests", "generation requests sent by this run", meter.requests)
+    gauge("batchgen_run_throttled", "generation requests answered 429 in this run", meter.throttled)
+    gauge("batchgen_run_retries", "generation requests that retried an error", meter.retries)
+    gauge("batchgen_sending_rate", "the learned sending rate, requests per second", sending_rate)
+    gauge("batchgen_last_success_timestamp_seconds", "when a request last succeeded", meter.last_success or 0)
+    gauge("batchgen_run_duration_seconds", "seconds since the run started", time.time() - meter.started)
+    write_to_textfile(str(path), registry)
