@@ -35,6 +35,7 @@ from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, Usag
 from batchgen.jobfile import scan_job_file
 from batchgen.plan import make_plan
 from batchgen.progress import Outcome
+from batchgen.report import make_report
 from batchgen.responses import Spend
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
@@ -97,6 +98,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     return code
 
 
+REPORT_AT_RUN_END = 10_000  # jobs; a larger folder's report is made by `batchgen report`
+
+
 def _interrupt(signum: int, frame: object) -> None:
     del signum, frame
     raise KeyboardInterrupt
@@ -132,9 +136,22 @@ def _run(args: argparse.Namespace) -> int:
     report = asyncio.run(_run_async(args, settings))
     print(_describe(report, args.out), file=sys.stderr)
     code = _exit_code(report)
+    _refresh_report(args.out, report)
     if args.summary_json is not None:
         _write_summary(args.summary_json, report, args.out, code)
     return code
+
+
+def _refresh_report(out: Path, report: RunReport) -> None:
+    """A run's end refreshes ``report.html``, up to a folder size where that would take minutes."""
+    jobs = report.folder.total if report.folder else 0
+    if jobs > REPORT_AT_RUN_END:
+        log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out)
+        return
+    try:
+        make_report(out)
+    except BatchgenError as exc:
+        log.warning("report.html not refreshed: %s", exc)
 
 
 def _write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
@@ -305,6 +322,11 @@ def _plan(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    print(make_report(args.dir))
+    return ExitCode.OK
+
+
 def _failed(args: argparse.Namespace) -> int:
     records = asyncio.run(failed_records(args.dir))
     unknown, inline = [], []
@@ -405,6 +427,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("dir", type=Path, help="output folder of a run")
     verify.set_defaults(handler=_verify)
+    report = commands.add_parser(
+        "report", help="write DIR/report.html: every job's images, prompt, parameters, status and cost"
+    )
+    report.add_argument("dir", type=Path, help="output folder of a run")
+    report.set_defaults(handler=_report)
     failed = commands.add_parser(
         "failed", help="print the failed jobs of an output folder as a JSONL job file, to edit and run again"
     )

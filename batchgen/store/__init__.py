@@ -14,7 +14,14 @@ database or the files.
 from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
 from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
-from batchgen.store.status import FolderReader, ImageProblem, failed_records, read_status, verify_folder
+from batchgen.store.status import (
+    FolderReader,
+    ImageProblem,
+    failed_records,
+    read_records,
+    read_status,
+    verify_folder,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -31,6 +38,7 @@ __all__ = [
     "Status",
     "TransitionError",
     "failed_records",
+    "read_records",
     "read_status",
     "utc_now",
     "verify_folder",

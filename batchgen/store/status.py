@@ -20,7 +20,7 @@ from batchgen.store.database import JobRow, StateDatabase
 from batchgen.store.files import DirectoryLock
 from batchgen.store.manifest import ManifestRecord, Status
 
-__all__ = ["FolderReader", "ImageProblem", "failed_records", "read_status", "verify_folder"]
+__all__ = ["FolderReader", "ImageProblem", "failed_records", "read_records", "read_status", "verify_folder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +99,14 @@ def _check(path: Path, size: int, sha256: str) -> str | None:
     return None
 
 
-def _failed_records(out_dir: Path) -> list[ManifestRecord]:
+def read_records(out_dir: Path) -> list[ManifestRecord]:
+    """The current (last) record of every job of ``out_dir``, by job id (blocking).
+
+    Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
+    """
     db = _open(out_dir)
     try:
-        return [r for r in db.current_records() if r.status is Status.FAILED]
+        return list(db.current_records())
     finally:
         db.close()
 
@@ -112,7 +116,8 @@ async def failed_records(out_dir: Path) -> list[ManifestRecord]:
 
     Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
     """
-    return await asyncio.to_thread(_failed_records, out_dir)
+    records = await asyncio.to_thread(read_records, out_dir)
+    return [r for r in records if r.status is Status.FAILED]
 
 
 async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:

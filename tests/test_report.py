@@ -1,0 +1,101 @@
+"""``batchgen report``: the page opened in a real headless Chromium (Debian's ``chromium`` driven
+by Selenium through ``chromium-driver``): one card per job, every image loaded, no console error,
+prompts shown as text. The screenshot is kept in ``test-artifacts/report.png``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, write_jsonl
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from batchgen.cli import ExitCode, main
+from batchgen.simulator import SIMULATOR_KEY
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's packages (.ci/run)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), "apt-get install chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",  # no network here: its attempts would only fail
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_the_report_opens_with_one_card_per_job_and_every_image_loaded(
+    make_simulator, tmp_path, monkeypatch, browser
+):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    (tmp_path / "ref.png").write_bytes((SAMPLES / "images" / "t-rex.png").read_bytes())
+    jobs = [
+        {"id": "by-url", "model": "reve/create-image", "prompt": "a lighthouse <script>alert('x')</script>"},
+        {"id": "inline", "model": "reve/create-image", "prompt": "a harbour", "convert_base64_to_url": False},
+        {
+            "id": "flux",
+            "model": "flux/dev/image-to-image",
+            "prompt": "a bird",
+            "image_url": "ref.png",
+            "num_images": 2,
+        },
+        {"id": "flagged", "model": "reve/create-image", "prompt": "[[violation]]"},
+    ]
+    out = tmp_path / "out"
+    healthy = make_simulator()
+    job_file = write_jsonl(tmp_path / "j.jsonl", jobs)
+    assert main(["run", str(job_file), "--out", str(out), "--base-url", healthy.url]) == ExitCode.JOBS_FAILED
+    write_jsonl(
+        job_file,
+        [*jobs, {"id": "lost", "model": "reve/edit-image", "prompt": "a hat", "image_url": "ref.png"}],
+    )
+    broken = make_simulator(cdn_fail=1.0)  # `lost`: answered, its image never downloaded
+    assert (
+        main(["run", str(job_file), "--out", str(out), "--base-url", broken.url, "--max-retries", "0"]) == 75
+    )
+    assert main(["report", str(out)]) == ExitCode.OK
+
+    browser.get((out / "report.html").as_uri())
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
+    assert sorted(card.find_element(By.TAG_NAME, "h2").text for card in cards) == sorted(
+        j["id"] for j in [*jobs, {"id": "lost"}]
+    )
+    loaded = browser.execute_script(
+        "return [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+    )
+    assert len(loaded) == 4 and all(ok for _, ok in loaded), loaded  # by-url, inline, flux x2
+    by_id = {card.find_element(By.TAG_NAME, "h2").text: card for card in cards}
+    assert "<script>alert('x')</script>" in by_id["by-url"].text  # a prompt is text, never markup
+    assert "content violation" in by_id["flagged"].text
+    assert "image download answered HTTP 500" in by_id["lost"].text
+    assert "ref.png (" in by_id["flux"].text  # the reference image by its path, not its data
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+    Select(browser.find_element(By.ID, "status-filter")).select_by_visible_text("failed")
+    shown = [card for card in cards if card.is_displayed()]
+    assert sorted(card.find_element(By.TAG_NAME, "h2").text for card in shown) == ["flagged", "lost"]
+    Select(browser.find_element(By.ID, "status-filter")).select_by_visible_text("all")
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
+    shutil.copy(out / "report.html", ARTIFACTS / "report.html")
