@@ -396,7 +396,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_run(commands)
     validate = commands.add_parser("validate", help="check a job file; send nothing")
-    validate.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
+    validate.add_argument("file", type=Path, help="job file (.yaml/.yml, .json or .jsonl)")
     validate.set_defaults(handler=_validate)
     plan = commands.add_parser(
         "plan",
@@ -490,14 +490,23 @@ def _selection(args: argparse.Namespace) -> frozenset[str] | None:
     return frozenset(ids)
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when it has one worth reading (no "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], frozenset()) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = Settings(api_key="")
     run = commands.add_parser(
         "run",
         help="run a job file into an output folder (run again to resume)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
     )
-    run.add_argument("file", type=Path, help="job file (.yaml/.yml or .jsonl)")
+    run.add_argument("file", type=Path, help="job file (.yaml/.yml, .json or .jsonl)")
     run.add_argument("--out", type=Path, required=True, help="output folder (images, manifest.jsonl, state)")
     run.add_argument(
         "--base-url", help="API base URL [default: $AIMLAPI_BASE_URL or https://api.aimlapi.com]"
@@ -598,7 +607,7 @@ def _add_simulate_server(commands: argparse._SubParsersAction[argparse.ArgumentP
     server = commands.add_parser(
         "simulate-server",
         help=f"serve the simulated API (key: {SIMULATOR_KEY})",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
         description="Fault options are probabilities 0..1 per request, except seconds, bytes and limits.",
     )
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")

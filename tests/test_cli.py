@@ -48,9 +48,12 @@ def test_help_explains_every_option_with_units(capsys):
         "bytes",
         "--retry-failed",
         "--simulate",
+        "--max-usd",
+        "--metrics-file",
         "default",
     ):
         assert word in text
+    assert "(default: None)" not in text and "(default: False)" not in text  # only defaults worth reading
 
 
 def test_validate_reports_counts(capsys):
