@@ -98,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     return code
 
 
-REPORT_AT_RUN_END = 10_000  # jobs; a larger folder's report is made by `batchgen report`
+REPORT_AT_RUN_END = 1_000  # jobs; past that a report takes long: `batchgen report` makes it
 
 
 def _interrupt(signum: int, frame: object) -> None:
