@@ -35,7 +35,7 @@ from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, Usag
 from batchgen.jobfile import scan_job_file
 from batchgen.plan import make_plan
 from batchgen.progress import Outcome
-from batchgen.report import make_report
+from batchgen.report import REPORT_NAME, make_report
 from batchgen.responses import Spend
 from batchgen.runner import RunReport, StopReason, run_batch
 from batchgen.schema import job_file_schema
@@ -98,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     return code
 
 
-REPORT_AT_RUN_END = 1_000  # jobs; past that a report takes long: `batchgen report` makes it
+REPORT_AT_RUN_END = 10_000  # jobs; past that a refresh takes long: `batchgen report` makes it
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -143,7 +143,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _refresh_report(out: Path, report: RunReport) -> None:
-    """A run's end refreshes ``report.html``, up to a folder size where that would take minutes."""
+    """A run's end refreshes ``report.html`` where ``batchgen report`` made one (new images get
+    their thumbnails, ~15 ms each), up to a folder size where that would take minutes."""
+    if not (out / REPORT_NAME).exists():
+        return
     jobs = report.folder.total if report.folder else 0
     if jobs > REPORT_AT_RUN_END:
         log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out)

@@ -99,3 +99,17 @@ def test_the_report_opens_with_one_card_per_job_and_every_image_loaded(
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
     shutil.copy(out / "report.html", ARTIFACTS / "report.html")
+
+
+def test_a_run_refreshes_a_report_once_one_was_made(simulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    out = tmp_path / "out"
+    first = {"id": "first", "model": "reve/create-image", "prompt": "a fox"}
+    job_file = write_jsonl(tmp_path / "j.jsonl", [first])
+    assert main(["run", str(job_file), "--out", str(out), "--base-url", simulator.url]) == ExitCode.OK
+    assert not (out / "report.html").exists()  # made on demand only: thumbnails cost time
+    assert main(["report", str(out)]) == ExitCode.OK
+    write_jsonl(job_file, [first, {"id": "second", "model": "reve/create-image", "prompt": "a whale"}])
+    assert main(["run", str(job_file), "--out", str(out), "--base-url", simulator.url]) == ExitCode.OK
+    page = (out / "report.html").read_text()
+    assert "<h2>second</h2>" in page and len(list((out / "thumbnails").iterdir())) == 2
