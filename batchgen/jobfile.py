@@ -94,6 +94,7 @@ class JobFileSummary:
     path: Path
     count: int
     models: Counter[str] = field(default_factory=Counter)
+    stamp: tuple[int, int, int] = (0, 0, 0)  # the file as scanned (inode, size, mtime ns)
     selected: int | None = None  # jobs of a selection (``only``) it holds
     missing: list[str] = field(default_factory=list)  # ids of the selection it does not hold
 
@@ -109,6 +110,7 @@ def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileS
     id and field).
     """
     problems: list[JobFileProblem] = []
+    stamp = _stamp(path)
     # Ids are kept as their 64-bit hashes, not strings: memory stays flat in the file's size. A
     # hash seen twice is confirmed against the ids themselves (a second pass, on that path only).
     seen: set[int] = set()
@@ -125,7 +127,9 @@ def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileS
         else:
             job_id = item.id
             count += 1
-            if only is None or job_id in only:
+            if only is None:
+                models[item.model] += 1
+            elif job_id in only:
                 models[item.model] += 1
                 found.add(job_id)
         digest = hash(job_id)  # SipHash, seeded per process: only compared within this scan
@@ -139,8 +143,8 @@ def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileS
     if problems:
         raise JobFileError(problems)
     if only is None:
-        return JobFileSummary(path, count, models)
-    return JobFileSummary(path, count, models, len(found), sorted(only - found))
+        return JobFileSummary(path, count, models, stamp)
+    return JobFileSummary(path, count, models, stamp, len(found), sorted(only - found))
 
 
 def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
@@ -160,19 +164,38 @@ def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
     return problems
 
 
-def iter_jobs(path: Path) -> Iterator[Job]:
+def iter_jobs(path: Path, *, scanned: JobFileSummary | None = None) -> Iterator[Job]:
     """Yield the jobs of ``path`` in file order; raise JobFileError at the first problem.
 
     Meant for a file :func:`scan_job_file` has passed; a problem here means the file changed
-    in between.
+    in between. Given that scan's summary (``scanned``), the fields are not validated again
+    (the scan did it): instead, a file no longer as it was then (:attr:`JobFileSummary.stamp`,
+    looked at every 64 jobs) raises JobFileError.
     """
-    for item in _iter_results(path):
+    for number, item in enumerate(_iter_results(path, validate=scanned is None)):
+        if scanned is not None and number % _STAMP_EVERY == 0 and _stamp(path) != scanned.stamp:
+            problem = JobFileProblem(
+                str(path), None, None, None, "the file was modified after it was checked"
+            )
+            raise JobFileError([problem])
         if isinstance(item, _Invalid):
             raise JobFileError(item.problems)
         yield item
 
 
-def _iter_results(path: Path) -> Iterator[Job | _Invalid]:
+_STAMP_EVERY = 64  # jobs read between two looks at whether the file changed
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What tells whether a file was changed: (inode, size, modification time in ns)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _iter_results(path: Path, *, validate: bool = True) -> Iterator[Job | _Invalid]:
     name = str(path)
     entries: Iterable[Entry | JobFileProblem]
     try:
@@ -188,7 +211,7 @@ def _iter_results(path: Path) -> Iterator[Job | _Invalid]:
             if isinstance(entry, JobFileProblem):
                 yield _Invalid(None, entry.line, [entry])
             else:
-                yield _build_job(name, base_dir, entry, layered)
+                yield _build_job(name, base_dir, entry, layered, validate=validate)
     except OSError as exc:
         problem = JobFileProblem(name, None, None, None, f"cannot read the file: {exc.strerror or exc}")
         yield _Invalid(None, None, [problem])
@@ -206,7 +229,7 @@ class _Defaults:
     common: dict[str, Any]
     per_model: dict[str, dict[str, Any]]
     problems: list[JobFileProblem]
-    refused: set[tuple[str, str]] = field(default_factory=set)
+    merged: dict[str, dict[str, Any]] = field(default_factory=dict)  # by model, once its first job came
 
     @classmethod
     def split(cls, name: str, defaults: Entry) -> _Defaults:
@@ -238,14 +261,15 @@ class _Defaults:
 
     def for_model(self, name: str, model: Any, job_id: str) -> tuple[dict[str, Any], list[JobFileProblem]]:
         """The defaults a job of ``model`` gets, and any common default that model refuses
-        (reported for its first job only)."""
+        (reported for its first job only). The mapping returned is shared: copy before changing it."""
         if not isinstance(model, str) or model not in MODELS:  # reported as the job's own problem
-            return {**self.common}, []
+            return self.common, []
+        if model in self.merged:  # (every job but a model's first: a million-line file is common)
+            return self.merged[model], []
         accepted = MODELS[model].model_fields
         problems = []
         for key in self.common:
-            if key not in accepted and (key, model) not in self.refused:
-                self.refused.add((key, model))
+            if key not in accepted:
                 message = (
                     f"{model} has no field {key!r}, and job {job_id!r} is one of its jobs; give the "
                     f"default under the names of the models that take it (`defaults:` -> `{_taker(key)}:`)"
@@ -254,7 +278,8 @@ class _Defaults:
                     JobFileProblem(name, self.entry.key_lines.get(key), None, f"defaults.{key}", message)
                 )
         common = {k: v for k, v in self.common.items() if k in accepted}
-        return {**common, **self.per_model.get(model, {})}, problems
+        self.merged[model] = {**common, **self.per_model.get(model, {})}
+        return self.merged[model], problems
 
 
 def _taker(key: str) -> str:
@@ -262,7 +287,9 @@ def _taker(key: str) -> str:
     return next((m for m, request in MODELS.items() if key in request.model_fields), "<model>")
 
 
-def _build_job(name: str, base_dir: Path, entry: Entry, defaults: _Defaults) -> Job | _Invalid:
+def _build_job(
+    name: str, base_dir: Path, entry: Entry, defaults: _Defaults, *, validate: bool = True
+) -> Job | _Invalid:
     def problem(job_id: str | None, fld: str | None, message: str, line: int | None = None) -> JobFileProblem:
         top = fld.split("[")[0].split(".")[0] if fld else None
         found = entry.key_lines.get(top or "") or defaults.entry.key_lines.get(top or "")
@@ -289,7 +316,8 @@ def _build_job(name: str, base_dir: Path, entry: Entry, defaults: _Defaults) -> 
     body, sources, file_problems = _resolve_local_images(fields, base_dir)
     problems = [problem(job_id, fld, msg) for fld, msg in file_problems]
     try:
-        image_request_adapter.validate_python(body)
+        if validate:
+            image_request_adapter.validate_python(body)
     except ValidationError as exc:
         explained = (_explain(err, fields) for err in exc.errors())
         # A local file already reported (missing, not an image) is not reported again as a bad URL.
@@ -313,10 +341,13 @@ def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | Non
     return text, None
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)  # one, reused
+
+
 def _canonical(fields: dict[str, Any]) -> str:
     """The request as canonical JSON (sorted keys, no spaces): the same content, the same text."""
     try:
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return _CANONICAL.encode(fields)
     except (TypeError, ValueError):  # mixed-type keys or a YAML alias cycle: invalid anyway
         return repr(fields)
 

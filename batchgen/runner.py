@@ -22,14 +22,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import math
-import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -151,7 +151,7 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             pool = _Pool(settings, folder, ApiClient(session, settings), report, budget)
             if progress:
                 pool.progress = Progress(total, sending_rate=pool.describe_rate)
-            jobs = iter_jobs(job_file)
+            jobs = iter_jobs(job_file, scanned=summary)
             only = settings.only
             writer = (
                 asyncio.create_task(pool.write_metrics(every=INTERVAL)) if settings.metrics_file else None
@@ -213,26 +213,11 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
 ]
 
 
-def _missing_images(root: Path, rows: list[JobRow]) -> dict[str, tuple[ManifestRecord, list[int]]]:
-    """The succeeded jobs among ``rows`` whose recorded images are gone or of another size:
-    job id -> (its record, the indexes of those images). A stat per image, no reading."""
-    lost: dict[str, tuple[ManifestRecord, list[int]]] = {}
-    base = str(root)
-    for row in rows:
-        if not row.record or not row.images:
-            continue
-        images = json.loads(row.images)  # a whole ManifestRecord only for the few that lost one
-        missing = [i for i, image in enumerate(images) if _size(f"{base}/{image['path']}") != image["bytes"]]
-        if missing:
-            lost[row.job_id] = (ManifestRecord.model_validate_json(row.record), missing)
-    return lost
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.lstat(path).st_size
-    except OSError:
-        return None
+async def _chunks(jobs: Iterator[Job]) -> AsyncGenerator[list[Job], None]:
+    """The job file in chunks, each read off the event loop (it may read local images).
+    Raises JobFileError as ``jobs`` does."""
+    while chunk := await asyncio.to_thread(_take, jobs):
+        yield chunk
 
 
 def _take(jobs: Iterator[Job]) -> list[Job]:
@@ -355,43 +340,44 @@ class _Pool:
         return True
 
     async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
-        while not self.control.stopping:
-            # Reading jobs may read local images: a chunk at a time, off the event loop.
+        async with contextlib.aclosing(_chunks(jobs)) as chunks:
             try:
-                chunk = await asyncio.to_thread(_take, jobs)
+                async for chunk in chunks:
+                    if self.control.stopping or not await self._dispatch(chunk, group):
+                        return
             except JobFileError as exc:  # edited or broken since it was validated
                 note = "the job file changed during the run; the jobs not yet read are left for the next run"
                 self.stop(JobFileError(exc.problems[:1], note=note))
-                return
-            if not chunk:
-                return
-            rows = await self.folder.rows(job.id for job in chunk)
-            verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
-            lost = await asyncio.to_thread(
-                _missing_images,
-                self.folder.root,
-                [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE],
+
+    async def _dispatch(self, chunk: list[Job], group: asyncio.TaskGroup) -> bool:
+        """Judge a chunk of jobs against the folder and start a task for each with work left.
+        False when the run stopped while a job waited for its place."""
+        rows = await self.folder.rows(job.id for job in chunk)
+        verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
+        lost = await self.folder.missing_images(
+            [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE]
+        )
+        old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
+        if old:  # a folder from before schema 2: what its finished jobs answered, from now on
+            await self.folder.adopt_fingerprints(old)
+        for job, row, verdict in verdicts:
+            if verdict.skip is not None and job.id not in lost:
+                self._count(verdict.skip, 0.0)
+                continue
+            seat = Seat(self.control.places)
+            try:
+                await seat.take(self.control.unless_stopped)
+            except Interrupted:
+                return False
+            work = (
+                self._restore(job, row, lost[job.id], seat)
+                if job.id in lost and row is not None
+                else self._run_job(job, row, verdict.fresh, seat)
             )
-            old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
-            if old:  # a folder from before schema 2: what its finished jobs answered, from now on
-                await self.folder.adopt_fingerprints(old)
-            for job, row, verdict in verdicts:
-                if verdict.skip is not None and job.id not in lost:
-                    self._count(verdict.skip, 0.0)
-                    continue
-                seat = Seat(self.control.places)
-                try:
-                    await seat.take(self.control.unless_stopped)
-                except Interrupted:
-                    return
-                work = (
-                    self._restore(job, row, lost[job.id], seat)
-                    if job.id in lost and row is not None
-                    else self._run_job(job, row, verdict.fresh, seat)
-                )
-                task = group.create_task(work)
-                self._live.add(task)
-                task.add_done_callback(self._live.discard)
+            task = group.create_task(work)
+            self._live.add(task)
+            task.add_done_callback(self._live.discard)
+        return True
 
     def _judge(self, job: Job, row: JobRow | None) -> Verdict:
         if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that died

@@ -128,15 +128,26 @@ class JobRow:
     state: JobState
     final: bool
     attempts: int
-    client_request_ids: list[str]
+    sent_ids: str  # its X-Client-Request-Ids, as stored (JSON): read only when needed
     answer: Answer | None
     started_at: str | None
     damaged: str | None = None  # why the stored answer could not be read back (the job fails alone)
     fingerprint: str | None = None  # of the request last sent; None in folders older than schema 2
     generation: int = 0  # times this job succeeded and was then generated anew
     record: str | None = None  # its last manifest record (JSON), if any
-    images: str | None = None  # ... and that record's `images` list alone (JSON)
-    error_kind: str | None = None  # ... and its error's kind, for a failed job
+    images: str | None = None  # ... and, for a succeeded job, that record's `images` list (JSON)
+
+    @property
+    def client_request_ids(self) -> list[str]:
+        """The ``X-Client-Request-Id`` of each request sent for it, over all runs."""
+        ids: list[str] = json.loads(self.sent_ids)
+        return ids
+
+    @property
+    def error_kind(self) -> str | None:
+        """The kind of the error its last record holds, if any (``ContentViolation``...)."""
+        error = json.loads(self.record).get("error") if self.record else None
+        return error.get("kind") if isinstance(error, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +251,7 @@ class StateDatabase:
                     JobState(row[1]),
                     bool(row[2]),
                     row[3],
-                    json.loads(row[4]),
+                    row[4],
                     answer,
                     row[6],
                     damaged,
@@ -248,7 +259,6 @@ class StateDatabase:
                     row[8],
                     row[9],
                     row[10],
-                    row[11],
                 )
         return found
 
@@ -388,7 +398,7 @@ class StateDatabase:
 
 _ROWS_QUERY = (
     "SELECT job_id, state, final, attempts, client_request_ids, answer, started_at, fingerprint,"
-    " generation, r.record, json_extract(r.record, '$.images'), json_extract(r.record, '$.error.kind')"
+    " generation, r.record, CASE WHEN state = 'succeeded' THEN json_extract(r.record, '$.images') END"
     " FROM jobs"
     " LEFT JOIN records r ON r.seq = jobs.record_seq "
 )

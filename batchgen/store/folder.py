@@ -32,6 +32,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -172,6 +173,11 @@ class OutputFolder:
         """The durable state of those of ``job_ids`` the folder has seen, by id (one thread hop)."""
         ids = list(job_ids)
         return await self._on_thread(lambda: self._db.rows(ids))
+
+    async def missing_images(self, rows: list[JobRow]) -> dict[str, tuple[ManifestRecord, list[int]]]:
+        """Among succeeded ``rows``, those whose recorded images are gone or of another size:
+        job id -> (its record, the indexes of those images). A stat per image, no reading."""
+        return await asyncio.to_thread(_missing_images, self.root, rows)
 
     async def in_flight(self) -> list[tuple[str, list[str]]]:
         """Jobs an earlier run left sent with no recorded answer: (job id, X-Client-Request-Ids)."""
@@ -470,3 +476,25 @@ class OutputFolder:
         appended = max(0, known - lines)
         if extra or appended:
             log.info("manifest repaired: %d record(s) re-appended, %d imported", appended, len(extra))
+
+
+def _missing_images(root: Path, rows: list[JobRow]) -> dict[str, tuple[ManifestRecord, list[int]]]:
+    """The succeeded jobs among ``rows`` whose recorded images are gone or of another size:
+    job id -> (its record, the indexes of those images). A stat per image, no reading."""
+    lost: dict[str, tuple[ManifestRecord, list[int]]] = {}
+    base = str(root)
+    for row in rows:
+        if not row.record or not row.images:
+            continue
+        images = json.loads(row.images)  # a whole ManifestRecord only for the few that lost one
+        missing = [i for i, image in enumerate(images) if _size(f"{base}/{image['path']}") != image["bytes"]]
+        if missing:
+            lost[row.job_id] = (ManifestRecord.model_validate_json(row.record), missing)
+    return lost
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return None
