@@ -28,6 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -298,10 +299,13 @@ def _build_job(
     if not isinstance(entry.raw, dict):
         message = f"a job must be a mapping of fields, got {show_value(entry.raw)}"
         return _Invalid(None, entry.line, [problem(None, None, message)])
+    # (map: the keys are looked at in C; a million-line file pays this a million times)
     raw = (
-        entry.raw if all(type(key) is str for key in entry.raw) else {str(k): v for k, v in entry.raw.items()}
+        entry.raw
+        if all(map(isinstance, entry.raw, repeat(str)))
+        else {str(k): v for k, v in entry.raw.items()}
     )
-    problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated]
+    problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated] if entry.repeated else []
     model_defaults, default_problems = defaults.for_model(name, raw.get("model"), str(raw.get("id", "")))
     problems += default_problems
     fields = {**model_defaults, **raw}
@@ -366,6 +370,8 @@ def _resolve_local_images(
 ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
     """Replace local file paths in image fields by data URIs; return the body, the image fields
     as written (see :attr:`Job.request`) and any problems."""
+    if not any(fld in fields for fld in IMAGE_FIELDS):
+        return fields, {}, []
     body = dict(fields)
     sources: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
