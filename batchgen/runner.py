@@ -102,7 +102,7 @@ class RunReport:
     frozen: list[str] = field(default_factory=list)  # ... and not sent (--frozen)
     redone: list[str] = field(default_factory=list)  # named by --redo and generated anew
     restored: list[str] = field(default_factory=list)  # a missing image fetched again
-    missing: list[str] = field(default_factory=list)  # a missing image that could not be
+    missing: list[str] = field(default_factory=list)  # a missing image not fetched again
     folder: StateCounts | None = None  # the folder's counts and spend, all runs, at the end
 
     def ending(self) -> dict[str, object]:
@@ -140,15 +140,10 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
         await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
-        budget = None
-        if settings.max_usd is not None or settings.max_credits is not None:
-            known = {
-                model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
-                for model, costs in (await folder.request_costs()).items()
-            }
-            budget = Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known)
         async with open_session(settings) as session:
-            pool = _Pool(settings, folder, ApiClient(session, settings), report, budget)
+            pool = _Pool(
+                settings, folder, ApiClient(session, settings), report, await _budget(settings, folder)
+            )
             if progress:
                 pool.progress = Progress(total, sending_rate=pool.describe_rate)
             jobs = iter_jobs(job_file, scanned=summary)
@@ -211,6 +206,17 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (RetryBudgetExhausted, StopReason.RETRY_BUDGET),
     (BudgetReached, StopReason.BUDGET),
 ]
+
+
+async def _budget(settings: Settings, folder: OutputFolder) -> Budget | None:
+    """The run's spend budget, if one was asked for, knowing what each model cost before."""
+    if settings.max_usd is None and settings.max_credits is None:
+        return None
+    known = {
+        model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
+        for model, costs in (await folder.request_costs()).items()
+    }
+    return Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known)
 
 
 async def _chunks(jobs: Iterator[Job]) -> AsyncGenerator[list[Job], None]:
