@@ -2,7 +2,9 @@
 
 Pipeline, one module each: ``jobfile`` (job file -> jobs) -> ``requests`` (typed bodies) ->
 ``client`` (HTTP) -> ``runner`` / ``attempts`` (job tasks, gates, retries) ->
-``store`` (the output folder: images, manifest, durable state). ``simulator`` is a stand-in API.
+``store`` (the output folder: images, manifest, durable state). Beside the pipeline: ``budget``
+and ``metrics`` (gates a run composes), ``plan`` and ``report`` (read a folder, send nothing).
+``simulator`` is a stand-in API.
 """
 
 from batchgen.errors import BatchgenError
