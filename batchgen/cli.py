@@ -99,6 +99,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 REPORT_AT_RUN_END = 10_000  # jobs; past that a refresh takes long: `batchgen report` makes it
+REPORT_UNASKED = 100  # jobs; a folder this small gets a report at a run's end without asking
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -143,12 +144,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _refresh_report(out: Path, report: RunReport) -> None:
-    """A run's end refreshes ``report.html`` where ``batchgen report`` made one (new images get
-    their thumbnails, ~15 ms each), up to a folder size where that would take minutes."""
-    if not (out / REPORT_NAME).exists():
-        return
+    """A run's end makes ``report.html`` for a small folder, and refreshes one that exists (new
+    images get thumbnails, ~15 ms each) up to a folder size where that would take minutes."""
     jobs = report.folder.total if report.folder else 0
-    if jobs > REPORT_AT_RUN_END:
+    if jobs > REPORT_AT_RUN_END or (jobs > REPORT_UNASKED and not (out / REPORT_NAME).exists()):
         log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out)
         return
     try:

@@ -101,15 +101,21 @@ def test_the_report_opens_with_one_card_per_job_and_every_image_loaded(
     shutil.copy(out / "report.html", ARTIFACTS / "report.html")
 
 
-def test_a_run_refreshes_a_report_once_one_was_made(simulator, tmp_path, monkeypatch):
+def test_a_run_makes_a_small_folders_report_and_refreshes_one_that_exists(simulator, tmp_path, monkeypatch):
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
-    out = tmp_path / "out"
+    monkeypatch.setattr("batchgen.cli.REPORT_UNASKED", 1)  # (a folder of 2 counts as large here)
+    small, large = tmp_path / "small", tmp_path / "large"
     first = {"id": "first", "model": "reve/create-image", "prompt": "a fox"}
     job_file = write_jsonl(tmp_path / "j.jsonl", [first])
-    assert main(["run", str(job_file), "--out", str(out), "--base-url", simulator.url]) == ExitCode.OK
-    assert not (out / "report.html").exists()  # made on demand only: thumbnails cost time
-    assert main(["report", str(out)]) == ExitCode.OK
-    write_jsonl(job_file, [first, {"id": "second", "model": "reve/create-image", "prompt": "a whale"}])
-    assert main(["run", str(job_file), "--out", str(out), "--base-url", simulator.url]) == ExitCode.OK
-    page = (out / "report.html").read_text()
-    assert "<h2>second</h2>" in page and len(list((out / "thumbnails").iterdir())) == 2
+    assert main(["run", str(job_file), "--out", str(small), "--base-url", simulator.url]) == ExitCode.OK
+    assert "<h2>first</h2>" in (small / "report.html").read_text()  # made unasked: a small folder
+
+    two = [first, {"id": "second", "model": "reve/create-image", "prompt": "a whale"}]
+    job_file = write_jsonl(tmp_path / "k.jsonl", two)
+    assert main(["run", str(job_file), "--out", str(large), "--base-url", simulator.url]) == ExitCode.OK
+    assert not (large / "report.html").exists()  # past that, made when asked: thumbnails cost time
+    assert main(["report", str(large)]) == ExitCode.OK
+    write_jsonl(job_file, [*two, {"id": "third", "model": "reve/create-image", "prompt": "a crab"}])
+    assert main(["run", str(job_file), "--out", str(large), "--base-url", simulator.url]) == ExitCode.OK
+    page = (large / "report.html").read_text()
+    assert "<h2>third</h2>" in page and len(list((large / "thumbnails").iterdir())) == 3
