@@ -256,6 +256,7 @@ class JobAttempt:
     async def _generate(self) -> Answer:
         """Send the request until answered, retried per policy."""
         control = self._control
+        fingerprint = self.job.fingerprint  # (once, not per retry: a canonical dump and a hash)
         async for attempt in retrying(
             control.policy,
             control.generation_gates,
@@ -268,7 +269,7 @@ class JobAttempt:
                 self._attempts += 1
                 request_id = client_request_id(self.job.id, self._attempts)
                 self._client_ids.append(request_id)
-                self._fingerprint = self.job.fingerprint
+                self._fingerprint = fingerprint
                 await self._folder.dispatched(
                     self.job.id, self.job.model, request_id, utc_now(), fingerprint=self._fingerprint
                 )

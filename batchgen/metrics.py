@@ -71,13 +71,12 @@ def write_metrics(
     jobs = Gauge(
         "batchgen_jobs", "jobs of the output folder by state, all runs", ["outcome"], registry=registry
     )
-    finished = folder.succeeded + folder.failed_final + folder.failed_retryable + folder.in_progress
     for outcome, count in {
         "succeeded": folder.succeeded,
         "failed": folder.failed_final,
         "failed_retryable": folder.failed_retryable,
         "in_progress": folder.in_progress,
-        "pending": max(0, folder.total - finished),
+        "pending": folder.pending,
     }.items():
         jobs.labels(outcome).set(count)
     run_jobs = Gauge("batchgen_run_jobs", "this run's jobs by outcome", ["outcome"], registry=registry)

@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from batchgen.errors import StorageError
-from batchgen.responses import Answer, Spend
+from batchgen.responses import Spend
 from batchgen.store import ManifestRecord, Status, read_records, utc_now
 
 __all__ = ["REPORT_NAME", "THUMBNAIL_PIXELS", "make_report"]
@@ -66,9 +66,7 @@ def make_report(out_dir: Path) -> Path:
     """
     records = read_records(out_dir)
     cards = [_card(out_dir, record) for record in records]
-    spent = sum(
-        (Answer(usd_spent=r.usd_spent, credits_used=r.credits_used).cost or Spend() for r in records), Spend()
-    )
+    spent = sum((Spend.of(r.usd_spent, r.credits_used) or Spend() for r in records), Spend())
     environment = Environment(
         loader=PackageLoader("batchgen", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
@@ -95,7 +93,7 @@ def _card(out_dir: Path, record: ManifestRecord) -> _Card:
     request = dict(record.request or {})
     prompt = str(request.pop("prompt", ""))
     request.pop("model", None)
-    cost = Answer(usd_spent=record.usd_spent, credits_used=record.credits_used).cost
+    cost = Spend.of(record.usd_spent, record.credits_used)
     error = f"{record.error.kind}: {record.error.message}" if record.error else ""
     images = (
         [_thumbnail(out_dir, image.path) for image in record.images]

@@ -77,8 +77,7 @@ class Answer(BaseModel):
     @property
     def cost(self) -> Spend | None:
         """What this answer cost, from its headers; None when it says nothing of it."""
-        usd, credits = self.usd, self.credits
-        return None if usd is None and credits is None else Spend(usd or 0.0, credits or 0.0)
+        return Spend.of(self.usd_spent, self.credits_used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +92,13 @@ class Spend:
 
     def __bool__(self) -> bool:
         return bool(self.usd or self.credits)
+
+    @staticmethod
+    def of(usd_spent: str | None, credits_used: str | None) -> Spend | None:
+        """The cost the ``x-aimlapi-usd-spent`` / ``x-aimlapi-credits-used`` header values (as an
+        answer or a manifest record keeps them) say; None when neither is a number."""
+        usd, credits = _number(usd_spent), _number(credits_used)
+        return None if usd is None and credits is None else Spend(usd or 0.0, credits or 0.0)
 
 
 def _number(text: str | None) -> float | None:

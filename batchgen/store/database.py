@@ -164,6 +164,13 @@ class StateCounts:
     spent: dict[str, Spend] = field(default_factory=dict)  # by model, over every answer
 
     @property
+    def pending(self) -> int:
+        """Jobs of the job file(s) never finished nor in progress."""
+        return max(
+            0, self.total - self.succeeded - self.failed_final - self.failed_retryable - self.in_progress
+        )
+
+    @property
     def total_spent(self) -> Spend:
         """Spent over every model."""
         return sum(self.spent.values(), Spend())
@@ -527,7 +534,7 @@ class Change:
         seq = db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,)).lastrowid
         if self.kind == "import":  # the database was lost: rebuilt from the manifest, row by row
             _ensure_row(db, record.job_id, record.model, record.started_at)
-            cost = Answer(usd_spent=record.usd_spent, credits_used=record.credits_used)
+            cost = Spend.of(record.usd_spent, record.credits_used) or Spend()
             db.execute(
                 "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=?, tokens_used=?,"
                 " usd_spent=?, credits_used=?, last_usd=?, last_credits=? WHERE job_id=?",

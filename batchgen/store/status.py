@@ -145,7 +145,6 @@ def _read(out_dir: Path) -> dict[str, Any]:
         in_flight = db.in_flight() if running is None else []
     finally:
         db.close()
-    finished = counts.succeeded + counts.failed_final + counts.failed_retryable + counts.in_progress
     return {
         "job_file": job_file,
         "total": total,
@@ -153,7 +152,7 @@ def _read(out_dir: Path) -> dict[str, Any]:
         "failed": counts.failed_final,
         "failed_retryable": counts.failed_retryable,
         "in_progress": counts.in_progress,
-        "pending": max(0, total - finished),
+        "pending": counts.pending,
         "generated_anew": counts.generated_anew,
         "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
         "spent": {
