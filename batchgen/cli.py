@@ -135,11 +135,12 @@ def _run(args: argparse.Namespace) -> int:
         debug_http=args.debug,
     )
     report = asyncio.run(_run_async(args, settings))
-    print(_describe(report, args.out), file=sys.stderr)
     code = _exit_code(report)
+    # Files first, words last: a closed stderr (`| head`) must not cost the report or summary.
     _refresh_report(args.out, report)
     if args.summary_json is not None:
         _write_summary(args.summary_json, report, args.out, code)
+    print(_describe(report, args.out), file=sys.stderr)
     return code
 
 
