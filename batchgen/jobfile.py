@@ -28,7 +28,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,15 @@ __all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file
 MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request-Id
 MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
 _REMOTE_SCHEMES = ("http://", "https://", "data:")
+_IMAGE_FIELDS = frozenset(IMAGE_FIELDS)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs more than the rest of a valid job's checks
 class Job:
     """One validated job: its ``id``, the JSON ``body`` to POST (exactly the job's API fields,
-    local files already turned into data URIs), and where it came from (1-based ``line``)."""
+    local files already turned into data URIs), and where it came from (1-based ``line``).
+    Read-only by convention."""
 
     id: str
     body: dict[str, Any]
@@ -128,11 +129,10 @@ def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileS
         else:
             job_id = item.id
             count += 1
-            if only is None:
-                models[item.model] += 1
-            elif job_id in only:
-                models[item.model] += 1
-                found.add(job_id)
+            if only is None or job_id in only:
+                models[item.body["model"]] += 1
+                if only is not None:
+                    found.add(job_id)
         digest = hash(job_id)  # SipHash, seeded per process: only compared within this scan
         if digest in seen:
             suspects.add(job_id)
@@ -260,7 +260,7 @@ class _Defaults:
                 problems.append(JobFileProblem(name, line, None, f"defaults.{model}", message))
         return cls(defaults, common, per_model, problems)
 
-    def for_model(self, name: str, model: Any, job_id: str) -> tuple[dict[str, Any], list[JobFileProblem]]:
+    def for_model(self, name: str, model: Any, job_id: Any) -> tuple[dict[str, Any], list[JobFileProblem]]:
         """The defaults a job of ``model`` gets, and any common default that model refuses
         (reported for its first job only). The mapping returned is shared: copy before changing it."""
         if not isinstance(model, str) or model not in MODELS:  # reported as the job's own problem
@@ -271,8 +271,9 @@ class _Defaults:
         problems = []
         for key in self.common:
             if key not in accepted:
+                job = "" if job_id is None else str(job_id)
                 message = (
-                    f"{model} has no field {key!r}, and job {job_id!r} is one of its jobs; give the "
+                    f"{model} has no field {key!r}, and job {job!r} is one of its jobs; give the "
                     f"default under the names of the models that take it (`defaults:` -> `{_taker(key)}:`)"
                 )
                 problems.append(
@@ -288,51 +289,66 @@ def _taker(key: str) -> str:
     return next((m for m, request in MODELS.items() if key in request.model_fields), "<model>")
 
 
+_Found = tuple[str | None, str | None, str, int | None]  # job id, field, message, line if known
+
+
 def _build_job(
     name: str, base_dir: Path, entry: Entry, defaults: _Defaults, *, validate: bool = True
 ) -> Job | _Invalid:
-    def problem(job_id: str | None, fld: str | None, message: str, line: int | None = None) -> JobFileProblem:
-        top = fld.split("[")[0].split(".")[0] if fld else None
-        found = entry.key_lines.get(top or "") or defaults.entry.key_lines.get(top or "")
-        return JobFileProblem(name, line or found or entry.line, job_id, fld, message)
-
-    if not isinstance(entry.raw, dict):
-        message = f"a job must be a mapping of fields, got {show_value(entry.raw)}"
-        return _Invalid(None, entry.line, [problem(None, None, message)])
-    # (map: the keys are looked at in C; a million-line file pays this a million times)
-    raw = (
-        entry.raw
-        if all(map(isinstance, entry.raw, repeat(str)))
-        else {str(k): v for k, v in entry.raw.items()}
-    )
-    problems = [problem(None, key, msg, line) for key, line, msg in entry.repeated] if entry.repeated else []
-    model_defaults, default_problems = defaults.for_model(name, raw.get("model"), str(raw.get("id", "")))
-    problems += default_problems
+    raw = entry.raw
+    if not isinstance(raw, dict):
+        message = f"a job must be a mapping of fields, got {show_value(raw)}"
+        return _Invalid(None, entry.line, [_located(name, entry, defaults, (None, None, message, None))])
+    # (a million-line file takes this path a million times: the checks of a valid job are cheap,
+    # and each problem is located only once it is known to be one)
+    model_defaults, problems = defaults.for_model(name, raw.get("model"), raw.get("id"))
     fields = {**model_defaults, **raw}
     fields.pop("id", None)
     job_id, id_problem = _job_id(raw, fields)
+    found: list[_Found] = [(None, key, msg, line) for key, line, msg in entry.repeated]
     if id_problem:
-        problems.append(problem(None, "id", id_problem))
-    problems += _model_problems(fields, job_id, problem)
+        found.append((None, "id", id_problem, None))
+    model_problem = _model_problem(fields.get("model"))
+    if model_problem:
+        found.append((job_id, "model", model_problem, None))
     known_id = job_id if "id" in raw and not id_problem else None  # a given id may still repeat
-    if problems:
-        return _Invalid(known_id, entry.line, problems)
-    body, sources, file_problems = _resolve_local_images(fields, base_dir)
-    problems = [problem(job_id, fld, msg) for fld, msg in file_problems]
-    try:
-        if validate:
-            image_request_adapter.validate_python(body)
-    except ValidationError as exc:
-        explained = (_explain(err, fields) for err in exc.errors())
-        # A local file already reported (missing, not an image) is not reported again as a bad URL.
-        problems += [problem(job_id, fld, msg) for fld, msg in explained if fld not in dict(file_problems)]
-    return _Invalid(known_id, entry.line, problems) if problems else Job(job_id, body, entry.line, sources)
+    if not found and not problems:
+        body, sources, file_problems = _resolve_local_images(fields, base_dir)
+        found = [(job_id, fld, msg, None) for fld, msg in file_problems]
+        try:
+            if validate:
+                _validate_request(body)
+        except ValidationError as exc:
+            explained = (_explain(err, fields) for err in exc.errors())
+            # A local file already reported (missing, not an image) is not reported again as a bad URL.
+            found += [(job_id, fld, msg, None) for fld, msg in explained if fld not in dict(file_problems)]
+        if not found:
+            return Job(job_id, body, entry.line, sources)
+    problems += [_located(name, entry, defaults, problem) for problem in found]
+    return _Invalid(known_id, entry.line, problems)
+
+
+def _located(name: str, entry: Entry, defaults: _Defaults, found: _Found) -> JobFileProblem:
+    """A job's problem at its known line, or else the line of the field's key in the job or in
+    ``defaults:``, or else the job's own line."""
+    job_id, fld, message, line = found
+    top = fld.split("[")[0].split(".")[0] if fld else ""
+    at = line or entry.key_lines.get(top) or defaults.entry.key_lines.get(top) or entry.line
+    return JobFileProblem(name, at, job_id, fld, message)
 
 
 def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | None]:
+    """The job's id and the problem with it, if any (an id is derived from the request when
+    the job gives none)."""
     if "id" not in raw:
         return "job-" + hashlib.sha256(_canonical(fields).encode()).hexdigest()[:16], None
     value = raw["id"]
+    if type(value) is str and _PLAIN_ID.fullmatch(value) and not value.isspace():
+        return value, None  # the common case, decided by one regex
+    return _id_problem(value)
+
+
+def _id_problem(value: Any) -> tuple[str, str | None]:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return "?", f"must be a string or an integer, got {show_value(value)}"
     text = str(value)
@@ -345,6 +361,8 @@ def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | Non
     return text, None
 
 
+_validate_request = image_request_adapter.validator.validate_python  # without the adapter's wrapper
+_PLAIN_ID = re.compile(f"[^\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_LENGTH}}}")  # no Cc, not too long
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)  # one, reused
 
 
@@ -356,13 +374,12 @@ def _canonical(fields: dict[str, Any]) -> str:
         return repr(fields)
 
 
-def _model_problems(fields: dict[str, Any], job_id: str, problem: Any) -> list[JobFileProblem]:
-    model = fields.get("model")
+def _model_problem(model: Any) -> str | None:
+    if type(model) is str and model in MODELS:
+        return None
     if model is None:
-        return [problem(job_id, "model", f"missing; one of: {', '.join(MODELS)}")]
-    if not isinstance(model, str) or model not in MODELS:
-        return [problem(job_id, "model", unknown_name("model", model, MODELS))]
-    return []
+        return f"missing; one of: {', '.join(MODELS)}"
+    return unknown_name("model", model, MODELS)
 
 
 def _resolve_local_images(
@@ -370,7 +387,7 @@ def _resolve_local_images(
 ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
     """Replace local file paths in image fields by data URIs; return the body, the image fields
     as written (see :attr:`Job.request`) and any problems."""
-    if not any(fld in fields for fld in IMAGE_FIELDS):
+    if _IMAGE_FIELDS.isdisjoint(fields):
         return fields, {}, []
     body = dict(fields)
     sources: dict[str, Any] = {}

@@ -91,7 +91,9 @@ def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
             if not text:
                 continue
             try:
-                raw = _DECODER.decode(text)
+                raw, end = _DECODER.raw_decode(text)  # (``text`` is stripped: no whitespace around)
+                if end != len(text):
+                    raise json.JSONDecodeError("Extra data", text, end)
             except (ValueError, RecursionError) as exc:
                 yield JobFileProblem(name, number, None, None, f"invalid JSON: {exc}")
                 continue
@@ -244,7 +246,10 @@ def _mapping_entry(loader: yaml.SafeLoader, node: yaml.Node, *, construct: bool 
     line = node.start_mark.line + 1
     if not isinstance(node, yaml.MappingNode):
         return Entry(loader.construct_document(node), line)
-    entry = Entry(loader.construct_document(node) if construct else {}, line)
+    raw = loader.construct_document(node) if construct else {}
+    if not all(isinstance(key, str) for key in raw):  # YAML allows `1:` or `true:` as keys
+        raw = {str(key): value for key, value in raw.items()}
+    entry = Entry(raw, line)
     for key_node, _ in node.value:
         key = str(key_node.value)
         if key in entry.key_lines:
