@@ -293,3 +293,29 @@ def test_a_misspelt_model_under_defaults_is_named(tmp_path):
         "field 'defaults.reve/create-imag': unknown model 'reve/create-imag'; did you mean 'reve/create-image'?"
         in message
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("plain-id_1", None),
+        ("a" * 200, None),
+        ("déjà vu", None),
+        (7, None),
+        (True, "must be a string or an integer, got True"),
+        ("", "must not be empty"),
+        ("  \u3000", "must not be empty"),
+        ("a" * 201, "is 201 characters long; the limit is 200"),
+        ("tab\there", "must not contain control characters"),
+        ("c1\x85", "must not contain control characters"),
+    ],
+)
+def test_an_id_is_a_short_printable_string_or_an_integer(tmp_path, given, problem):
+    path = write_jsonl(tmp_path / "j.jsonl", [{"id": given, "model": "reve/create-image", "prompt": "p"}])
+    if problem is None:
+        assert scan_job_file(path).count == 1
+        (job,) = iter_jobs(path)
+        assert job.id == str(given)
+    else:
+        (message,) = problems_of(path)
+        assert message.endswith(f"field 'id': {problem}"), message
