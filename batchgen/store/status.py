@@ -99,25 +99,26 @@ def _check(path: Path, size: int, sha256: str) -> str | None:
     return None
 
 
-def read_records(out_dir: Path) -> list[ManifestRecord]:
-    """The current (last) record of every job of ``out_dir``, by job id (blocking).
+def read_records(out_dir: Path, status: Status | None = None) -> list[ManifestRecord]:
+    """The current (last) record of every job of ``out_dir`` (or of those whose record has
+    ``status``), by job id (blocking).
 
     Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
     """
     db = _open(out_dir)
     try:
-        return list(db.current_records())
+        return list(db.current_records(status=None if status is None else status.value))
     finally:
         db.close()
 
 
 async def failed_records(out_dir: Path) -> list[ManifestRecord]:
-    """The current record of every failed job of ``out_dir`` (``batchgen failed``), by job id.
+    """The current record of every failed job of ``out_dir`` (``batchgen failed``), by job id;
+    the others are not read.
 
     Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
     """
-    records = await asyncio.to_thread(read_records, out_dir)
-    return [r for r in records if r.status is Status.FAILED]
+    return await asyncio.to_thread(read_records, out_dir, Status.FAILED)
 
 
 async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:
