@@ -71,9 +71,7 @@ def _verify(out_dir: Path) -> tuple[int, list[ImageProblem]]:
     db = _open(out_dir)
     checked, problems = 0, []
     try:
-        for record in db.current_records():
-            if record.status is not Status.SUCCEEDED:
-                continue
+        for record in db.current_records(status=Status.SUCCEEDED.value):
             for image in record.images:
                 checked += 1
                 problem = _check(out_dir / image.path, image.bytes, image.sha256)
