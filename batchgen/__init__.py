@@ -7,10 +7,36 @@ and ``metrics`` (gates a run composes), ``plan`` and ``report`` (read a folder, 
 ``simulator`` is a stand-in API.
 """
 
-from batchgen.errors import BatchgenError
-from batchgen.jobfile import Job, iter_jobs, scan_job_file
-from batchgen.runner import RunReport, StopReason, run_batch
-from batchgen.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchgen.errors import BatchgenError
+    from batchgen.jobfile import Job, iter_jobs, scan_job_file
+    from batchgen.runner import RunReport, StopReason, run_batch
+    from batchgen.settings import Settings
+
+# Each name is imported on first use (PEP 562): `import batchgen.jobfile` (and so `batchgen
+# validate` or `status`) then does not import the runner, aiohttp and the rest.
+_HOME = {
+    "BatchgenError": "batchgen.errors",
+    "Job": "batchgen.jobfile",
+    "iter_jobs": "batchgen.jobfile",
+    "scan_job_file": "batchgen.jobfile",
+    "RunReport": "batchgen.runner",
+    "StopReason": "batchgen.runner",
+    "run_batch": "batchgen.runner",
+    "Settings": "batchgen.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'batchgen' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
 
 __all__ = [
     "BatchgenError",

@@ -27,6 +27,7 @@ from batchgen.errors import (
     JobCrashed,
     RequestError,
     StorageError,
+    failure_kind,
 )
 from batchgen.gates import Gates
 from batchgen.images import InvalidImage, decode_b64_image
@@ -46,7 +47,7 @@ from batchgen.store import (
     utc_now,
 )
 
-__all__ = ["FAILURE_KINDS", "JobAttempt", "RunControl", "Verdict", "failure_kind", "judge"]
+__all__ = ["JobAttempt", "RunControl", "Verdict", "judge"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,8 +140,9 @@ def judge(
     Like a build tool's rebuild of changed inputs: a finished job whose request changed since
     its record is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
     A row without a fingerprint (a folder older than schema 2) is taken as unchanged. A job that
-    failed for good is sent again when its kind is among ``retry_failed`` (see :func:`failure_kind`;
-    ``all`` is every kind but ``violation``, which is sent again only when named).
+    failed for good is sent again when its kind is among ``retry_failed`` (see
+    :func:`~batchgen.errors.failure_kind`; ``all`` is every kind but ``violation``, which is sent
+    again only when named).
     """
     if row is None:
         return Verdict()
@@ -157,24 +159,6 @@ def judge(
         again = kind in retry_failed or ("all" in retry_failed and kind != "violation")
         return Verdict(None, fresh=True) if again else Verdict(Outcome.FAILED_FINAL)
     return Verdict()
-
-
-FAILURE_KINDS = {  # recorded error kind -> the name --retry-failed takes
-    "ContentViolation": "violation",
-    "RequestRejected": "rejected",
-    "expired": "expired",
-    "internal": "internal",
-    "DownloadError": "download",
-    "RequestError": "empty",
-}
-"""What a final failure is, in ``--retry-failed``'s words: ``violation`` (content flagged),
-``rejected`` (400/422: the body), ``expired`` (the CDN refused the image URL for good),
-``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image)."""
-
-
-def failure_kind(recorded: str | None) -> str:
-    """The ``--retry-failed`` name of a recorded error kind (others: lower-cased)."""
-    return FAILURE_KINDS.get(recorded or "", (recorded or "unknown").lower())
 
 
 class JobAttempt:

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "FAILURE_KINDS",
     "ApiError",
     "AuthenticationError",
     "BatchgenError",
@@ -57,6 +58,7 @@ __all__ = [
     "TransportError",
     "Unreachable",
     "UsageError",
+    "failure_kind",
 ]
 
 
@@ -305,3 +307,21 @@ class JobCrashed(RequestError):
 
     kind_name = "internal"
     hint = "please report it with the log; the other jobs go on"
+
+
+FAILURE_KINDS = {  # recorded error kind -> the name --retry-failed takes
+    "ContentViolation": "violation",
+    "RequestRejected": "rejected",
+    "expired": "expired",
+    "internal": "internal",
+    "DownloadError": "download",
+    "RequestError": "empty",
+}
+"""What a final failure is, in ``--retry-failed``'s words: ``violation`` (content flagged),
+``rejected`` (400/422: the body), ``expired`` (the CDN refused the image URL for good),
+``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image)."""
+
+
+def failure_kind(recorded: str | None) -> str:
+    """The ``--retry-failed`` name of a recorded error kind (others: lower-cased)."""
+    return FAILURE_KINDS.get(recorded or "", (recorded or "unknown").lower())

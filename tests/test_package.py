@@ -7,6 +7,8 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,10 @@ def test_simulator_stands_apart():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("batchgen."):
                 assert node.module.startswith("batchgen.simulator"), f"{path.name} imports {node.module}"
+
+
+def test_the_command_line_imports_the_runner_only_for_the_commands_that_send():
+    # `validate`, `status` and the other read-only commands start without aiohttp or Jinja2.
+    code = "import sys, batchgen.cli; print(sorted(m for m in ('aiohttp', 'jinja2', 'batchgen.runner') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
