@@ -324,8 +324,7 @@ def _build_job(
             found += [(job_id, fld, msg, None) for fld, msg in explained if fld not in dict(file_problems)]
         if not found:
             return Job(job_id, body, entry.line, sources)
-    problems += [_located(name, entry, defaults, problem) for problem in found]
-    return _Invalid(known_id, entry.line, problems)
+    return _Invalid(known_id, entry.line, [*problems, *(_located(name, entry, defaults, p) for p in found)])
 
 
 def _located(name: str, entry: Entry, defaults: _Defaults, found: _Found) -> JobFileProblem:
