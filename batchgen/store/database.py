@@ -16,6 +16,7 @@ This module is synchronous: :class:`StateDatabase` runs on the store's one datab
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -110,6 +111,7 @@ TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
 """Every allowed ``(from, to)`` move of a job (as dask's scheduler lists its transitions)."""
 
 
+@functools.cache  # (three moves per job: the table is walked once per target, not per move)
 def _sources(target: JobState) -> tuple[str, ...]:
     return tuple(sorted(source.value for source, to in TRANSITIONS if to is target))
 
