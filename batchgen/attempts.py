@@ -240,7 +240,7 @@ class JobAttempt:
     async def _generate(self) -> Answer:
         """Send the request until answered, retried per policy."""
         control = self._control
-        fingerprint = self.job.fingerprint  # (once, not per retry: a canonical dump and a hash)
+        fingerprint = self.job.fingerprint
         async for attempt in retrying(
             control.policy,
             control.generation_gates,

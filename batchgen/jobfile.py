@@ -57,6 +57,7 @@ class Job:
     body: dict[str, Any]
     line: int | None
     sources: dict[str, Any] = field(default_factory=dict)  # image fields as written (paths made absolute)
+    _fingerprint: str = field(default="", init=False, repr=False, compare=False)  # once computed
 
     @property
     def request(self) -> dict[str, Any]:
@@ -72,8 +73,11 @@ class Job:
     @property
     def fingerprint(self) -> str:
         """What the request is, in 32 hex digits: the SHA-256 of its canonical body. Local files
-        are in the body as data URIs, so an edited reference image changes it too."""
-        return hashlib.sha256(_canonical(self.body).encode()).hexdigest()[:32]
+        are in the body as data URIs, so an edited reference image changes it too. Computed
+        once (a run asks when it judges the job and when it sends it)."""
+        if not self._fingerprint:
+            self._fingerprint = hashlib.sha256(_canonical(self.body).encode()).hexdigest()[:32]
+        return self._fingerprint
 
     def images(self) -> list[str | list[str]]:
         """The values of the body's image fields (URLs or data URIs), for sizing it."""
