@@ -271,9 +271,9 @@ class StateDatabase:
                 )
         return found
 
-    def current_records(self, *, status: str | None = None) -> Iterator[ManifestRecord]:
-        """Each job's last record, in job id order (what ``verify`` checks); with ``status``
-        (``succeeded`` or ``failed``), only the records of that status, picked by SQLite."""
+    def current_records(self, *, status: Status | None = None) -> Iterator[ManifestRecord]:
+        """Each job's last record, in job id order (what ``verify`` checks); with ``status``,
+        only the records of that status, picked by SQLite."""
         cursor = self._db.execute(
             "SELECT r.record FROM jobs JOIN records r ON r.seq = jobs.record_seq"
             " WHERE ?1 IS NULL OR json_extract(r.record, '$.status') = ?1 ORDER BY jobs.job_id",

@@ -71,7 +71,7 @@ def _verify(out_dir: Path) -> tuple[int, list[ImageProblem]]:
     db = _open(out_dir)
     checked, problems = 0, []
     try:
-        for record in db.current_records(status=Status.SUCCEEDED.value):
+        for record in db.current_records(status=Status.SUCCEEDED):
             for image in record.images:
                 checked += 1
                 problem = _check(out_dir / image.path, image.bytes, image.sha256)
@@ -105,7 +105,7 @@ def read_records(out_dir: Path, status: Status | None = None) -> list[ManifestRe
     """
     db = _open(out_dir)
     try:
-        return list(db.current_records(status=None if status is None else status.value))
+        return list(db.current_records(status=status))
     finally:
         db.close()
 
