@@ -12,6 +12,12 @@ The API publishes no requests-per-minute figure and sends 429 without ``Retry-Af
   ``C * (t - K)**3 + w_max`` with ``C = 0.4`` and ``K = cbrt(w_max * (1 - beta) / C)``, so it is
   back at ``w_max`` ``K`` seconds after the cut and probes above it after that (RFC 9438). As in
   botocore, the rate never runs ahead of twice the measured sending rate (or ``w_max``).
+* ``w_max`` is the rate the server *admitted* in the second before the refused request, not
+  botocore's sending rate: far above a limit (the run's opening burst of ``--concurrency``
+  requests), botocore's one 0.7 step per burst of 429s costs a round of refusals each time.
+  Refusals of requests sent before a cut that arrive after it lower that cut's ``w_max``
+  further instead of cutting again, and far above a limit the next request waits until the
+  refused burst's second has passed.
 * A 429 cuts again only when it is news: the request was sent after the last cut (one cut per
   burst, like TCP's one reduction per round trip), and either the rate has grown back to
   ``w_max`` (``t >= K``) or more than ``1 - beta`` of the answers since the cut were 429s (the
@@ -31,10 +37,11 @@ Both are gates (:mod:`batchgen.gates`). Time is the event loop's clock unless a 
 from __future__ import annotations
 
 import asyncio
-import collections
+import bisect
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
@@ -53,6 +60,52 @@ HEAVY_ANSWERS = 20  # ... before it may call for a cut ahead of the curve (few a
 MEASURE_WINDOW = 1.0  # seconds of sends the measured sending rate looks back over
 RATE_BLIND = 1.5  # 429s in the climb's faster half at most this times the slower half's share
 MARGIN = 0.05  # share of 429s above the background one that still calls for a cut
+MIN_SPAN = 0.1  # seconds: the shortest time a sending rate is measured over
+
+
+@dataclass(slots=True)
+class _Window:
+    """The sends from a second before the request whose 429 made a cut up to the cut, as far as
+    is known.
+
+    ``start``, ``end``: the window ``(start, end]`` (clock seconds); ``sent``: starts in it;
+    ``refused``: those answered 429 so far; ``span``: seconds of it the run was sending (under
+    1 s in its first second); ``oldest``: its first start; ``cap``: the rate before the cut
+    (requests per second).
+    """
+
+    start: float
+    end: float
+    sent: int
+    refused: int
+    span: float
+    oldest: float
+    cap: float
+
+    def holds(self, sent_at: float) -> bool:
+        """Whether a request started at ``sent_at`` is one of this window's sends."""
+        return self.start < sent_at <= self.end
+
+    def far_above(self) -> bool:
+        """More refused than one ``beta`` cut can make up for: the server admits far less."""
+        return self.sent >= MIN_ANSWERS and self.refused > (1 - BETA) * self.sent
+
+    def w_max(self, background: float) -> float:
+        """The rate to come back to (requests per second).
+
+        botocore takes the sending rate at the throttle; far above a limit that costs one
+        ``beta`` step, and one round of refusals, per burst. Here it is the rate the server
+        *admitted*: the window's sends less those refused beyond the background share (once
+        there are enough of them to judge). Far above, admitted per whole second: a burst sent
+        at one instant (the run's start) has no rate of its own, and limits count per second or
+        longer.
+        """
+        admitted = float(self.sent)
+        if self.sent >= MIN_ANSWERS:
+            admitted -= max(0.0, self.refused - background * self.sent)
+        span = max(self.span, MEASURE_WINDOW) if self.far_above() else self.span
+        estimate = max(admitted, 1.0) / span  # n refused of n: the server admits under 1 in n
+        return max(MIN_RATE, min(estimate, self.cap))
 
 
 class AdaptiveRate:
@@ -69,12 +122,15 @@ class AdaptiveRate:
         self._w_max = 0.0
         self._k = 0.0
         self._last_cut = -math.inf
+        self._window: _Window | None = None  # what the last cut was measured on
+        self._logged_rate = math.inf
         self._answers_since_cut = 0
         self._throttled_since_cut = 0
         self._halves = [[0, 0], [0, 0]]  # [answers, 429s] to sends in each half of the climb
         self._background = 0.0  # share of 429s a cut did not lower: not caused by the rate
         self._next_start = -math.inf  # GCRA theoretical arrival time of the next start
-        self._sent = _Meter()
+        self._sent = _Meter()  # request starts
+        self._refused = _Meter()  # starts of the requests answered 429
         self._turn = asyncio.Lock()  # FIFO: waiters take sending slots in order
 
     def now(self) -> float:
@@ -107,10 +163,18 @@ class AdaptiveRate:
             half[0] += 1
             half[1] += throttled
         if throttled:
+            self._refused.record(send.sent_at)
             if fresh:
                 self._throttled_since_cut += 1
                 if self._should_cut(now):
-                    self._cut(now)
+                    self._cut(now, send.sent_at - MEASURE_WINDOW)
+            elif self._window and self._window.holds(send.sent_at):
+                # a send the last cut counted as admitted was refused: the cut was too shallow
+                self._window.refused += 1
+                self._set_from_window(now)
+                if self.rate < self._logged_rate / 2:  # a burst's refusals: say where it lands
+                    self._logged_rate = self.rate
+                    log.info("%s", self.reason)
             return
         if self.rate < math.inf:
             grown = SCALE * (now - self._last_cut - self._k) ** 3 + self._w_max
@@ -147,47 +211,80 @@ class AdaptiveRate:
         log.info("%.0f%% of answers are 429s whatever the rate: not caused by it", share * 100)
         return min(share, 1 - BETA)
 
-    def _cut(self, now: float) -> None:
-        sending = self._sent.rate(now)
-        answers, throttled = self._answers_since_cut, self._throttled_since_cut
-        # w_max: the sending rate when throttled, as botocore measures it, less the share of it
-        # the server refused (beyond the 429s not caused by the rate): far above a limit, one
-        # cut lands near it instead of one 0.7 step per burst.
-        # (+1: n refusals out of n say the server accepts less than 1 in n+1, not none at all)
-        excess = max(0.0, throttled / (answers + 1) - self._background) if answers >= MIN_ANSWERS else 0.0
-        self._w_max = max(MIN_RATE, min(sending, self.rate) * (1 - excess))
-        self._k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
-        self.rate = max(MIN_RATE, self._w_max * BETA)
+    def _cut(self, now: float, since: float) -> None:
+        self._window = _Window(
+            start=since,
+            end=now,
+            sent=self._sent.count(since, now),
+            refused=self._refused.count(since, now),
+            span=self._sent.span(since, now),
+            oldest=self._sent.oldest(since, now),
+            cap=self.rate,
+        )
         self._last_cut = now
         self._answers_since_cut = self._throttled_since_cut = 0
         self._halves = [[0, 0], [0, 0]]
-        self._next_start = max(self._next_start, now + 1.0 / self.rate)
-        self.reason = f"429s: sending rate lowered to {self.rate:.1f}/s (was sending {sending:.1f}/s)"
+        self._set_from_window(now)
+        self._logged_rate = self.rate
         log.info("%s", self.reason)
+
+    def _set_from_window(self, now: float) -> None:
+        """Set ``w_max``, ``K`` and the rate from the last cut's window (botocore: the rate
+        becomes ``beta * w_max``).
+
+        botocore's ``w_max`` is the sending rate itself, and far above a limit that takes one
+        ``beta`` step per burst of 429s, each burst costing a round of refusals. Here ``w_max``
+        is the rate the server *admitted* of the window (see :class:`_Window`), lowered again as
+        the refusals of sends still unanswered at the cut arrive: a burst lands near the limit
+        in one cut. Far above, the next start also waits for the window to pass: the requests
+        the server admitted in it still count against the limit until then.
+        """
+        window = self._window
+        assert window is not None
+        self._w_max = window.w_max(self._background)
+        self._k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
+        self.rate = max(MIN_RATE, self._w_max * BETA)
+        resume = now + 1.0 / self.rate
+        if window.far_above():
+            resume = max(resume, window.oldest + MEASURE_WINDOW)
+        self._next_start = max(self._next_start, resume)
+        self.reason = (
+            f"429s: sending rate lowered to {self.rate:.1f}/s (was sending "
+            f"{window.sent / window.span:.1f}/s, {window.refused} of {window.sent} refused)"
+        )
 
 
 class _Meter:
-    """Events per second over the last second (or since the first event)."""
+    """Events of the recent past by the time each happened (seconds, sorted; recorded mostly in
+    order: a 429 is recorded by its request's start)."""
 
     def __init__(self) -> None:
-        self._times: collections.deque[float] = collections.deque()
-        self._first: float | None = None
+        self._times: list[float] = []
+        self._first = math.inf
 
-    def record(self, now: float) -> None:
-        if self._first is None:
-            self._first = now
-        self._times.append(now)
-        self._forget(now)
+    def record(self, when: float) -> None:
+        self._first = min(self._first, when)
+        bisect.insort(self._times, when)
+        if self._times[0] < when - 4 * MEASURE_WINDOW:  # forget in batches: amortized O(1)
+            del self._times[: bisect.bisect_left(self._times, when - 2 * MEASURE_WINDOW)]
+
+    def count(self, since: float, until: float) -> int:
+        """Events in ``(since, until]``."""
+        return bisect.bisect_right(self._times, until) - bisect.bisect_right(self._times, since)
+
+    def oldest(self, since: float, until: float) -> float:
+        """The first event in ``(since, until]`` (``until`` if none)."""
+        first = bisect.bisect_right(self._times, since)
+        return self._times[first] if self.count(since, until) else until
+
+    def span(self, since: float, until: float) -> float:
+        """Seconds of ``(since, until]`` after the first event ever (at least ``MIN_SPAN``)."""
+        return max(until - max(since, self._first), MIN_SPAN)
 
     def rate(self, now: float) -> float:
-        self._forget(now)
-        if self._first is None:
-            return 0.0
-        return len(self._times) / min(MEASURE_WINDOW, max(now - self._first, 0.1))
-
-    def _forget(self, now: float) -> None:
-        while self._times and self._times[0] < now - MEASURE_WINDOW:
-            self._times.popleft()
+        """Events per second over the last second (or since the first event)."""
+        since = now - MEASURE_WINDOW
+        return self.count(since, now) / self.span(since, now)
 
 
 class RateCeiling:

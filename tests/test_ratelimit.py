@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import random
+
+import pytest
 
 from batchgen.errors import RateLimited, ServerError
 from batchgen.gates import Send
@@ -113,17 +116,35 @@ def test_the_rate_grows_back_in_time_not_per_success():
     assert limiter.rate > cut
 
 
-def test_a_burst_of_429s_cuts_once():
+def test_a_burst_of_429s_cuts_once_to_what_the_server_admitted(caplog):
+    clock = Clock()
+    limiter = AdaptiveRate(clock=clock)
+    sends = []
+    for _ in range(10):  # no limit yet: sent 1 ms apart, the first answered after the last left
+        sends.append(send_at(limiter, clock))
+        clock.now += 0.001
+    answers = [RateLimited("429")] * 3 + [None] * 3 + [RateLimited("429")] * 4  # 3 admitted
+    with caplog.at_level(logging.INFO, logger="batchgen.ratelimit"):
+        for send, error in zip(sends, answers, strict=True):
+            limiter.settle(send, error)
+    assert [r.message for r in caplog.records] == [  # one cut, and where it lands on the way
+        "429s: sending rate lowered to 63.0/s (was sending 100.0/s, 1 of 10 refused)",
+        "429s: sending rate lowered to 4.2/s (was sending 100.0/s, 4 of 10 refused)",
+    ]
+    assert limiter.rate == pytest.approx(BETA * 3)  # all refusals known: 3 admitted a second
+    assert limiter.reason.startswith("429s: sending rate lowered to 2.1/s")
+    assert limiter.reserve(clock.now) >= sends[0].sent_at + 1.0  # the burst's second passes first
+
+
+def test_refusals_below_the_far_above_share_lower_the_rate_by_beta_from_what_was_sent():
     clock = Clock()
     limiter = AdaptiveRate(clock=clock)
     sends = [send_at(limiter, clock) for _ in range(10)]
     clock.now += 0.001
-    limiter.settle(sends[0], RateLimited("429"))
-    first = limiter.rate
-    assert first < math.inf
-    for send in sends[1:]:
-        limiter.settle(send, RateLimited("429"))  # sent before the cut: the same news
-    assert limiter.rate == first
+    for send in sends:
+        limiter.settle(send, RateLimited("429") if send is sends[0] else None)
+    assert limiter.rate == pytest.approx(BETA * 90)  # 9 of 10 admitted, sent within 0.1 s
+    assert limiter.reserve(clock.now) < sends[0].sent_at + 0.1  # no wait for the second to pass
 
 
 async def test_paced_starts_are_evenly_spaced_on_the_loops_clock():
