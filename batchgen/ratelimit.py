@@ -246,7 +246,10 @@ class AdaptiveRate:
         self.rate = max(MIN_RATE, self._w_max * BETA)
         resume = now + 1.0 / self.rate
         if window.far_above():
-            resume = max(resume, window.oldest + MEASURE_WINDOW)
+            # the server counted its requests from their arrival, up to a round trip (that of
+            # the 429 that made the cut) after they left
+            round_trip = window.end - (window.start + MEASURE_WINDOW)
+            resume = max(resume, window.oldest + MEASURE_WINDOW + round_trip)
         self._next_start = max(self._next_start, resume)
         self.reason = (
             f"429s: sending rate lowered to {self.rate:.1f}/s (was sending "
