@@ -61,6 +61,9 @@ MEASURE_WINDOW = 1.0  # seconds of sends the measured sending rate looks back ov
 RATE_BLIND = 1.5  # 429s in the climb's faster half at most this times the slower half's share
 MARGIN = 0.05  # share of 429s above the background one that still calls for a cut
 MIN_SPAN = 0.1  # seconds: the shortest time a sending rate is measured over
+FEW_EVENTS = 3  # the fewest events a sending rate is measured on, when there are that many
+HORIZON = 60.0  # seconds of sends the meters keep (a cut looks back to a second before the
+# refused request left, which with slow generations can be long ago)
 
 
 @dataclass(slots=True)
@@ -167,7 +170,8 @@ class AdaptiveRate:
             if fresh:
                 self._throttled_since_cut += 1
                 if self._should_cut(now):
-                    self._cut(now, send.sent_at - MEASURE_WINDOW)
+                    since = max(send.sent_at - MEASURE_WINDOW, now - HORIZON)
+                    self._cut(now, since)
             elif self._window and self._window.holds(send.sent_at):
                 # a send the last cut counted as admitted was refused: the cut was too shallow
                 self._window.refused += 1
@@ -229,15 +233,11 @@ class AdaptiveRate:
         log.info("%s", self.reason)
 
     def _set_from_window(self, now: float) -> None:
-        """Set ``w_max``, ``K`` and the rate from the last cut's window (botocore: the rate
-        becomes ``beta * w_max``).
+        """Set ``w_max`` (see :meth:`_Window.w_max`), ``K`` and the rate (botocore: ``beta *
+        w_max``) from the last cut's window; again each time one of its refusals arrives late.
 
-        botocore's ``w_max`` is the sending rate itself, and far above a limit that takes one
-        ``beta`` step per burst of 429s, each burst costing a round of refusals. Here ``w_max``
-        is the rate the server *admitted* of the window (see :class:`_Window`), lowered again as
-        the refusals of sends still unanswered at the cut arrive: a burst lands near the limit
-        in one cut. Far above, the next start also waits for the window to pass: the requests
-        the server admitted in it still count against the limit until then.
+        Far above a limit, the next start also waits for the window to pass: the requests the
+        server admitted in it count against the limit until then.
         """
         window = self._window
         assert window is not None
@@ -266,10 +266,11 @@ class _Meter:
         self._first = math.inf
 
     def record(self, when: float) -> None:
+        """Note an event at ``when``; events over ``HORIZON`` before it may be forgotten."""
         self._first = min(self._first, when)
         bisect.insort(self._times, when)
-        if self._times[0] < when - 4 * MEASURE_WINDOW:  # forget in batches: amortized O(1)
-            del self._times[: bisect.bisect_left(self._times, when - 2 * MEASURE_WINDOW)]
+        if self._times[0] < when - 2 * HORIZON:  # forget in batches: amortized O(1)
+            del self._times[: bisect.bisect_left(self._times, when - HORIZON)]
 
     def count(self, since: float, until: float) -> int:
         """Events in ``(since, until]``."""
@@ -285,9 +286,14 @@ class _Meter:
         return max(until - max(since, self._first), MIN_SPAN)
 
     def rate(self, now: float) -> float:
-        """Events per second over the last second (or since the first event)."""
-        since = now - MEASURE_WINDOW
-        return self.count(since, now) / self.span(since, now)
+        """Events per second over the last second (or since the first event), or over the last
+        ``FEW_EVENTS`` events when the last second holds fewer (a second says little at 0.5/s)."""
+        end = bisect.bisect_right(self._times, now)
+        start = min(bisect.bisect_right(self._times, now - MEASURE_WINDOW), max(end - FEW_EVENTS, 0))
+        if end - start < FEW_EVENTS:
+            return self.count(now - MEASURE_WINDOW, now) / self.span(now - MEASURE_WINDOW, now)
+        since = min(now - MEASURE_WINDOW, self._times[start])
+        return (end - start) / self.span(since, now)
 
 
 class RateCeiling:

@@ -15,7 +15,7 @@ import pytest
 
 from batchgen.errors import RateLimited, ServerError
 from batchgen.gates import Send
-from batchgen.ratelimit import BETA, AdaptiveRate, RateCeiling
+from batchgen.ratelimit import BETA, MIN_RATE, AdaptiveRate, RateCeiling
 
 
 class Clock:
@@ -147,6 +147,37 @@ def test_refusals_below_the_far_above_share_lower_the_rate_by_beta_from_what_was
         limiter.settle(send, RateLimited("429") if send is sends[0] else None)
     assert limiter.rate == pytest.approx(BETA * 90)  # 9 of 10 admitted, sent within 0.1 s
     assert limiter.reserve(clock.now) < sends[0].sent_at + 0.1  # no wait for the second to pass
+
+
+def test_answers_that_come_long_after_the_request_are_judged_on_the_recent_sending_rate():
+    clock = Clock()
+    limiter = AdaptiveRate(clock=clock)
+    latency = 30.0  # image generation can take this long
+    sends = [send_at(limiter, clock)]
+    while clock.now < 100.0 + latency:  # 10 requests/s for 30 s, none answered yet
+        clock.now += 0.1
+        sends.append(send_at(limiter, clock))
+    limiter.settle(sends[0], RateLimited("429"))  # the first answer, 30 s after it left
+    assert limiter.rate == pytest.approx(BETA * 10, rel=0.1)  # the rate sent at, not 30 s of it
+
+
+def test_a_rate_at_its_minimum_grows_back_when_answers_come_slowly():
+    clock = Clock()
+    limiter = AdaptiveRate(clock=clock)
+    latency = 5.5  # longer than the 2 s between requests at the lowest rate, and out of step
+    first = send_at(limiter, clock)
+    clock.now += latency
+    limiter.settle(first, RateLimited("429"))  # one request in 5.5 s: the lowest rate
+    assert limiter.rate == MIN_RATE
+    in_flight: list[Send] = []
+    while clock.now < 160.0 and limiter.rate <= 4 * MIN_RATE:  # bounded: 1 / MIN_RATE apart at most
+        slot = limiter.reserve(clock.now)
+        while in_flight and in_flight[0].sent_at + latency <= slot:  # answered in between
+            clock.now = in_flight[0].sent_at + latency
+            limiter.settle(in_flight.pop(0), None)
+        clock.now = slot
+        in_flight.append(Send(retry_of=None, sent_at=slot))
+    assert limiter.rate > 4 * MIN_RATE  # a second holding no request is not a rate of 0
 
 
 async def test_paced_starts_are_evenly_spaced_on_the_loops_clock():
