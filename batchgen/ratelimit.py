@@ -290,9 +290,7 @@ class _Meter:
         ``FEW_EVENTS`` events when the last second holds fewer (a second says little at 0.5/s)."""
         end = bisect.bisect_right(self._times, now)
         start = min(bisect.bisect_right(self._times, now - MEASURE_WINDOW), max(end - FEW_EVENTS, 0))
-        if end - start < FEW_EVENTS:
-            return self.count(now - MEASURE_WINDOW, now) / self.span(now - MEASURE_WINDOW, now)
-        since = min(now - MEASURE_WINDOW, self._times[start])
+        since = min(now - MEASURE_WINDOW, self._times[start]) if start < end else now - MEASURE_WINDOW
         return (end - start) / self.span(since, now)
 
 
