@@ -25,6 +25,7 @@ from batchgen.errors import (
     ContentViolation,
     DownloadError,
     JobCrashed,
+    MalformedResponse,
     RequestError,
     StorageError,
     failure_kind,
@@ -33,7 +34,7 @@ from batchgen.gates import Gates
 from batchgen.images import InvalidImage, decode_b64_image
 from batchgen.jobfile import Job
 from batchgen.progress import Outcome
-from batchgen.responses import Answer, Spend
+from batchgen.responses import Answer
 from batchgen.retry import Interrupted, RetryPolicy, Seat, retrying
 from batchgen.store import (
     ErrorInfo,
@@ -137,8 +138,8 @@ def judge(
 ) -> Verdict:
     """Judge a job of the file against its durable ``row``.
 
-    Like a build tool's rebuild of changed inputs: a finished job whose request changed since
-    its record is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
+    Like a build tool's rebuild of changed inputs: a finished job whose request changed (see
+    :func:`_changed`) is generated anew (unless ``frozen``); so is one named by ``--redo`` (``redo``).
     A row without a fingerprint (a folder older than schema 2) is taken as unchanged. A job that
     failed for good is sent again when its kind is among ``retry_failed`` (see
     :func:`~batchgen.errors.failure_kind`; ``all`` is every kind but ``violation``, which is sent
@@ -147,7 +148,7 @@ def judge(
     if row is None:
         return Verdict()
     finished = row.state in (JobState.SUCCEEDED, JobState.FAILED)
-    changed = finished and row.fingerprint is not None and row.fingerprint != job.fingerprint
+    changed = finished and row.fingerprint is not None and _changed(row, job.fingerprint)
     if changed and frozen:
         return Verdict(Outcome.CHANGED_FROZEN, changed=True)
     if changed or (redo and finished):
@@ -159,6 +160,19 @@ def judge(
         again = kind in retry_failed or ("all" in retry_failed and kind != "violation")
         return Verdict(None, fresh=True) if again else Verdict(Outcome.FAILED_FINAL)
     return Verdict()
+
+
+def _changed(row: JobRow, fingerprint: str) -> bool:
+    """Whether the job file asks something new of a finished job: not what its record answers,
+    and not what this file asked of it last time; a file the folder has not seen before (moved,
+    renamed, new) asks nothing new when any file asked the same before. So files that name the
+    same job differently (a file of retries from ``batchgen failed``, then the nightly file)
+    never pay for it again and again, and an edit of either file is generated anew."""
+    if fingerprint == row.fingerprint:
+        return False
+    if row.asked is not None:
+        return fingerprint != row.asked
+    return fingerprint not in row.others
 
 
 class JobAttempt:
@@ -184,7 +198,7 @@ class JobAttempt:
     ) -> None:
         self.job = job
         self.tokens_used: float = 0
-        self.spent = Spend()  # what this run's generation of the job cost
+        self._unusable_paid = 0  # answers charged for that could not be read, in this run
         self.images = 0  # images this run saved for it
         self.crashed = False  # an unforeseen error was contained to this job
         self._row = row
@@ -262,11 +276,27 @@ class JobAttempt:
                     attempt.send.cost = answer.cost
                 except RequestError as error:
                     error.job_id = self.job.id
-                    await self._folder.unanswered(self.job.id)
+                    attempt.send.cost = error.cost
+                    await self._folder.unanswered(self.job.id, charged=error.cost)
+                    self._charged_unusable(error)
                     raise
         self.tokens_used = float(answer.tokens_used or 0)
-        self.spent = answer.cost or Spend()
         return answer
+
+    def _charged_unusable(self, error: RequestError) -> None:
+        """An answer the API says it charged for but that cannot be used is retried once: a
+        second one fails the job for good (kind ``malformed``), so that a broken answer shape is
+        not paid for over and over."""
+        if not (error.cost and isinstance(error, MalformedResponse)):
+            return
+        self._unusable_paid += 1
+        if self._unusable_paid > 1:
+            error.transient = False
+            log.warning(
+                "job %s: a second answer charged (%s) that cannot be read; not retried",
+                self.job.id,
+                error.cost.describe(),
+            )
 
     async def _keep(self, recording: Awaitable[None], answer: Answer) -> None:
         """Await the commit that records a paid answer; if the folder refuses it, log the answer."""

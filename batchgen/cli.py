@@ -19,21 +19,25 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen.errors import FAILURE_KINDS, BatchgenError, JobFileError, OutputLockedError, UsageError
-from batchgen.jobfile import scan_job_file
+from batchgen.jobfile import iter_jobs, scan_job_file
+from batchgen.money import Spend, usd
 from batchgen.progress import Outcome
-from batchgen.responses import Spend
 from batchgen.schema import job_file_schema
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
 from batchgen.simulator import FaultConfig
@@ -65,14 +69,46 @@ class ExitCode(IntEnum):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    _escape_unencodable()
     parser = _parser()
     args = parser.parse_args(argv)
-    # Until a run installs its own handlers (graceful stop), SIGTERM is an interruption like ^C.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Until a run installs its own handlers (graceful stop), a signal that ends the session
+    # (SIGTERM, or SIGHUP: the terminal closed) is an interruption like ^C.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in ENDING_SIGNALS}
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return _flushed(code)
+
+
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that end a session besides ^C: a service manager's stop, a closed terminal or ssh
+session. A run stops on them as on ^C (in-flight answers saved); SIGQUIT keeps its default
+(a core dump is what it asks for) and is left to the resume's in-flight report."""
+
+
+def _escape_unencodable() -> None:
+    """Ids and prompts may hold any character; a terminal whose locale cannot show one gets it
+    escaped (``\\u00e9``) rather than a crash (a C locale, ``PYTHONUTF8=0``)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _flushed(code: int) -> int:
+    """``code``, whatever became of stdout and stderr: a reader that closed the pipe (``| head``)
+    or a log on a full disk costs the output nobody could read, never the exit code (Python
+    would exit 120 on a failed flush at exit)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -83,15 +119,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     )
     try:
         code: int = args.handler(args)
-    except (UsageError, JobFileError) as exc:
-        print(f"batchgen: {exc}", file=sys.stderr)
-        return ExitCode.INVALID_INPUT
-    except OutputLockedError as exc:
-        print(f"batchgen: {exc}", file=sys.stderr)
-        return ExitCode.LOCKED
     except BatchgenError as exc:
         print(f"batchgen: {exc}", file=sys.stderr)
-        return ExitCode.RESUMABLE
+        return next(code for kind, code in _ERROR_CODES if isinstance(exc, kind))
+    except BrokenPipeError:  # the reader has what it wanted (`status DIR | head -1`)
+        return ExitCode.OK
     except KeyboardInterrupt:  # before the run's own signal handling was in place
         print("batchgen: interrupted; run the same command again to resume", file=sys.stderr)
         return ExitCode.RESUMABLE
@@ -101,8 +133,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     return code
 
 
-REPORT_AT_RUN_END = 10_000  # jobs; past that a refresh takes long: `batchgen report` makes it
-REPORT_UNASKED = 100  # jobs; a folder this small gets a report at a run's end without asking
+_ERROR_CODES: list[tuple[type[BatchgenError], ExitCode]] = [
+    (UsageError, ExitCode.INVALID_INPUT),  # (an output folder that can never be written is one)
+    (JobFileError, ExitCode.INVALID_INPUT),
+    (OutputLockedError, ExitCode.LOCKED),
+    (BatchgenError, ExitCode.RESUMABLE),
+]
+"""The exit code of an error that ends a command, the first that matches."""
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -130,9 +167,16 @@ def _run(args: argparse.Namespace) -> int:
         grace=args.grace,
         retry_failed=args.retry_failed,
         only=_selection(args),
-        add_job_file=args.add_job_file,
         max_usd=args.max_usd,
         max_credits=args.max_credits,
+        max_usd_per_day=args.max_usd_per_day,
+        assumed_cost=(
+            Spend(args.assume_usd or Decimal(0), args.assume_credits or Decimal(0))
+            if args.assume_usd is not None or args.assume_credits is not None
+            else None
+        ),
+        ignore_retry_after=args.ignore_retry_after,
+        create_parents=args.parents,
         frozen=args.frozen,
         redo=frozenset(args.redo),
         metrics_file=args.metrics_file,
@@ -141,31 +185,18 @@ def _run(args: argparse.Namespace) -> int:
     )
     report = asyncio.run(_run_async(args, settings))
     code = _exit_code(report)
-    # Files first, words last: a closed stderr (`| head`) must not cost the report or summary.
-    _refresh_report(args.out, report)
+    # Files first, words last: a closed stderr (`| head`) must not cost the summary.
     if args.summary_json is not None:
         _write_summary(args.summary_json, report, args.out, code)
-    print(_describe(report, args.out), file=sys.stderr)
+    with contextlib.suppress(OSError):  # the exit code is the run's, whatever stderr is
+        print(_describe(report, args.out), file=sys.stderr)
     return code
 
 
-def _refresh_report(out: Path, report: RunReport) -> None:
-    """A run's end makes ``report.html`` for a small folder, and refreshes one that exists (new
-    images get thumbnails, ~15 ms each) up to a folder size where that would take minutes."""
-    from batchgen.report import REPORT_NAME, make_report
-
-    jobs = report.folder.total if report.folder else 0
-    if jobs > REPORT_AT_RUN_END or (jobs > REPORT_UNASKED and not (out / REPORT_NAME).exists()):
-        log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out)
-        return
-    try:
-        make_report(out)
-    except BatchgenError as exc:
-        log.warning("report.html not refreshed: %s", exc)
-
-
 def _write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
-    """``--summary-json``: the run's summary for wrappers, written whole (temporary file, rename)."""
+    """``--summary-json``: the run's summary for wrappers, written whole (temporary file, rename).
+    Money: ``usd``/``credits`` this run's answers, ``folder_usd``/``folder_credits`` every
+    answer the folder recorded, all runs (exact sums, as ``status`` shows them)."""
     t = report.tally
     folder = report.folder.total_spent if report.folder else Spend()
     summary = {
@@ -176,14 +207,15 @@ def _write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
         "jobs": {outcome.value: getattr(t, outcome.value) for outcome in Outcome},
         "images": t.images,
         "tokens_used": int(t.tokens_used) if float(t.tokens_used).is_integer() else t.tokens_used,
-        "folder_usd": round(folder.usd, 6),
-        "folder_credits": round(folder.credits, 3),
+        "folder_usd": float(folder.usd),
+        "folder_credits": float(folder.credits),
         "changed": report.changed,
         "frozen": report.frozen,
         "redone": report.redone,
         "restored": report.restored,
         "missing_images": report.missing,
         "crashed": report.crashed,
+        "cancelled_in_flight": [{"id": job, "client_request_ids": ids} for job, ids in report.cancelled],
         "manifest": str(out / "manifest.jsonl"),
     }
     temporary = path.with_name(f".{path.name}.tmp")
@@ -191,7 +223,8 @@ def _write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
         temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         temporary.replace(path)
     except OSError as exc:
-        print(f"batchgen: cannot write --summary-json {path}: {exc.strerror or exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            print(f"batchgen: cannot write --summary-json {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 async def _run_async(args: argparse.Namespace, settings: Settings) -> RunReport:
@@ -232,14 +265,27 @@ def _describe(report: RunReport, out: Path) -> str:
     ]
     if report.folder is not None and (t.spent or report.folder.spent):
         total = report.folder.total_spent
-        by_model = ", ".join(f"{model} {_money(s)}" for model, s in report.folder.spent.items())
+        by_model = ", ".join(f"{model} {s.describe()}" for model, s in report.folder.spent.items())
         lines.append(
-            f"spent this run: {_money(t.spent)}; in this folder, all runs: {_money(total)} ({by_model})"
+            f"spent this run: {t.spent.describe()}; in this folder, all runs: {total.describe()} ({by_model})"
         )
     if report.in_flight_before:
         lines.append(
             f"{len(report.in_flight_before)} job(s) were in flight when an earlier run stopped"
             " (each possibly charged once)"
+        )
+    if report.cancelled:
+        shown = "; ".join(
+            f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.cancelled[:10] if ids
+        )
+        lines.append(
+            f"{len(report.cancelled)} request(s) cancelled in flight, each possibly charged once; the next"
+            f" run sends them again (match them in the usage logs, GET /v2/logs): {shown}"
+        )
+    if report.folder is not None and report.folder.not_in_file:
+        lines.append(
+            f"{len(report.folder.not_in_file)} job(s) of this folder are not in the job file (their records"
+            f" stay): {_some(report.folder.not_in_file)}"
         )
     if report.crashed:
         shown = _some(report.crashed)
@@ -274,8 +320,8 @@ def _describe(report: RunReport, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _money(spend: Spend) -> str:
-    return f"${spend.usd:.2f} / {spend.credits:.0f} credits"
+def _usd(amount: float) -> str:
+    return usd(Decimal(repr(amount)))
 
 
 def _some(ids: list[str], shown: int = 10) -> str:
@@ -285,7 +331,13 @@ def _some(ids: list[str], shown: int = 10) -> str:
 def _validate(args: argparse.Namespace) -> int:
     summary = scan_job_file(args.file)
     per_model = ", ".join(f"{count} {model}" for model, count in sorted(summary.models.items()))
-    print(f"{args.file}: {summary.count} valid jobs ({per_model})")
+    if args.show_bodies:  # what each request will be, defaults merged: what will be paid for
+        for job in iter_jobs(args.file, scanned=summary):
+            print(json.dumps({"id": job.id, "line": job.line, "body": job.request}, ensure_ascii=False))
+    print(
+        f"{args.file}: {summary.count} valid jobs ({per_model})",
+        file=sys.stderr if args.show_bodies else sys.stdout,
+    )
     return ExitCode.OK
 
 
@@ -296,16 +348,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _describe_status(status: dict[str, Any]) -> str:
-    shown = {k: v for k, v in status.items() if k not in ("running_pid", "failed_jobs_not_shown")}
+    hidden = ("running_pid", "failed_jobs_not_shown", "not_in_job_file")
+    shown = {k: v for k, v in status.items() if k not in hidden}
     lines = [f"{k}: {v}" for k, v in shown.items() if not isinstance(v, dict | list) and v is not None]
     pid = status["running_pid"]
     lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")
     spent = status["spent"]
-    by_model = ", ".join(f"{m} ${s['usd']:.2f}" for m, s in spent["by_model"].items())
+    by_model = ", ".join(f"{m} {_usd(s['usd'])}" for m, s in spent["by_model"].items())
+    total = Spend(Decimal(repr(spent["usd"])), Decimal(repr(spent["credits"])))
     lines.append(
-        f"spent, all runs: ${spent['usd']:.2f} / {spent['credits']:.0f} credits"
-        + (f" ({by_model})" if by_model else "")
+        f"spent in this folder, all runs: {total.describe()}" + (f" ({by_model})" if by_model else "")
     )
+    if status["not_in_job_file"]:
+        lines.append(
+            f"not in the job file: {status['not_in_job_file']} job(s), records kept:"
+            f" {_some(status['not_in_job_file_ids'])}"
+        )
     last = status["last_run"]
     if last:
         how = (
@@ -394,7 +452,10 @@ def _simulate_server(args: argparse.Namespace) -> int:
     config = FaultConfig(**{f.name: getattr(args, f.name) for f in fields(FaultConfig)})
 
     async def serve() -> None:
-        simulator = await start_simulator(config, host=args.host, port=args.port)
+        try:
+            simulator = await start_simulator(config, host=args.host, port=args.port)
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
         print(f"simulated AIML API at {simulator.url} (key: {SIMULATOR_KEY}); Ctrl-C stops it", flush=True)
         try:
             await asyncio.Event().wait()
@@ -418,6 +479,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(commands)
     validate = commands.add_parser("validate", help="check a job file; send nothing")
     validate.add_argument("file", type=Path, help="job file (.yaml/.yml, .json or .jsonl)")
+    validate.add_argument(
+        "--show-bodies",
+        action="store_true",
+        help="print each job's request as it will be sent (defaults merged; local images by path, sent as"
+        " data: URIs), one JSON line per job: what will be paid for",
+    )
     validate.set_defaults(handler=_validate)
     plan = commands.add_parser(
         "plan",
@@ -511,6 +578,73 @@ def _selection(args: argparse.Namespace) -> frozenset[str] | None:
     return frozenset(ids)
 
 
+def _number(text: str, *, integer: bool, least: float, strict: bool) -> float:
+    """An option's number: finite and at least (``strict``: above) ``least``; argparse's error
+    (exit 2, naming the option) otherwise."""
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'a whole number' if integer else 'a number'}"
+        ) from None
+    if not math.isfinite(value) or value < least or (strict and value == least):
+        bound = f"{'above' if strict else 'at least'} {least:g}"
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: it must be finite and {bound}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """Seconds or a rate: finite and above 0."""
+    return _number(text, integer=False, least=0, strict=True)
+
+
+def _seconds_or_zero(text: str) -> float:
+    """Seconds: finite and at least 0."""
+    return _number(text, integer=False, least=0, strict=False)
+
+
+def _positive_int(text: str) -> int:
+    """A count or a size: a whole number of at least 1."""
+    return int(_number(text, integer=True, least=1, strict=False))
+
+
+def _whole(text: str) -> int:
+    """A count that may be 0."""
+    return int(_number(text, integer=True, least=0, strict=False))
+
+
+def _money(text: str) -> Decimal:
+    """An amount of money: an exact decimal, finite and at least 0."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: an amount is finite and at least 0")
+    return value
+
+
+def _money_or_off(text: str) -> Decimal | str:
+    """``--max-usd-per-day``: an amount, or ``off``."""
+    return "off" if text.strip().lower() == "off" else _money(text)
+
+
+def _port(text: str) -> int:
+    """A TCP port: 0 (any free one) to 65535."""
+    value = _whole(text)
+    if value > 65535:  # noqa: PLR2004
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
+    return value
+
+
+def _probability(text: str) -> float:
+    """A probability: 0 to 1."""
+    value = _number(text, integer=False, least=0, strict=False)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: a probability is 0 to 1")
+    return value
+
+
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default only when it has one worth reading (no "(default: None)")."""
 
@@ -533,57 +667,82 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--base-url", help="API base URL [default: $AIMLAPI_BASE_URL or https://api.aimlapi.com]"
     )
     run.add_argument("--api-key-file", type=Path, help="file holding the API key [default: $AIMLAPI_KEY]")
-    run.add_argument("--concurrency", type=int, default=d.concurrency, help="most requests in flight at once")
+    run.add_argument(
+        "--concurrency", type=_positive_int, default=d.concurrency, help="most requests in flight at once"
+    )
     run.add_argument(
         "--rpm",
-        type=float,
+        type=_positive,
         default=d.rpm,
         help="optional hard ceiling, requests per minute, evenly spaced (any 10 s window holds at most "
         "N/6+1); without it the sending rate is learned from 429s and only --concurrency bounds it",
     )
     run.add_argument(
-        "--max-retries", type=int, default=d.max_retries, help="retries per job after the first try"
+        "--max-retries", type=_whole, default=d.max_retries, help="retries per job after the first try"
     )
     run.add_argument(
-        "--retry-budget", type=int, default=d.retry_budget, help="run-wide retry tokens (5 a retry)"
+        "--retry-budget", type=_whole, default=d.retry_budget, help="run-wide retry tokens (5 a retry)"
     )
     run.add_argument(
-        "--timeout", type=float, default=d.generation_timeout.total, help="seconds per generation"
+        "--timeout", type=_positive, default=d.generation_timeout.total, help="seconds per generation"
     )
     run.add_argument(
-        "--connect-timeout", type=float, default=d.generation_timeout.connect, help="seconds to connect"
+        "--connect-timeout", type=_positive, default=d.generation_timeout.connect, help="seconds to connect"
     )
     run.add_argument(
         "--read-timeout",
-        type=float,
+        type=_positive,
         default=d.generation_timeout.read,
         help="seconds a generation answer may stay silent",
     )
     run.add_argument(
         "--download-read-timeout",
-        type=float,
+        type=_positive,
         default=d.download_timeout.read,
         help="seconds an image download may stay silent",
     )
     run.add_argument(
-        "--download-timeout", type=float, default=d.download_timeout.total, help="seconds per image"
+        "--download-timeout", type=_positive, default=d.download_timeout.total, help="seconds per image"
     )
     run.add_argument(
-        "--max-image-bytes", type=int, default=d.max_image_bytes, help="largest image accepted, bytes"
+        "--max-image-bytes",
+        type=_positive_int,
+        default=d.max_image_bytes,
+        help="largest image accepted, bytes",
     )
-    run.add_argument("--max-json-bytes", type=int, default=d.max_json_bytes, help="largest API answer, bytes")
     run.add_argument(
-        "--grace", type=float, default=d.grace, help="seconds in-flight requests get after a signal"
+        "--max-json-bytes", type=_positive_int, default=d.max_json_bytes, help="largest API answer, bytes"
+    )
+    run.add_argument(
+        "--grace",
+        type=_seconds_or_zero,
+        default=d.grace,
+        help="seconds in-flight requests get after a signal",
     )
     _add_selection(run)
     run.add_argument(
         "--max-usd",
-        type=float,
+        type=_money,
         metavar="USD",
         help="spend budget of this run in USD (from the API's cost headers): no request is sent that "
         "could pass it; the run then stops resumable (exit 75)",
     )
-    run.add_argument("--max-credits", type=float, metavar="N", help="the same budget in AIML API credits")
+    run.add_argument("--max-credits", type=_money, metavar="N", help="the same budget in AIML API credits")
+    run.add_argument(
+        "--max-usd-per-day",
+        type=_money_or_off,
+        metavar="USD",
+        help="a cap kept in the output folder: what all runs into it spend in a UTC day; every later run"
+        " respects it without the option (give a new value to change it, `off` to drop it)",
+    )
+    run.add_argument(
+        "--assume-usd",
+        type=_money,
+        metavar="USD",
+        help="with a budget: what one request of a model whose answers carry no readable cost header is"
+        " taken to cost (without it such a model stops the run before its second request)",
+    )
+    run.add_argument("--assume-credits", type=_money, metavar="N", help="the same in credits")
     run.add_argument(
         "--metrics-file",
         type=Path,
@@ -610,10 +769,16 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ID",
         help="generate this job again even if it succeeded (paid; earlier images kept); repeatable",
     )
+    run.add_argument("--add-job-file", action="store_true", help=argparse.SUPPRESS)  # no longer needed
     run.add_argument(
-        "--add-job-file",
+        "--parents",
         action="store_true",
-        help="run this job file into a folder that holds another file's results (counts add up)",
+        help="create the missing parent folders of --out (a typo is refused)",
+    )
+    run.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="start now, clearing a Retry-After wait an earlier run was given (capped at an hour anyway)",
     )
     run.add_argument("--simulate", action="store_true", help="run against the built-in simulator (offline)")
     run.add_argument(
@@ -632,9 +797,13 @@ def _add_simulate_server(commands: argparse._SubParsersAction[argparse.ArgumentP
         description="Fault options are probabilities 0..1 per request, except seconds, bytes and limits.",
     )
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    server.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+    server.add_argument("--port", type=_port, default=8000, help="port to listen on (0: any free one)")
     for f in fields(FaultConfig):
-        kind = float if isinstance(f.default, float) else int
+        kind = (
+            (_probability if f.metadata["help"].startswith("probability") else _seconds_or_zero)
+            if isinstance(f.default, float)
+            else _whole
+        )
         server.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,

@@ -23,7 +23,7 @@ import re
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -43,10 +43,17 @@ from batchgen.errors import (
     Unreachable,
     UsageError,
 )
-from batchgen.responses import Answer, error_excerpt, parse_answer
+from batchgen.responses import Answer, charged, error_excerpt, parse_answer
 from batchgen.settings import Settings, Timeouts
 
-__all__ = ["ENDPOINT", "ApiClient", "client_request_id", "open_session"]
+__all__ = [
+    "ENDPOINT",
+    "MAX_RETRY_AFTER",
+    "ApiClient",
+    "client_request_id",
+    "open_session",
+    "retry_after_seconds",
+]
 
 ENDPOINT = "/v1/images/generations"
 CHUNK_BYTES = 64 * 1024
@@ -143,12 +150,18 @@ class ApiClient:
                 proxy=self._proxies.for_url(self._url),
                 timeout=_client_timeout(self._settings.generation_timeout),
             ) as response:
-                payload = await _read_capped(response, self._settings.max_json_bytes)
+                # (headers first: what a response says it cost counts whatever its body turns out to be)
+                answer_headers = self._redacted(response.headers)
+                try:
+                    payload = await _read_capped(response, self._settings.max_json_bytes)
+                except RequestError as error:
+                    error.cost = charged(answer_headers)
+                    raise
                 if self._key and self._key in payload:  # a server echoing the key: never keep it
                     payload = payload.replace(self._key, b"<redacted>")
                 if response.status >= 300:  # noqa: PLR2004
-                    raise _status_error(response, payload)
-                return parse_answer(payload, {k.lower(): v for k, v in response.headers.items()})
+                    raise _status_error(response.status, answer_headers, payload)
+                return parse_answer(payload, answer_headers)
         except RequestError:
             raise
         except TimeoutError as exc:
@@ -159,6 +172,15 @@ class ApiClient:
             raise Unreachable(f"the API's host name does not resolve: {_describe(exc)}") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"connection to the API failed: {_describe(exc)}") from exc
+
+    def _redacted(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """Response headers by lower-case name, the key replaced wherever a server echoed it
+        (an inference id or a cost header is stored in the records)."""
+        key = self._settings.api_key
+        return {
+            name.lower(): value.replace(key, "<redacted>") if key and key in value else value
+            for name, value in headers.items()
+        }
 
     async def stream_image(self, url: str) -> AsyncIterator[bytes]:
         """Yield the bytes of a generated image at ``url`` in chunks, never holding it whole.
@@ -234,36 +256,58 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     return b"".join(parts)
 
 
-def _status_error(response: aiohttp.ClientResponse, payload: bytes) -> RequestError:
-    """Map an HTTP error status to its error class, per NOTES.md's status meanings."""
-    status = response.status
+def _status_error(status: int, headers: dict[str, str], payload: bytes) -> RequestError:
+    """Map an HTTP error status to its error class, per NOTES.md's status meanings; the error
+    carries what the cost headers say was charged (failed requests are not billed, but a server
+    that says otherwise is counted)."""
     message, request_id = error_excerpt(payload)
-    context: dict[str, Any] = {"status": status, "request_id": request_id, "body_excerpt": message}
+    context: dict[str, Any] = {
+        "status": status,
+        "request_id": request_id,
+        "body_excerpt": message,
+        "cost": charged(headers),
+    }
     text = f"HTTP {status}: {message}"
-    if status == 401:  # noqa: PLR2004
-        return AuthenticationError(text, **context)
-    if status == 403:  # noqa: PLR2004
-        return CreditsExhausted(text, **context)
+    if 300 <= status < 400:  # noqa: PLR2004
+        where = headers.get("location", "?")[:200]
+        return EndpointNotFound(
+            f"HTTP {status}: the API endpoint redirects (to {where}); batchgen does not follow it with"
+            " the key (is the base URL the API's?)",
+            **context,
+        )
     if status in (404, 405):
         return EndpointNotFound(f"{text} (is the base URL the API's?)", **context)
     if status == 429:  # noqa: PLR2004
-        return RateLimited(text, retry_after=_retry_after(response.headers.get("Retry-After")), **context)
-    if 400 <= status < 500 and status not in _TRANSIENT_4XX:  # noqa: PLR2004
-        return RequestRejected(text, **context)
-    return ServerError(text, **context)
+        return RateLimited(text, retry_after=retry_after_seconds(headers.get("retry-after")), **context)
+    rejected = 400 <= status < 500 and status not in _TRANSIENT_4XX  # noqa: PLR2004
+    kind = _BY_STATUS.get(status) or (RequestRejected if rejected else ServerError)
+    return kind(text, **context)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds from either form (delta-seconds or HTTP date), RFC 9110 10.2.3."""
-    if not value:
+_BY_STATUS: dict[int, type[RequestError]] = {401: AuthenticationError, 403: CreditsExhausted}
+
+
+MAX_RETRY_AFTER = 3600.0
+"""Seconds: the longest ``Retry-After`` batchgen honours (RFC 9110 puts no bound on it; an hour
+is the API's longest limit window, "your free limit for the hour"). A longer one is taken as
+this, so no server value can hold a folder for longer."""
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds from either form (delta-seconds or HTTP date, RFC 9110
+    10.2.3), at most :data:`MAX_RETRY_AFTER`; None when absent or unreadable (a negative
+    number, a 20-digit one past any clock, a date that is not one: ignored)."""
+    if not value or len(value) > 64:  # noqa: PLR2004 - an HTTP date is 29 characters
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return min(float(int(text)), MAX_RETRY_AFTER)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(text)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ The tree::
 
     BatchgenError                    .hint: what the user can do about it
     ├── UsageError                   bad command line or settings (exit 2)
+    │   └── OutputFolderError        an output folder that can never be written as named (exit 2)
     ├── JobFileError                 one or more problems in a job file (exit 2)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
     ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
@@ -33,6 +34,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchgen.money import Spend
 
 __all__ = [
     "FAILURE_KINDS",
@@ -48,6 +53,7 @@ __all__ = [
     "JobFileError",
     "JobFileProblem",
     "MalformedResponse",
+    "OutputFolderError",
     "OutputLockedError",
     "RateLimited",
     "RequestError",
@@ -80,6 +86,14 @@ class UsageError(BatchgenError):
     """The command line or the settings are invalid; nothing was sent."""
 
     hint = "see `batchgen --help`"
+
+
+class OutputFolderError(UsageError):
+    """The output folder cannot be used as named, and waiting will not change that: a read-only
+    filesystem, no permission, not a folder, or a parent folder that does not exist. Nothing was
+    sent or written."""
+
+    hint = "choose another --out folder or fix its permissions; --parents creates missing parent folders"
 
 
 @dataclass(frozen=True)
@@ -157,12 +171,14 @@ class RequestError(BatchgenError):
         status: int | None = None,
         request_id: str | None = None,
         body_excerpt: str | None = None,
+        cost: Spend | None = None,
     ) -> None:
         super().__init__(message)
         self.job_id = job_id
         self.status = status
         self.request_id = request_id
         self.body_excerpt = body_excerpt
+        self.cost = cost  # what the answer's cost headers say it was charged, whatever its status
 
 
 class ApiError(RequestError):
@@ -176,7 +192,8 @@ class RequestRejected(ApiError):
 
 
 class EndpointNotFound(ApiError):
-    """404/405 from the generation endpoint: the base URL does not point at the API."""
+    """404/405 or a redirect (3xx) from the generation endpoint: the base URL does not point at
+    the API (a POST is never followed to another address: the key would go with it)."""
 
     stops_run = True
     transient = True
@@ -316,10 +333,12 @@ FAILURE_KINDS = {  # recorded error kind -> the name --retry-failed takes
     "internal": "internal",
     "DownloadError": "download",
     "RequestError": "empty",
+    "MalformedResponse": "malformed",
 }
 """What a final failure is, in ``--retry-failed``'s words: ``violation`` (content flagged),
 ``rejected`` (400/422: the body), ``expired`` (the CDN refused the image URL for good),
-``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image)."""
+``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image),
+``malformed`` (answers the API charged for twice that could not be read)."""
 
 
 def failure_kind(recorded: str | None) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from batchgen.errors import RequestError
-from batchgen.responses import Spend
+from batchgen.money import Spend
 
 __all__ = ["Gate", "Gates", "Send"]
 

@@ -8,7 +8,9 @@ renamed, by ``prometheus_client.write_to_textfile``), at the end of the run and 
 * ``batchgen_jobs{outcome}``: the folder's jobs by state (succeeded, failed, failed_retryable,
   in_progress, pending), as ``batchgen status`` counts them;
 * ``batchgen_run_jobs{outcome}``: this run's jobs by :class:`~batchgen.progress.Outcome`;
-* ``batchgen_run_images``, ``batchgen_run_tokens``, ``batchgen_run_usd``, ``batchgen_run_credits``;
+* ``batchgen_run_images``, ``batchgen_run_tokens``, ``batchgen_run_usd``, ``batchgen_run_credits``
+  (what this run's answers were charged), ``batchgen_folder_usd``, ``batchgen_folder_credits``
+  (every answer of the folder, all runs: the figures ``status`` shows);
 * ``batchgen_run_requests``, ``batchgen_run_throttled`` (429s), ``batchgen_run_retries``;
 * ``batchgen_sending_rate`` (requests per second; +Inf before any 429),
   ``batchgen_last_success_timestamp_seconds`` (Unix time), ``batchgen_run_duration_seconds``.
@@ -34,8 +36,11 @@ INTERVAL = 30.0  # seconds between two writes of the metrics file during a run
 
 @dataclass(slots=True)
 class SendMeter:
-    """A gate that only counts: requests, 429s, retries, and when the last one succeeded."""
+    """A gate that only counts: requests, 429s, retries, when the last one succeeded, and into
+    ``tally.spent`` what every answer's cost headers said it was charged, as it arrives (so
+    the run's figure holds however the run then ends)."""
 
+    tally: Tally
     requests: int = 0
     throttled: int = 0
     retries: int = 0
@@ -48,8 +53,9 @@ class SendMeter:
         self.retries += send.retry_of is not None
 
     def settle(self, send: Send, error: RequestError | None) -> None:
-        """Count a 429, or note the time of a success."""
-        del send
+        """Count a 429, or note the time of a success; count what the answer was charged."""
+        if send.cost is not None:
+            self.tally.spent += send.cost
         if error is None:
             self.last_success = time.time()
         elif isinstance(error, RateLimited):
@@ -84,8 +90,18 @@ def write_metrics(
         run_jobs.labels(outcome.value).set(getattr(tally, outcome.value))
     gauge("batchgen_run_images", "images saved by this run", tally.images)
     gauge("batchgen_run_tokens", "tokens the API reported for this run's generations", tally.tokens_used)
-    gauge("batchgen_run_usd", "USD this run's generations cost (x-aimlapi-usd-spent)", tally.spent.usd)
-    gauge("batchgen_run_credits", "credits this run's generations cost", tally.spent.credits)
+    gauge(
+        "batchgen_run_usd",
+        "USD this run's answers were charged (x-aimlapi-usd-spent)",
+        float(tally.spent.usd),
+    )
+    gauge("batchgen_run_credits", "credits this run's answers were charged", float(tally.spent.credits))
+    gauge(
+        "batchgen_folder_usd",
+        "USD every answer of the output folder was charged, all runs",
+        float(folder.total_spent.usd),
+    )
+    gauge("batchgen_folder_credits", "credits of the same", float(folder.total_spent.credits))
     gauge("batchgen_run_requests", "generation requests sent by this run", meter.requests)
     gauge("batchgen_run_throttled", "generation requests answered 429 in this run", meter.throttled)
     gauge("batchgen_run_retries", "generation requests that retried an error", meter.retries)

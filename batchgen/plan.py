@@ -22,8 +22,8 @@ from typing import Any
 from batchgen.attempts import judge
 from batchgen.errors import UsageError
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
+from batchgen.money import Spend
 from batchgen.progress import Outcome
-from batchgen.responses import Spend
 from batchgen.store import FolderReader, JobRow, JobState
 
 __all__ = ["ModelPlan", "Plan", "make_plan"]
@@ -82,8 +82,8 @@ class Plan:
                 model: {
                     "requests": m.requests,
                     "images": m.images,
-                    "usd": m.cost.usd if m.cost else None,
-                    "credits": m.cost.credits if m.cost else None,
+                    "usd": float(m.cost.usd) if m.cost is not None else None,
+                    "credits": float(m.cost.credits) if m.cost is not None else None,
                     "basis": m.basis,
                 }
                 for model, m in self.models.items()
@@ -91,8 +91,8 @@ class Plan:
             "total": {
                 "requests": sum(m.requests for m in self.models.values()),
                 "images": sum(m.images for m in self.models.values()),
-                "usd": cost.usd if cost else None,
-                "credits": cost.credits if cost else None,
+                "usd": float(cost.usd) if cost is not None else None,
+                "credits": float(cost.credits) if cost is not None else None,
             },
         }
 
@@ -104,12 +104,12 @@ class Plan:
             lines.append("  no jobs")
         lines.append("requests, images and projected cost:")
         for model, m in self.models.items():
-            cost = f"~${m.cost.usd:.2f} / {m.cost.credits:.0f} credits" if m.cost else "cost unknown"
+            cost = f"~{m.cost.describe()}" if m.cost is not None else "cost unknown"
             lines.append(f"  {model}: {m.requests} requests, {m.images} images, {cost} ({m.basis})")
         total = self.total_cost
         requests = sum(m.requests for m in self.models.values())
         images = sum(m.images for m in self.models.values())
-        money = f"~${total.usd:.2f} / {total.credits:.0f} credits" if total else "cost unknown (see above)"
+        money = f"~{total.describe()}" if total is not None else "cost unknown (see above)"
         lines.append(f"  total: {requests} requests, {images} images, {money}")
         return "\n".join(lines)
 
@@ -144,7 +144,7 @@ def make_plan(
     """
     scan_job_file(job_file)
     plan = Plan(job_file, out_dir)
-    with FolderReader(out_dir) as folder:
+    with FolderReader(out_dir, source=str(job_file.resolve())) as folder:
         costs = folder.request_costs()
         jobs = (job for job in iter_jobs(job_file) if only is None or job.id in only)
         while chunk := [job for _, job in zip(range(_CHUNK), jobs, strict=False)]:

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from batchgen.responses import Spend
+from batchgen.money import Spend
 
 __all__ = ["Outcome", "Progress", "Tally"]
 

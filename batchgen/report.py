@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,11 +24,13 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
-from batchgen.errors import StorageError
-from batchgen.responses import Spend
-from batchgen.store import ManifestRecord, Status, read_records, utc_now
+from batchgen.errors import BatchgenError, StorageError
+from batchgen.money import Spend
+from batchgen.store import ManifestRecord, Status, read_report_view, utc_now
 
-__all__ = ["REPORT_NAME", "THUMBNAIL_PIXELS", "make_report"]
+__all__ = ["REPORT_AT_RUN_END", "REPORT_NAME", "THUMBNAIL_PIXELS", "make_report", "refresh_report"]
+
+log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
 THUMBNAIL_PIXELS = 320  # the longest side of a thumbnail
@@ -56,17 +59,37 @@ class _Card:
     error: str
     parameters: list[tuple[str, str]] = field(default_factory=list)
     images: list[_Image] = field(default_factory=list)
+    not_in_file: bool = False  # the job file last run into the folder no longer holds it
+
+
+REPORT_AT_RUN_END = 10_000  # jobs; past that a refresh takes long: `batchgen report` makes it
+REPORT_UNASKED = 100  # jobs; a folder this small gets a report at a run's end without asking
+
+
+def refresh_report(out_dir: Path, jobs: int) -> None:
+    """A run's end makes ``report.html`` for a folder of up to :data:`REPORT_UNASKED` jobs, and
+    refreshes one that exists (new images get thumbnails, ~15 ms each) up to
+    :data:`REPORT_AT_RUN_END` jobs, where that would take minutes. Never raises: a report that
+    cannot be made is logged (the run's outcome is not the report's)."""
+    if jobs > REPORT_AT_RUN_END or (jobs > REPORT_UNASKED and not (out_dir / REPORT_NAME).exists()):
+        log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out_dir)
+        return
+    try:
+        make_report(out_dir)
+    except BatchgenError as exc:
+        log.warning("report.html not refreshed: %s", exc)
 
 
 def make_report(out_dir: Path) -> Path:
     """Write ``out_dir/report.html`` (and any missing thumbnails); return its path.
 
-    Raises :class:`~batchgen.errors.UsageError` when ``out_dir`` holds no batchgen run, and
-    :class:`~batchgen.errors.StorageError` when the page or a thumbnail cannot be written.
+    An image that cannot be read (damaged, not an image) is marked on its card; the page is
+    made all the same. Raises :class:`~batchgen.errors.UsageError` when ``out_dir`` holds no
+    batchgen run, and :class:`~batchgen.errors.StorageError` when the page or a thumbnail
+    cannot be written.
     """
-    records = read_records(out_dir)
-    cards = [_card(out_dir, record) for record in records]
-    spent = sum((Spend.of(r.usd_spent, r.credits_used) or Spend() for r in records), Spend())
+    view = read_report_view(out_dir)
+    cards = [_card(out_dir, record, record.job_id in view.not_in_file) for record in view.records]
     environment = Environment(
         loader=PackageLoader("batchgen", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
@@ -75,7 +98,7 @@ def make_report(out_dir: Path) -> Path:
         cards=cards,
         counts=dict(Counter(card.status for card in cards)),
         models=sorted({card.model for card in cards}),
-        spent=spent,
+        spent=view.spent,
         made_at=utc_now(),
         manifest="manifest.jsonl",
     )
@@ -89,7 +112,7 @@ def make_report(out_dir: Path) -> Path:
     return target
 
 
-def _card(out_dir: Path, record: ManifestRecord) -> _Card:
+def _card(out_dir: Path, record: ManifestRecord, not_in_file: bool) -> _Card:
     request = dict(record.request or {})
     prompt = str(request.pop("prompt", ""))
     request.pop("model", None)
@@ -101,8 +124,15 @@ def _card(out_dir: Path, record: ManifestRecord) -> _Card:
         else []
     )
     gone = [image.path for image, shown in zip(record.images, images, strict=False) if shown is None]
-    if gone:
-        error = f"missing: {', '.join(gone)} (`batchgen verify` checks the folder)"
+    damaged = [image.href for image in images if image is not None and not image.thumbnail]
+    if gone or damaged:
+        error = (
+            "; ".join(
+                [f"missing: {', '.join(gone)}"] * bool(gone)
+                + [f"cannot be shown: {', '.join(damaged)}"] * bool(damaged)
+            )
+            + " (`batchgen verify` checks the folder)"
+        )
     return _Card(
         job_id=record.job_id,
         model=record.model,
@@ -111,11 +141,12 @@ def _card(out_dir: Path, record: ManifestRecord) -> _Card:
         retried=bool(record.error and record.error.retryable),
         prompt=prompt,
         attempts=record.attempts,
-        cost=f"${cost.usd:.4g} / {cost.credits:.0f} credits" if cost else "",
+        cost=cost.describe() if cost else "",
         request_id=record.request_id or "",
         error=error,
         parameters=[(name, _shown(value)) for name, value in request.items()],
-        images=[image for image in images if image is not None],
+        images=[image for image in images if image is not None and image.thumbnail],
+        not_in_file=not_in_file,
     )
 
 
@@ -128,22 +159,34 @@ def _shown(value: Any) -> str:
 
 
 def _thumbnail(out_dir: Path, image_path: str) -> _Image | None:
-    """The image's thumbnail, made if missing or older than the image; None if the image is gone."""
+    """The image's thumbnail, made if missing or older than the image; None if the image is
+    gone, and one without a ``thumbnail`` if it cannot be read as an image (damaged).
+    Raises :class:`StorageError` when the thumbnail cannot be written."""
     source = out_dir / image_path
     if not source.is_file():
         return None
     name = PurePosixPath(image_path).stem + ".jpg"
     target = out_dir / _THUMBNAILS / name
-    try:
-        if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
-            target.parent.mkdir(exist_ok=True)
+    if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        try:
             with Image.open(source) as image:
                 image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-                temporary = target.with_name(f".{name}.tmp")
-                image.convert("RGB").save(temporary, "JPEG", quality=85)
-                temporary.replace(target)
+                small = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # (UnidentifiedImageError too)
+            log.warning("report: %s cannot be read as an image (%s); its card says so", image_path, exc)
+            return _Image(image_path, "", 0, 0)
+        try:
+            target.parent.mkdir(exist_ok=True)
+            temporary = target.with_name(f".{name}.tmp")
+            small.save(temporary, "JPEG", quality=85)
+            temporary.replace(target)
+        except OSError as exc:
+            raise StorageError(f"cannot write the thumbnail of {image_path}: {exc.strerror or exc}") from exc
+        return _Image(image_path, f"{_THUMBNAILS}/{name}", *small.size)
+    try:
         with Image.open(target) as thumb:
             width, height = thumb.size
-    except OSError as exc:  # (Pillow's UnidentifiedImageError is one too)
-        raise StorageError(f"cannot make a thumbnail of {image_path}: {exc}") from exc
+    except (OSError, ValueError):  # a damaged thumbnail: made again next time
+        target.unlink(missing_ok=True)
+        return _Image(image_path, "", 0, 0)
     return _Image(image_path, f"{_THUMBNAILS}/{name}", width, height)

@@ -12,15 +12,14 @@ it is a pydantic model that round-trips through JSON.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from batchgen.errors import MalformedResponse
+from batchgen.money import Spend
 
-__all__ = ["Answer", "ImageRef", "Spend", "error_excerpt", "parse_answer"]
+__all__ = ["Answer", "ImageRef", "charged", "error_excerpt", "parse_answer"]
 
 EXCERPT_CHARS = 300  # how much of a bad body the manifest keeps
 
@@ -65,48 +64,9 @@ class Answer(BaseModel):
     usd_spent: str | None = None
 
     @property
-    def usd(self) -> float | None:
-        """``x-aimlapi-usd-spent`` as a number (USD), or None when absent or not a number."""
-        return _number(self.usd_spent)
-
-    @property
-    def credits(self) -> float | None:
-        """``x-aimlapi-credits-used`` as a number (credits), or None when absent or not a number."""
-        return _number(self.credits_used)
-
-    @property
     def cost(self) -> Spend | None:
-        """What this answer cost, from its headers; None when it says nothing of it."""
+        """What this answer cost, from its headers; None when it says nothing readable of it."""
         return Spend.of(self.usd_spent, self.credits_used)
-
-
-@dataclass(frozen=True, slots=True)
-class Spend:
-    """Money: USD and AIML API credits (from the ``x-aimlapi-*`` cost headers)."""
-
-    usd: float = 0.0
-    credits: float = 0.0
-
-    def __add__(self, other: Spend) -> Spend:
-        return Spend(self.usd + other.usd, self.credits + other.credits)
-
-    def __bool__(self) -> bool:
-        return bool(self.usd or self.credits)
-
-    @staticmethod
-    def of(usd_spent: str | None, credits_used: str | None) -> Spend | None:
-        """The cost the ``x-aimlapi-usd-spent`` / ``x-aimlapi-credits-used`` header values (as an
-        answer or a manifest record keeps them) say; None when neither is a number."""
-        usd, credits = _number(usd_spent), _number(credits_used)
-        return None if usd is None and credits is None else Spend(usd or 0.0, credits or 0.0)
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 class _Wire(BaseModel):
@@ -149,8 +109,9 @@ class _FluxResponse(_Wire):
 def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
     """Parse a 2xx body (bytes) and its response headers (lower-case names) into an Answer.
 
-    Raises :class:`~batchgen.errors.MalformedResponse` (transient) with a body excerpt when the
-    body is not JSON or matches neither documented shape.
+    Raises :class:`~batchgen.errors.MalformedResponse` (transient) with a body excerpt, and the
+    cost its headers say was charged, when the body is not JSON or matches neither documented
+    shape.
     """
     try:
         document = json.loads(body)
@@ -163,11 +124,19 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
     except (ValueError, ValidationError) as exc:
         excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
         reason = str(exc).splitlines()[0]
-        raise MalformedResponse(f"malformed answer from the API: {reason}", body_excerpt=excerpt) from exc
+        raise MalformedResponse(
+            f"malformed answer from the API: {reason}", body_excerpt=excerpt, cost=charged(headers)
+        ) from exc
     answer.inference_id = headers.get("x-inference-id")
     answer.credits_used = headers.get("x-aimlapi-credits-used")
     answer.usd_spent = headers.get("x-aimlapi-usd-spent")
     return answer
+
+
+def charged(headers: dict[str, str]) -> Spend | None:
+    """What a response's cost headers (lower-case names) say it was charged, whatever its
+    status or body; None when they say nothing readable."""
+    return Spend.of(headers.get("x-aimlapi-usd-spent"), headers.get("x-aimlapi-credits-used"))
 
 
 def _from_reve(wire: _ReveResponse) -> Answer:

@@ -9,7 +9,7 @@ through :class:`batchgen.attempts.JobAttempt` (generate -> record -> fetch -> sa
 request passes the run's gates (retry quota, adaptive rate, optional ``--rpm`` ceiling:
 :mod:`batchgen.gates`).
 
-Stopping: SIGINT/SIGTERM, a 401, a 403, an hourly 429, an exhausted retry budget or a full disk
+Stopping: SIGINT/SIGTERM/SIGHUP, a 401, a 403, an hourly 429, an exhausted retry budget or a full disk
 set one stop event: nothing more is dispatched, in-flight requests finish (a second signal, or
 ``grace`` seconds, cancels them), and every record written so far stays valid for a resume.
 
@@ -27,16 +27,20 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 
 from batchgen.attempts import JobAttempt, RunControl, Verdict, judge
 from batchgen.budget import Budget
-from batchgen.client import ApiClient, open_session
+from batchgen.client import MAX_RETRY_AFTER, ApiClient, open_session
 from batchgen.errors import (
     LONG_RETRY_AFTER,
     AuthenticationError,
@@ -55,12 +59,13 @@ from batchgen.errors import (
 from batchgen.gates import Gate, Gates, Send
 from batchgen.jobfile import Job, iter_jobs, scan_job_file
 from batchgen.metrics import INTERVAL, SendMeter, write_metrics
+from batchgen.money import Spend
 from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
-from batchgen.responses import Spend
+from batchgen.report import refresh_report
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
-from batchgen.settings import Settings
-from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder, StateCounts, utc_now
+from batchgen.settings import Settings, load_api_key
+from batchgen.store import LISTED, JobRow, JobState, ManifestRecord, OutputFolder, StateCounts, utc_now
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -68,13 +73,17 @@ log = logging.getLogger(__name__)
 
 FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
 FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
+DAILY_CAP = "max_usd_per_day"  # folder meta: --max-usd-per-day as last given ("off": none)
 NOT_BEFORE = "not_before"  # folder meta: a Retry-After's end (Unix time) that outlives the run
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each stops a run gracefully: ^C, a service manager's stop, a closed terminal or ssh session
+(SIGHUP would otherwise kill the process with its answers in flight)."""
 
 
 class StopReason(StrEnum):
     """Why a run stopped before trying every job; each leaves the folder resumable."""
 
-    SIGNAL = "signal"  # SIGINT or SIGTERM
+    SIGNAL = "signal"  # SIGINT, SIGTERM or SIGHUP
     BAD_KEY = "bad_key"  # 401: fix the key
     NO_CREDITS = "no_credits"  # 403: top up credits or raise the spend cap
     HOURLY_LIMIT = "hourly_limit"  # 429 "limit for the hour", or a long Retry-After: run again later
@@ -97,6 +106,7 @@ class RunReport:
     stop_message: str = ""
     stop_advice: str = ""  # the one thing to do about the stop
     in_flight_before: list[tuple[str, list[str]]] = field(default_factory=list)
+    cancelled: list[tuple[str, list[str]]] = field(default_factory=list)  # sent by this run, no answer
     crashed: list[str] = field(default_factory=list)  # jobs failed by an unforeseen error (a bug)
     changed: list[str] = field(default_factory=list)  # request changed since its record: sent anew
     frozen: list[str] = field(default_factory=list)  # ... and not sent (--frozen)
@@ -115,8 +125,8 @@ class RunReport:
             "succeeded": t.succeeded,
             "failed": t.failed_final + t.failed_retryable,
             "not_reached": t.not_reached,
-            "usd": round(t.spent.usd, 6),
-            "credits": round(t.spent.credits, 3),
+            "usd": float(t.spent.usd),
+            "credits": float(t.spent.credits),
         }
 
     @property
@@ -125,24 +135,46 @@ class RunReport:
         return self.tally.succeeded + self.tally.already_done == self.total
 
 
-async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progress: bool = True) -> RunReport:
+async def run_batch(
+    job_file: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: Settings | None = None,
+    *,
+    progress: bool = True,
+) -> RunReport:
     """Run every job of ``job_file`` into ``out_dir``; safe to call again to resume.
 
-    Raises :class:`~batchgen.errors.JobFileError` (nothing sent, nothing written),
-    :class:`~batchgen.errors.OutputLockedError`, or :class:`~batchgen.errors.StorageError`
-    when the folder cannot be opened. Everything else ends up in the returned report.
+    ``settings``: how to run (default: ``Settings`` with the key from ``AIMLAPI_KEY``).
+    Returns the :class:`RunReport` (counts, money, why it stopped); ``out_dir`` then holds the
+    images, ``manifest.jsonl`` and, for up to :data:`~batchgen.report.REPORT_AT_RUN_END` jobs,
+    ``report.html``. Raises :class:`~batchgen.errors.JobFileError` (nothing sent, nothing
+    written), :class:`~batchgen.errors.UsageError` (ids of ``settings.only`` the file lacks;
+    an output folder that can never be written), :class:`~batchgen.errors.OutputLockedError`,
+    or :class:`~batchgen.errors.StorageError` when the folder cannot be opened. Everything else
+    ends up in the returned report.
     """
+    job_file, out_dir = Path(job_file), Path(out_dir)
+    settings = settings or Settings(api_key=load_api_key(None))
     summary = await asyncio.to_thread(functools.partial(scan_job_file, job_file, only=settings.only))
     if summary.missing:
-        log.warning("not in %s, so not run: %s", job_file, ", ".join(summary.missing[:20]))
-    job_file_path = await asyncio.to_thread(job_file.resolve)
-    async with OutputFolder.open(out_dir, max_pixels=settings.max_pixels) as folder:
-        await _claim(folder, out_dir, job_file_path, summary.count, add=settings.add_job_file)
+        raise UsageError(
+            f"--only names job(s) that {job_file} does not hold: {', '.join(summary.missing[:20])}"
+            + (f" and {len(summary.missing) - 20} more" if len(summary.missing) > 20 else "")  # noqa: PLR2004
+        )
+    source = str(await asyncio.to_thread(job_file.resolve))
+    folder_open = OutputFolder.open(
+        out_dir, max_pixels=settings.max_pixels, source=source, parents=settings.create_parents
+    )
+    async with folder_open as folder:
+        _log_start(job_file, out_dir, settings)
+        await folder.set_meta("job_file", source)
+        await folder.set_meta("total_jobs", str(summary.count))
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
+        before = dict(await folder.in_flight())  # to tell what this run leaves in flight
         async with open_session(settings) as session:
             pool = _Pool(
-                settings, folder, ApiClient(session, settings), report, await _budget(settings, folder)
+                settings, folder, ApiClient(session, settings), report, await _budgets(settings, folder)
             )
             if progress:
                 pool.progress = Progress(total, sending_rate=pool.describe_rate)
@@ -158,6 +190,9 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
                     writer.cancel()
                     await asyncio.gather(writer, return_exceptions=True)
         report.tally.not_reached += total - report.tally.seen
+        if pool.judged_all and only is None:  # now the folder can tell which jobs the file lacks
+            await folder.set_meta(LISTED, source)
+        report.cancelled = [(job, ids) for job, ids in await folder.in_flight() if before.get(job) != ids]
         report.folder = await folder.counts()
         if settings.metrics_file is not None:
             await pool.write_metrics()
@@ -165,34 +200,45 @@ async def run_batch(job_file: Path, out_dir: Path, settings: Settings, *, progre
             await folder.set_meta("last_run", json.dumps(report.ending()))
         except StorageError as exc:  # (a full disk stopped the run: the report says so already)
             log.warning("how the run ended could not be recorded for `status`: %s", exc.message)
-    if report.in_flight_before:
-        log.warning(
-            "%d job(s) of this file were in flight when an earlier run stopped; each may have been charged "
-            "once. Their X-Client-Request-Ids can be matched in the API's usage logs (GET /v2/logs): %s",
-            len(report.in_flight_before),
-            "; ".join(f"{job}: {ids[-1]}" for job, ids in report.in_flight_before[:20] if ids),
-        )
+    _warn_in_flight(report.cancelled, "were cancelled in flight by this run")
+    await asyncio.to_thread(refresh_report, out_dir, report.folder.total)
     return report
 
 
-async def _claim(folder: OutputFolder, out_dir: Path, job_file: Path, count: int, *, add: bool) -> None:
-    """Record which job file the folder serves (and how many jobs it holds).
+def _log_start(job_file: Path, out_dir: Path, settings: Settings) -> None:
+    """The log's first line of a run: what runs, where, and with which settings."""
+    chosen = {
+        "concurrency": settings.concurrency,
+        "rpm": settings.rpm,
+        "max_usd": settings.max_usd,
+        "max_credits": settings.max_credits,
+        "max_usd_per_day": settings.max_usd_per_day,
+        "only": len(settings.only) if settings.only is not None else None,
+        "retry_failed": ",".join(sorted(settings.retry_failed)) or None,
+        "frozen": settings.frozen or None,
+        "redo": len(settings.redo) or None,
+    }
+    log.info(
+        "run started: batchgen %s, job file %s, output folder %s, API %s; %s",
+        version("batchgen"),
+        job_file,
+        out_dir,
+        settings.base_url,
+        ", ".join(f"{k}={v}" for k, v in chosen.items() if v is not None),
+    )
 
-    A folder serves one job file: its counts (``status``) are that file's. Running another file
-    into it is refused unless ``add`` (``--add-job-file``): then the folder serves both and its
-    total is the sum. Raises :class:`UsageError` (nothing sent, nothing written).
-    """
-    known = await folder.get_meta("job_file")
-    files = json.loads(await folder.get_meta("job_files") or "{}") or ({known: None} if known else {})
-    if files and str(job_file) not in files and not add:
-        raise UsageError(
-            f"{out_dir} holds the results of {', '.join(files)}; use another --out folder for "
-            f"{job_file}, or --add-job-file to add its jobs to this folder"
+
+def _warn_in_flight(jobs: list[tuple[str, list[str]]], what: str) -> None:
+    """Say, before anything is sent again, which requests may have been charged without an
+    answer recorded, with the X-Client-Request-Ids the usage logs settle them by."""
+    if jobs:
+        log.warning(
+            "%d job(s) %s; each may have been charged once, and a run sends it again. Match the"
+            " X-Client-Request-Ids in the API's usage logs (GET /v2/logs): %s",
+            len(jobs),
+            what,
+            "; ".join(f"{job}: {ids[-1]}" for job, ids in jobs[:20] if ids),
         )
-    files[str(job_file)] = count
-    await folder.set_meta("job_files", json.dumps(files))
-    await folder.set_meta("job_file", str(job_file))
-    await folder.set_meta("total_jobs", str(sum(n or 0 for n in files.values())))
 
 
 _STOPS: list[tuple[type[BaseException], StopReason]] = [
@@ -208,15 +254,38 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
 ]
 
 
-async def _budget(settings: Settings, folder: OutputFolder) -> Budget | None:
-    """The run's spend budget, if one was asked for, knowing what each model cost before."""
-    if settings.max_usd is None and settings.max_credits is None:
-        return None
+async def _budgets(settings: Settings, folder: OutputFolder) -> list[Budget]:
+    """The run's spend budgets (``--max-usd``/``--max-credits``, and the folder's daily cap,
+    kept in the folder by ``--max-usd-per-day`` so that every later run respects it), knowing
+    what each model cost before."""
+    if settings.max_usd_per_day is not None:
+        await folder.set_meta(DAILY_CAP, str(settings.max_usd_per_day))
+    stored = await folder.get_meta(DAILY_CAP)
+    daily = Decimal(stored) if stored and stored != "off" else None
+    if settings.max_usd is None and settings.max_credits is None and daily is None:
+        return []
     known = {
         model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
         for model, costs in (await folder.request_costs()).items()
     }
-    return Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known)
+    assumed = settings.assumed_cost
+    budgets = []
+    if settings.max_usd is not None or settings.max_credits is not None:
+        budgets.append(
+            Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known, assumed=assumed)
+        )
+    if daily is not None:
+        today = datetime.now(UTC).date().isoformat()
+        budgets.append(
+            Budget(
+                max_usd=daily,
+                known=known,
+                assumed=assumed,
+                before=await folder.spent(day=today),
+                scope=f"of {today} (UTC) in this folder, all runs",
+            )
+        )
+    return budgets
 
 
 async def _chunks(jobs: Iterator[Job]) -> AsyncGenerator[list[Job], None]:
@@ -262,7 +331,7 @@ class _Pool:
         folder: OutputFolder,
         client: ApiClient,
         report: RunReport,
-        budget: Budget | None,
+        budgets: list[Budget],
     ) -> None:
         self.settings = settings
         self.folder = folder
@@ -272,12 +341,12 @@ class _Pool:
         self.rate = AdaptiveRate()
         self.retry_after = _RetryAfterMemo()
         quota = RetryQuota(settings.retry_budget)
-        self.meter = SendMeter()
+        self.meter = SendMeter(report.tally)
+        self.judged_all = False  # every job of the file was judged (the run was not stopped first)
         gates: list[Gate] = [quota, self.rate]
         if settings.rpm is not None:
             gates.append(RateCeiling(settings.rpm))
-        if budget is not None:
-            gates.append(budget)  # last: nothing is set aside while a request waits for its rate
+        gates += budgets  # last: nothing is set aside while a request waits for its rate
         gates += [self.retry_after, self.meter]
         self.control = RunControl(
             generation_gates=Gates(*gates),
@@ -312,7 +381,7 @@ class _Pool:
 
     async def run(self, jobs: Iterator[Job]) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_signal)
         try:
             if await self._wait_out_retry_after():
@@ -320,7 +389,7 @@ class _Pool:
                     feeder = group.create_task(self._feed(jobs, group))
                     self._live.add(feeder)
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
@@ -330,13 +399,28 @@ class _Pool:
                 self.progress.close(self.report.tally, stopped=self.report.stop_reason is not None)
 
     async def _wait_out_retry_after(self) -> bool:
-        """Honour a Retry-After an earlier run was given; False when the run must not start."""
-        not_before = float(await self.folder.get_meta(NOT_BEFORE) or 0)
-        wait = not_before - time.time()
+        """Honour a Retry-After an earlier run was given (at most :data:`MAX_RETRY_AFTER` from
+        now, whatever the folder holds; ``--ignore-retry-after`` clears it); False when the run
+        must not start."""
+        if self.settings.ignore_retry_after:
+            await self.folder.set_meta(NOT_BEFORE, "0")
+            return True
+        try:
+            not_before = float(await self.folder.get_meta(NOT_BEFORE) or 0)
+        except ValueError:
+            not_before = 0.0
+        wait = min(not_before - time.time(), MAX_RETRY_AFTER) if math.isfinite(not_before) else 0.0
         if wait <= 0:
             return True
         if wait > LONG_RETRY_AFTER:
-            self.stop(RateLimited(f"the API asked to wait until {time.ctime(not_before)}", long_wait=True))
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + wait))
+            self.stop(
+                RateLimited(
+                    f"the API asked an earlier run to wait until {until} (Retry-After);"
+                    " --ignore-retry-after starts now",
+                    long_wait=True,
+                )
+            )
             return False
         log.info("an earlier run was asked to wait (Retry-After): starting in %.1fs", wait)
         try:
@@ -351,6 +435,7 @@ class _Pool:
                 async for chunk in chunks:
                     if self.control.stopping or not await self._dispatch(chunk, group):
                         return
+                self.judged_all = not self.control.stopping
             except JobFileError as exc:  # edited or broken since it was validated
                 note = "the job file changed during the run; the jobs not yet read are left for the next run"
                 self.stop(JobFileError(exc.problems[:1], note=note))
@@ -366,6 +451,13 @@ class _Pool:
         old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
         if old:  # a folder from before schema 2: what its finished jobs answered, from now on
             await self.folder.adopt_fingerprints(old)
+        asked = [
+            (job.id, job.fingerprint)
+            for job, row, v in verdicts
+            if row and not v.changed and row.asked != job.fingerprint
+        ]
+        if asked:  # (a changed job's dispatch records what this file asks of it)
+            await self.folder.asked(asked)
         for job, row, verdict in verdicts:
             if verdict.skip is not None and job.id not in lost:
                 self._count(verdict.skip, 0.0)
@@ -386,8 +478,9 @@ class _Pool:
         return True
 
     def _judge(self, job: Job, row: JobRow | None) -> Verdict:
-        if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that died
+        if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that stopped
             self.report.in_flight_before.append((job.id, row.client_request_ids))
+            _warn_in_flight([(job.id, row.client_request_ids)], "was in flight when an earlier run stopped")
         redo = job.id in self.settings.redo
         verdict = judge(
             row,
@@ -439,15 +532,13 @@ class _Pool:
             if attempt.crashed:
                 self.report.crashed.append(job.id)
             self.report.tally.images += attempt.images
-            self._count(outcome, attempt.tokens_used, attempt.spent)
+            self._count(outcome, attempt.tokens_used)
         finally:
             seat.give_back()
 
-    def _count(self, outcome: Outcome, tokens: float, spent: Spend | None = None) -> None:
+    def _count(self, outcome: Outcome, tokens: float) -> None:
         tally = self.report.tally
         tally.tokens_used += tokens
-        if spent:
-            tally.spent += spent
         tally.add(outcome)
         if self.progress is not None:
             self.progress.update(tally)

@@ -12,10 +12,12 @@ import math
 import os
 import stat
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from batchgen.errors import UsageError
+from batchgen.money import Spend
 
 __all__ = ["DEFAULT_BASE_URL", "Settings", "Timeouts", "load_api_key", "resolve_base_url"]
 
@@ -59,9 +61,12 @@ class Settings:
     grace: float = 30.0
     retry_failed: frozenset[str] = frozenset()  # --retry-failed: final failures of these kinds, or "all"
     only: frozenset[str] | None = None  # --only / --only-file: just these job ids
-    add_job_file: bool = False
-    max_usd: float | None = None  # --max-usd: this run's spend budget, USD
-    max_credits: float | None = None  # --max-credits: ... in AIML API credits
+    max_usd: Decimal | None = None  # --max-usd: this run's spend budget, USD
+    max_credits: Decimal | None = None  # --max-credits: ... in AIML API credits
+    max_usd_per_day: Decimal | str | None = None  # --max-usd-per-day: the folder's daily cap, or "off"
+    assumed_cost: Spend | None = None  # --assume-usd/--assume-credits: one request's worst case
+    ignore_retry_after: bool = False  # --ignore-retry-after: clear a wait an earlier run was given
+    create_parents: bool = False  # --parents: create the output folder's missing parents
     metrics_file: Path | None = None  # --metrics-file: a Prometheus textfile, every 30 s and at the end
     frozen: bool = False  # --frozen: a job whose request changed since its record is not sent
     redo: frozenset[str] = frozenset()  # --redo: job ids to generate anew (paid) even if done

@@ -103,7 +103,7 @@ def test_the_report_opens_with_one_card_per_job_and_every_image_loaded(
 
 def test_a_run_makes_a_small_folders_report_and_refreshes_one_that_exists(simulator, tmp_path, monkeypatch):
     monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
-    monkeypatch.setattr("batchgen.cli.REPORT_UNASKED", 1)  # (a folder of 2 counts as large here)
+    monkeypatch.setattr("batchgen.report.REPORT_UNASKED", 1)  # (a folder of 2 counts as large here)
     small, large = tmp_path / "small", tmp_path / "large"
     first = {"id": "first", "model": "reve/create-image", "prompt": "a fox"}
     job_file = write_jsonl(tmp_path / "j.jsonl", [first])

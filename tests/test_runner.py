@@ -188,7 +188,7 @@ async def test_hostile_job_ids_write_only_inside_the_output_folder(simulator, tm
         tmp_path / "jobs.jsonl", [{"id": job_id, "model": "reve/create-image", "prompt": "x"}]
     )
 
-    report = await run_jobs(job_file, out, simulator.url)
+    report = await run_jobs(job_file, out, simulator.url, create_parents=True)
 
     assert report.complete
     everything = {p for p in tmp_path.rglob("*") if p.is_file()}

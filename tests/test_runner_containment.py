@@ -373,7 +373,7 @@ def test_the_reference_image_cache_is_bounded(tmp_path, size):
     assert sum(len(v) for v in jobfile._URI_CACHE.values()) <= jobfile._URI_CACHE_CHARS
 
 
-def test_8_a_second_job_file_is_refused_into_a_folder_made_for_another(simulator, tmp_path):
+def test_8_a_second_job_file_runs_into_the_folder_and_status_counts_the_file_run_last(simulator, tmp_path):
     first_file = write_jsonl(tmp_path / "first.jsonl", create_jobs(3))
     other_file = write_jsonl(
         tmp_path / "other.jsonl", [j | {"id": f"o{i}"} for i, j in enumerate(create_jobs(2))]
@@ -381,13 +381,12 @@ def test_8_a_second_job_file_is_refused_into_a_folder_made_for_another(simulator
     out = tmp_path / "out"
 
     assert run(first_file, out, simulator.url, key=SIMULATOR_KEY).returncode == ExitCode.OK
-    refused = run(other_file, out, simulator.url, key=SIMULATOR_KEY)
-    added = run(other_file, out, simulator.url, "--add-job-file", key=SIMULATOR_KEY)
+    other = run(other_file, out, simulator.url, key=SIMULATOR_KEY)
     status = json.loads(cli("status", str(out), "--json").stdout)
 
-    assert refused.returncode == ExitCode.INVALID_INPUT and "--add-job-file" in refused.stderr
-    assert added.returncode == ExitCode.OK
-    assert status["total"] == 5 and status["succeeded"] == 5 and status["pending"] == 0
+    assert other.returncode == ExitCode.OK and "not in the job file" in other.stderr
+    assert status["total"] == 2 and status["succeeded"] == 2 and status["pending"] == 0
+    assert status["not_in_job_file"] == 3 and status["not_in_job_file_ids"] == ["job-0", "job-1", "job-2"]
 
 
 def test_10_a_run_started_on_a_full_disk_exits_75_with_a_message(simulator, tmp_path):

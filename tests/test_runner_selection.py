@@ -29,7 +29,9 @@ def job(job_id: str, prompt: str = "a red fox") -> dict[str, object]:
 def test_only_runs_the_named_jobs(simulator, tmp_path, capsys):
     job_file = write_jsonl(tmp_path / "j.jsonl", [job("a"), job("b"), job("c"), job("d")])
     out = tmp_path / "o"
-    assert run(job_file, out, simulator.url, "--only", "b", "--only", "nope") == ExitCode.OK
+    assert run(job_file, out, simulator.url, "--only", "b", "--only", "nope") == ExitCode.INVALID_INPUT
+    assert "--only names job(s) that" in capsys.readouterr().err and not out.exists()  # a typo: nothing made
+    assert run(job_file, out, simulator.url, "--only", "b") == ExitCode.OK
     assert "1 jobs: 1 succeeded now" in capsys.readouterr().err
     (tmp_path / "ids.txt").write_text("# ids\nc\n\nd\n")
     assert run(job_file, out, simulator.url, "--only-file", str(tmp_path / "ids.txt")) == ExitCode.OK

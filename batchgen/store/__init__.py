@@ -11,19 +11,22 @@ database or the files.
     status.py     read-only views: ``status`` (counts), ``verify`` (images), ``plan`` (rows, costs)
 """
 
-from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
+from batchgen.store.database import LISTED, TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
 from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
 from batchgen.store.status import (
     FolderReader,
     ImageProblem,
+    ReportView,
     failed_records,
     read_records,
+    read_report_view,
     read_status,
     verify_folder,
 )
 
 __all__ = [
+    "LISTED",
     "TRANSITIONS",
     "ErrorInfo",
     "FolderReader",
@@ -33,12 +36,14 @@ __all__ = [
     "JobState",
     "ManifestRecord",
     "OutputFolder",
+    "ReportView",
     "StagedImage",
     "StateCounts",
     "Status",
     "TransitionError",
     "failed_records",
     "read_records",
+    "read_report_view",
     "read_status",
     "utc_now",
     "verify_folder",

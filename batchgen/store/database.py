@@ -21,6 +21,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchgen.errors import BatchgenError, StorageError
-from batchgen.responses import Answer, Spend
+from batchgen.money import Spend, from_units, to_units
+from batchgen.responses import Answer
 from batchgen.store.manifest import ManifestRecord, Status
 
 __all__ = [
@@ -42,19 +44,19 @@ __all__ = [
     "TransitionError",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of the layout below. 0 and 1: without the columns version 2 added
-(``fingerprint``, ``generation``, ``record_seq``); such a folder is brought up to date on open."""
+(``fingerprint``, ``generation``, ``record_seq``); 2: money summed in floats per job, no
+``charges`` (exact, one row per answer charged) and no ``asked`` (what each job file last asked
+of each job). Such a folder is brought up to date on open."""
 
 _ADDED_IN_2 = (  # (column, its definition, its value in an older folder read without upgrading)
     ("fingerprint", "TEXT", "NULL"),
     ("generation", "INTEGER NOT NULL DEFAULT 0", "0"),
     ("record_seq", "INTEGER", "NULL"),
-    ("usd_spent", "REAL", "NULL"),
-    ("credits_used", "REAL", "NULL"),
-    ("last_usd", "REAL", "NULL"),
-    ("last_credits", "REAL", "NULL"),
 )
+_FLOAT_MONEY = ("usd_spent", "credits_used", "last_usd", "last_credits")  # schema 2's, per job
+_FLOAT_PLACES = Decimal("1e-9")  # schema 2 summed floats: its sums are exact to this
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -69,15 +71,36 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at TEXT,
     fingerprint TEXT,                      -- of the request last sent (Job.fingerprint)
     generation INTEGER NOT NULL DEFAULT 0, -- times a succeeded job was generated anew
-    record_seq INTEGER,                    -- its last record in `records`
-    usd_spent REAL,                        -- x-aimlapi-usd-spent of its answers, summed
-    credits_used REAL,                     -- x-aimlapi-credits-used of its answers, summed
-    last_usd REAL,                         -- ... of its last answer (what one request costs)
-    last_credits REAL
+    record_seq INTEGER                     -- its last record in `records`
 );
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_ADDED_IN_3 = """
+CREATE TABLE IF NOT EXISTS charges (       -- one row per answer whose cost headers were readable
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    run INTEGER NOT NULL,                  -- the run that received it (meta `runs`; 0: before schema 3)
+    day TEXT NOT NULL,                     -- its UTC date, YYYY-MM-DD
+    usd INTEGER NOT NULL,                  -- x-aimlapi-usd-spent in units of 10**-12 USD (money.PLACES)
+    credits INTEGER NOT NULL               -- x-aimlapi-credits-used, the same units
+);
+CREATE INDEX IF NOT EXISTS charges_by_day ON charges (day);
+CREATE TABLE IF NOT EXISTS asked (         -- what a job file last asked of a job: its fingerprint
+    source TEXT NOT NULL,                  -- the job file's resolved path
+    job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (source, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asked_by_job ON asked (job_id);
+"""
+
+
+LISTED = "listed"  # meta: the job file (source) whose run last judged every one of its jobs
+RUNS = "runs"  # meta: how many runs the folder has had
+# A job counts as the file's when the file asks for it, or while it is in flight (maybe charged).
+_IN_FILE = "WHERE job_id IN (SELECT job_id FROM asked WHERE source = ?) OR state NOT IN ('succeeded', 'failed')"
 
 
 class JobState(StrEnum):
@@ -138,6 +161,8 @@ class JobRow:
     generation: int = 0  # times this job succeeded and was then generated anew
     record: str | None = None  # its last manifest record (JSON), if any
     images: str | None = None  # ... and, for a succeeded job, that record's `images` list (JSON)
+    asked: str | None = None  # the fingerprint the job file being run last asked of it, if it did
+    others: frozenset[str] = frozenset()  # ... and those any job file asked of it
 
     @property
     def client_request_ids(self) -> list[str]:
@@ -160,10 +185,11 @@ class StateCounts:
     failed_final: int = 0
     failed_retryable: int = 0
     in_progress: int = 0
-    total: int = 0  # jobs of the job file(s) the folder serves (``total_jobs``), at least those seen
+    total: int = 0  # jobs of the job file last run into the folder (``total_jobs``), at least those seen
     tokens_used: float = 0.0
     generated_anew: int = 0  # succeeded jobs generated again: request changed, or --redo
-    spent: dict[str, Spend] = field(default_factory=dict)  # by model, over every answer
+    spent: dict[str, Spend] = field(default_factory=dict)  # by model, every answer charged, all runs
+    not_in_file: list[str] = field(default_factory=list)  # jobs with a state the last job file lacks
 
     @property
     def pending(self) -> int:
@@ -212,7 +238,7 @@ class StateDatabase:
                 connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=FULL")
-                connection.executescript(_SCHEMA)
+                connection.executescript(_SCHEMA + _ADDED_IN_3)
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StorageError(
@@ -240,15 +266,16 @@ class StateDatabase:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
-        """The rows of those of ``job_ids`` the database knows, by id (one query per 500 ids)."""
+    def rows(self, job_ids: Iterable[str], *, source: str = "") -> dict[str, JobRow]:
+        """The rows of those of ``job_ids`` the database knows, by id (one query per 500 ids);
+        ``source``: the job file being run, whose :attr:`JobRow.asked` each row carries."""
         ids = list(job_ids)
         found: dict[str, JobRow] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
-            query = _ROWS_QUERY + f"WHERE job_id IN ({marks})"
-            for row in self._read(query, chunk):
+            query = _ROWS_QUERY + f"WHERE jobs.job_id IN ({marks})"
+            for row in self._read(query, (source, *chunk)):
                 answer, damaged = None, None
                 try:
                     # A succeeded job's answer is not used again (a job generated anew gets a new one).
@@ -268,6 +295,8 @@ class StateDatabase:
                     row[8],
                     row[9],
                     row[10],
+                    row[11],
+                    frozenset(row[12].split(" ")) if row[12] else frozenset(),
                 )
         return found
 
@@ -317,23 +346,33 @@ class StateDatabase:
         return [(row[0], json.loads(row[1])) for row in rows]
 
     def counts(self) -> StateCounts:
-        """Jobs per outcome, and tokens used by every recorded answer."""
+        """Jobs per outcome, and tokens used by every recorded answer; money over every answer
+        charged. Once a run has judged every job of its file, the counts are that file's jobs
+        and the others are listed in :attr:`StateCounts.not_in_file`."""
+        listed = self.get_meta(LISTED)
+        scope, params = ("", ()) if listed is None else (_IN_FILE, (listed,))
         totals: dict[str, int] = {}
         for state, final, count in self._read(
-            "SELECT state, final, COUNT(*) FROM jobs GROUP BY state, final"
+            f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final",  # noqa: S608
+            params,
         ):
             key = f"{state}:{int(final)}" if state == JobState.FAILED else state
             totals[key] = totals.get(key, 0) + count
         tokens, anew = self._read(
             "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
         )[0]
-        spent = {
-            model: Spend(usd or 0.0, credits or 0.0)
-            for model, usd, credits in self._read(
-                "SELECT model, SUM(usd_spent), SUM(credits_used) FROM jobs GROUP BY model ORDER BY model"
-            )
-            if usd is not None or credits is not None
-        }
+        outside = (
+            []
+            if listed is None
+            else [
+                job
+                for (job,) in self._read(
+                    "SELECT job_id FROM jobs WHERE state IN ('succeeded', 'failed')"
+                    " AND job_id NOT IN (SELECT job_id FROM asked WHERE source=?) ORDER BY job_id",
+                    (listed,),
+                )
+            ]
+        )
         return StateCounts(
             succeeded=totals.get(JobState.SUCCEEDED, 0),
             failed_final=totals.get("failed:1", 0),
@@ -345,19 +384,38 @@ class StateDatabase:
             ),
             tokens_used=float(tokens),
             generated_anew=anew,
-            spent=spent,
+            spent=self.spent_by_model(),
+            not_in_file=outside,
         )
 
+    def spent_by_model(self, *, run: int | None = None, day: str | None = None) -> dict[str, Spend]:
+        """What the answers charged, by model: all of them, or those of ``run`` (a run number,
+        see :meth:`begin_run`) or of ``day`` (UTC, ``YYYY-MM-DD``). Exact: summed as integers."""
+        return {
+            model: Spend(from_units(usd), from_units(credits))
+            for model, usd, credits in self._read(
+                "SELECT model, SUM(usd), SUM(credits) FROM charges"
+                " WHERE (?1 IS NULL OR run = ?1) AND (?2 IS NULL OR day = ?2) GROUP BY model ORDER BY model",
+                (run, day),
+            )
+        }
+
     def request_costs(self) -> dict[str, list[Spend]]:
-        """What one request of each model cost: each job's last answer, by model (for ``plan``
-        and the spend budget). Models never answered with a cost header are absent."""
+        """What one request of each model cost: each job's last charged answer, by model (for
+        ``plan`` and the spend budget). Models never answered with a cost header are absent."""
         costs: dict[str, list[Spend]] = {}
         for model, usd, credits in self._read(
-            "SELECT model, last_usd, last_credits FROM jobs"
-            " WHERE last_usd IS NOT NULL OR last_credits IS NOT NULL"
+            "SELECT model, usd, credits FROM charges"
+            " WHERE seq IN (SELECT MAX(seq) FROM charges GROUP BY job_id)"
         ):
-            costs.setdefault(model, []).append(Spend(usd or 0.0, credits or 0.0))
+            costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
         return costs
+
+    def begin_run(self) -> int:
+        """Number a new run (1, 2, ...): its charges are told apart by it."""
+        run = int(self.get_meta(RUNS) or 0) + 1
+        self.group([Change("meta", key=RUNS, value=str(run))])
+        return run
 
     def get_meta(self, key: str) -> str | None:
         """A run-level value (e.g. ``total_jobs``), or None."""
@@ -409,25 +467,38 @@ class StateDatabase:
 
 
 _ROWS_QUERY = (
-    "SELECT job_id, state, final, attempts, client_request_ids, answer, started_at, fingerprint,"
-    " generation, r.record, CASE WHEN state = 'succeeded' THEN json_extract(r.record, '$.images') END"
+    "SELECT jobs.job_id, state, final, attempts, client_request_ids, answer, started_at, jobs.fingerprint,"
+    " generation, r.record, CASE WHEN state = 'succeeded' THEN json_extract(r.record, '$.images') END,"
+    " a.fingerprint, (SELECT group_concat(o.fingerprint, ' ') FROM asked o WHERE o.job_id = jobs.job_id)"
     " FROM jobs"
-    " LEFT JOIN records r ON r.seq = jobs.record_seq "
+    " LEFT JOIN records r ON r.seq = jobs.record_seq"
+    " LEFT JOIN asked a ON a.job_id = jobs.job_id AND a.source = ? "
 )
 
 
 def _view_as_current(db: sqlite3.Connection) -> None:
     """Read an older folder as if upgraded, writing nothing: a temporary view named ``jobs``
-    (it comes before ``main.jobs`` in name lookups) adds the missing columns."""
+    (it comes before ``main.jobs`` in name lookups) adds the missing columns, and temporary
+    ``charges`` and ``asked`` tables stand in for the missing ones."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     missing = [f"{value} AS {column}" for column, _, value in _ADDED_IN_2 if column not in columns]
     if missing:
         db.execute(f"CREATE TEMP VIEW jobs AS SELECT *, {', '.join(missing)} FROM main.jobs")  # noqa: S608
+    tables = {row[0] for row in db.execute("SELECT name FROM main.sqlite_master WHERE type='table'")}
+    if "charges" not in tables or "asked" not in tables:
+        db.executescript(
+            _ADDED_IN_3.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE IF NOT EXISTS ").replace(
+                "CREATE INDEX IF NOT EXISTS ", "CREATE INDEX IF NOT EXISTS temp."
+            )
+        )
+        if "charges" not in tables:
+            _charges_from_floats(db, columns)
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a folder of schema 0 or 1 to :data:`SCHEMA_VERSION`, in one transaction: the new
-    columns, and each job's last record found from the ``records`` table."""
+    """Bring a folder of schema 0 to 2 to :data:`SCHEMA_VERSION`, in one transaction: the new
+    columns, each job's last record found from the ``records`` table, and schema 2's money
+    (floats per job) as exact charges."""
     db.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
@@ -438,11 +509,39 @@ def _upgrade(db: sqlite3.Connection) -> None:
             "SELECT json_extract(record, '$.job_id'), MAX(seq) FROM records GROUP BY 1"
         ).fetchall()
         db.executemany("UPDATE jobs SET record_seq=? WHERE job_id=?", [(seq, job) for job, seq in last])
+        _charges_from_floats(db, columns)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _charges_from_floats(db: sqlite3.Connection, columns: set[str]) -> None:
+    """Schema 2 kept each job's money as float sums: each becomes a charge of run 0 (exact to
+    :data:`_FLOAT_PLACES`), its last answer's cost a charge of its own (what one request cost)."""
+    if not set(_FLOAT_MONEY) <= columns:
+        return
+    rows = db.execute(
+        "SELECT job_id, model, COALESCE(substr(started_at, 1, 10), ''), usd_spent, credits_used, last_usd,"
+        " last_credits FROM jobs WHERE usd_spent IS NOT NULL OR credits_used IS NOT NULL"
+    ).fetchall()
+    charges = []
+    for job, model, day, usd, credits, last_usd, last_credits in rows:
+        total, last = _float_units(usd, credits), _float_units(last_usd, last_credits)
+        earlier = (total[0] - last[0], total[1] - last[1])
+        if earlier[0] > 0 or earlier[1] > 0:
+            charges.append((job, model, day, *earlier))
+        charges.append((job, model, day, *last))
+    db.executemany(
+        "INSERT INTO charges (job_id, model, run, day, usd, credits) VALUES (?, ?, 0, ?, ?, ?)", charges
+    )
+
+
+def _float_units(usd: float | None, credits: float | None) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        to_units(Decimal(repr(value)).quantize(_FLOAT_PLACES)) if value else 0 for value in (usd, credits)
+    )
 
 
 def _move(
@@ -470,9 +569,13 @@ def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One write of a group: a job's transition, a record, or a run-level value."""
+    """One write of a group: a job's transition, a record, or a run-level value.
 
-    kind: str  # dispatch | unanswered | answered | finish | answered+finish | import | adopt | meta
+    ``source`` (the job file being run) and ``run`` (its number, :meth:`StateDatabase.begin_run`)
+    say who asked: a dispatch records what ``source`` asked of the job, a charge which run
+    received it. ``cost``: what an answer that could not be used was charged (``unanswered``)."""
+
+    kind: str  # dispatch | unanswered | answered | finish | answered+finish | import | adopt | asked | meta
     job_id: str = ""
     model: str = ""
     client_request_id: str = ""
@@ -484,6 +587,9 @@ class Change:
     key: str = ""
     value: str = ""
     fingerprint: str = ""
+    source: str = ""
+    run: int = 0
+    cost: Spend | None = None
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Run this change's statements inside the open transaction."""
@@ -499,23 +605,21 @@ class Change:
                 " client_request_ids=json_insert(client_request_ids, '$[#]', ?)",
                 (self.fingerprint or None, self.client_request_id),
             )
+            if self.source and self.fingerprint:
+                _asked(db, self.source, [(self.job_id, self.fingerprint)])
         elif self.kind == "unanswered":
             _move(db, self.job_id, JobState.PENDING, "", ())
+            _charge(db, self.job_id, self.run, self.cost)
         elif self.kind in ("answered", "answered+finish"):
             assert self.answer is not None
             _move(
                 db,
                 self.job_id,
                 JobState.ANSWERED,
-                ", answer=?, tokens_used=COALESCE(tokens_used, 0)+COALESCE(?, 0), last_usd=?, last_credits=?,"
-                " usd_spent=COALESCE(usd_spent, 0)+COALESCE(?, 0),"
-                " credits_used=COALESCE(credits_used, 0)+COALESCE(?, 0)",
-                (
-                    self.answer.model_dump_json(),
-                    self.answer.tokens_used,
-                    *(self.answer.usd, self.answer.credits) * 2,
-                ),
+                ", answer=?, tokens_used=COALESCE(tokens_used, 0)+COALESCE(?, 0)",
+                (self.answer.model_dump_json(), self.answer.tokens_used),
             )
+            _charge(db, self.job_id, self.run, self.answer.cost)
             if self.kind == "answered+finish":
                 self._finish(db)
         elif self.kind in ("finish", "import"):
@@ -525,6 +629,8 @@ class Change:
                 "UPDATE jobs SET fingerprint=? WHERE job_id=? AND fingerprint IS NULL",
                 [(fingerprint, job_id) for job_id, fingerprint in json.loads(self.value)],
             )
+        elif self.kind == "asked":
+            _asked(db, self.source, json.loads(self.value))
         else:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -539,10 +645,9 @@ class Change:
         seq = db.execute("INSERT INTO records (record) VALUES (?)", (self.record_json,)).lastrowid
         if self.kind == "import":  # the database was lost: rebuilt from the manifest, row by row
             _ensure_row(db, record.job_id, record.model, record.started_at)
-            cost = Spend.of(record.usd_spent, record.credits_used) or Spend()
             db.execute(
-                "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=?, tokens_used=?,"
-                " usd_spent=?, credits_used=?, last_usd=?, last_credits=? WHERE job_id=?",
+                "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=?, tokens_used=?"
+                " WHERE job_id=?",
                 (
                     JobState.SUCCEEDED if succeeded else JobState.FAILED,
                     self.final,
@@ -550,10 +655,10 @@ class Change:
                     seq,
                     record.request_fingerprint,
                     record.tokens_used,
-                    *(cost.usd, cost.credits) * 2,
                     record.job_id,
                 ),
             )
+            _charge(db, record.job_id, 0, Spend.of(record.usd_spent, record.credits_used))
             return
         _ensure_row(db, record.job_id, record.model, record.started_at)
         _move(
@@ -564,3 +669,22 @@ class Change:
             " answer=CASE WHEN ? THEN json_remove(answer, '$.images') ELSE answer END",
             (self.final and not succeeded, seq, succeeded),
         )
+
+
+def _charge(db: sqlite3.Connection, job_id: str, run: int, cost: Spend | None) -> None:
+    """Record what an answer to the job was charged, in the run that received it, today (UTC)."""
+    if cost is None:
+        return
+    db.execute(
+        "INSERT INTO charges (job_id, model, run, day, usd, credits)"
+        " SELECT job_id, model, ?, date('now'), ?, ? FROM jobs WHERE job_id = ?",
+        (run, to_units(cost.usd), to_units(cost.credits), job_id),
+    )
+
+
+def _asked(db: sqlite3.Connection, source: str, fingerprints: list[tuple[str, str]]) -> None:
+    db.executemany(
+        "INSERT INTO asked (source, job_id, fingerprint) VALUES (?, ?, ?)"
+        " ON CONFLICT(source, job_id) DO UPDATE SET fingerprint=excluded.fingerprint",
+        [(source, job_id, fingerprint) for job_id, fingerprint in fingerprints],
+    )

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchgen.errors import OutputLockedError, StorageError
+from batchgen.errors import OutputFolderError, OutputLockedError, StorageError
 
 __all__ = [
     "SYNCFS",
@@ -61,15 +61,34 @@ def safe_name(job_id: str) -> str:
     return f"{stem}-{hashlib.sha256(job_id.encode()).hexdigest()[:10]}"
 
 
-def make_output_dir(root: Path) -> None:
-    """Create the output folder ``root`` if needed. Raises :class:`StorageError`.
+def make_output_dir(root: Path, *, parents: bool = False) -> None:
+    """Create the output folder ``root`` if needed (and, with ``parents``, its missing parents).
 
     Unlike the folders batchgen makes inside it, ``root`` may be a symlink: the user chose it.
+    Raises :class:`~batchgen.errors.OutputFolderError` for a folder that can never be written as
+    named (read-only filesystem, no permission, not a folder, a missing parent: a typo in
+    ``--out`` must not start a run from zero somewhere new), :class:`StorageError` otherwise
+    (a full disk: a later run may succeed).
     """
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=parents, exist_ok=True)
+    except FileNotFoundError as exc:
+        raise OutputFolderError(
+            f"the output folder {root} cannot be created: its parent does not exist"
+        ) from exc
     except OSError as exc:
-        raise StorageError(f"cannot create the output folder {root}: {exc.strerror or exc}") from exc
+        message = f"cannot create the output folder {root}: {exc.strerror or exc}"
+        if exc.errno in _PERMANENT:
+            raise OutputFolderError(message) from exc
+        raise StorageError(message) from exc
+    if not root.is_dir():
+        raise OutputFolderError(f"the output folder {root} is not a folder")
+    if not os.access(root, os.W_OK | os.X_OK):  # (access(2) reports a read-only mount to root too)
+        raise OutputFolderError(f"the output folder {root} cannot be written (read-only or no permission)")
+
+
+_PERMANENT = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
+"""``mkdir`` errors that no later run can outlive."""
 
 
 def ensure_real_dir(path: Path, root: Path) -> Path:

@@ -42,7 +42,8 @@ from typing import TypeVar
 
 from batchgen.errors import StorageError
 from batchgen.images import DEFAULT_MAX_PIXELS, inspect_image
-from batchgen.responses import Answer, Spend
+from batchgen.money import Spend
+from batchgen.responses import Answer
 from batchgen.store.database import Change, JobRow, StateCounts, StateDatabase
 from batchgen.store.files import (
     SYNCFS,
@@ -119,8 +120,12 @@ class OutputFolder:
         manifest: ManifestFile,
         thread: ThreadPoolExecutor,
         max_pixels: int,
+        *,
+        source: str = "",
     ) -> None:
         self.root = root
+        self.source = source  # the job file being run (its resolved path), "" when none
+        self.run = 0  # this run's number in the folder (StateDatabase.begin_run)
         self.images = root / "images"
         self._db = db
         self._manifest = manifest
@@ -132,15 +137,19 @@ class OutputFolder:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> AsyncIterator[OutputFolder]:
-        """Open ``root`` for a run.
+    async def open(
+        cls, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "", parents: bool = False
+    ) -> AsyncIterator[OutputFolder]:
+        """Open ``root`` for a run of the job file ``source`` (its resolved path).
 
-        Creates the folder layout, takes the lock (raises
-        :class:`~batchgen.errors.OutputLockedError` when a live run holds it), removes temporary
-        files a crash left, and brings ``manifest.jsonl`` back in line with the database.
+        Creates the folder (``parents``: and its missing parents) and its layout, takes the lock
+        (raises :class:`~batchgen.errors.OutputLockedError` when a live run holds it), removes
+        temporary files a crash left, brings ``manifest.jsonl`` back in line with the database,
+        and numbers the run. Raises :class:`~batchgen.errors.OutputFolderError` for a folder
+        that can never be written as named.
         """
         loop = asyncio.get_running_loop()
-        make_output_dir(root)
+        make_output_dir(root, parents=parents)
         private = ensure_real_dir(root / ".batchgen", root)
         folder_lock = DirectoryLock(private / "lock")
         folder_lock.acquire()
@@ -148,10 +157,13 @@ class OutputFolder:
         try:
             db = await loop.run_in_executor(thread, StateDatabase.open, private / "state.sqlite3")
             try:
-                folder = cls(root, db, ManifestFile(root / "manifest.jsonl"), thread, max_pixels)
+                folder = cls(
+                    root, db, ManifestFile(root / "manifest.jsonl"), thread, max_pixels, source=source
+                )
                 ensure_real_dir(folder.images, root)
                 await asyncio.to_thread(remove_temporaries, folder.images)
                 await folder._on_thread(folder._sync_manifest)
+                folder.run = await folder._on_thread(db.begin_run)
                 # A plain task, not a TaskGroup: an error of the caller's must reach the caller
                 # as itself, not wrapped in an ExceptionGroup.
                 writer = asyncio.create_task(folder._write_groups())
@@ -172,7 +184,7 @@ class OutputFolder:
     async def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
         """The durable state of those of ``job_ids`` the folder has seen, by id (one thread hop)."""
         ids = list(job_ids)
-        return await self._on_thread(lambda: self._db.rows(ids))
+        return await self._on_thread(lambda: self._db.rows(ids, source=self.source))
 
     async def missing_images(self, rows: list[JobRow]) -> dict[str, tuple[ManifestRecord, list[int]]]:
         """Among succeeded ``rows``, those whose recorded images are gone or of another size:
@@ -186,6 +198,12 @@ class OutputFolder:
     async def counts(self) -> StateCounts:
         """Jobs per outcome over the folder, and tokens used."""
         return await self._on_thread(self._db.counts)
+
+    async def spent(self, *, run: int | None = None, day: str | None = None) -> Spend:
+        """What answers were charged: in all, or in ``run`` (a run number), or on ``day`` (UTC,
+        ``YYYY-MM-DD``); exact (see :mod:`batchgen.money`)."""
+        by_model = await self._on_thread(lambda: self._db.spent_by_model(run=run, day=day))
+        return sum(by_model.values(), Spend())
 
     async def request_costs(self) -> dict[str, list[Spend]]:
         """What one request of each model cost, job by job (see :meth:`StateDatabase.request_costs`)."""
@@ -206,20 +224,31 @@ class OutputFolder:
     ) -> None:
         """Record, before sending, that attempt ``client_request_id`` of the job goes out, with
         the ``fingerprint`` of the request (:attr:`batchgen.jobfile.Job.fingerprint`)."""
-        await self._commit(Change("dispatch", job_id, model, client_request_id, now, fingerprint=fingerprint))
+        await self._commit(
+            Change(
+                "dispatch", job_id, model, client_request_id, now, fingerprint=fingerprint, source=self.source
+            )
+        )
+
+    async def asked(self, fingerprints: list[tuple[str, str]]) -> None:
+        """Record (job id, fingerprint) as what the job file being run asks of those jobs, for
+        jobs judged unchanged (a dispatch records its own)."""
+        await self._commit(Change("asked", value=json.dumps(fingerprints), source=self.source))
 
     async def adopt_fingerprints(self, fingerprints: list[tuple[str, str]]) -> None:
         """Give (job id, fingerprint) to finished jobs of a folder older than schema 2, which
         did not keep what request they answered (their jobs were judged unchanged)."""
         await self._commit(Change("adopt", value=json.dumps(fingerprints)))
 
-    async def unanswered(self, job_id: str) -> None:
-        """The request failed without a generation (error status, no connection): back to pending."""
-        await self._commit(Change("unanswered", job_id))
+    async def unanswered(self, job_id: str, *, charged: Spend | None = None) -> None:
+        """The request failed without a usable generation (error status, no connection, a body
+        that cannot be read): back to pending. ``charged``: what its cost headers said it cost
+        all the same (recorded as a charge of this run)."""
+        await self._commit(Change("unanswered", job_id, cost=charged, run=self.run))
 
     async def answered(self, job_id: str, answer: Answer) -> None:
         """Make the API's answer durable before anything is done with it."""
-        await self._commit(Change("answered", job_id, answer=answer))
+        await self._commit(Change("answered", job_id, answer=answer, run=self.run))
 
     async def finish_with_images(
         self,
@@ -408,12 +437,13 @@ class OutputFolder:
                 if w.image.spilled is not None:
                     w.image.spilled.discard()
             outcomes[i] = exc
-            return Change("answered", work.job_id, answer=work.answer) if work.answer else None
+            return Change("answered", work.job_id, answer=work.answer, run=self.run) if work.answer else None
         record = work.record(saved)
         return Change(
             "answered+finish" if work.answer else "finish",
             work.job_id,
             answer=work.answer,
+            run=self.run,
             record=record,
             record_json=record.model_dump_json() + "\n",
         )

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import UsageError
-from batchgen.responses import Spend
+from batchgen.money import Spend
 from batchgen.store.database import JobRow, StateDatabase
 from batchgen.store.files import DirectoryLock
 from batchgen.store.manifest import ManifestRecord, Status
 
-__all__ = ["FolderReader", "ImageProblem", "failed_records", "read_records", "read_status", "verify_folder"]
+__all__ = [
+    "FolderReader",
+    "ImageProblem",
+    "ReportView",
+    "failed_records",
+    "read_records",
+    "read_report_view",
+    "read_status",
+    "verify_folder",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,10 @@ class FolderReader:
     Raises :class:`~batchgen.errors.StorageError` when the state cannot be read.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, *, source: str = "") -> None:
         exists = (out_dir / ".batchgen" / "state.sqlite3").is_file()
         self._db = _open(out_dir) if exists else None
+        self._source = source  # the job file to be run (its resolved path)
 
     def __enter__(self) -> FolderReader:
         return self
@@ -60,7 +70,7 @@ class FolderReader:
 
     def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
         """The rows of those of ``job_ids`` the folder knows (see :meth:`StateDatabase.rows`)."""
-        return self._db.rows(job_ids) if self._db is not None else {}
+        return self._db.rows(job_ids, source=self._source) if self._db is not None else {}
 
     def request_costs(self) -> dict[str, list[Spend]]:
         """What one request of each model cost, job by job."""
@@ -110,6 +120,30 @@ def read_records(out_dir: Path, status: Status | None = None) -> list[ManifestRe
         db.close()
 
 
+@dataclass(frozen=True, slots=True)
+class ReportView:
+    """What ``batchgen report`` shows: every job's current record, what the folder's answers
+    cost in all (every run: the figure ``status`` shows), and the jobs the job file last run
+    into the folder no longer holds."""
+
+    records: list[ManifestRecord]
+    spent: Spend
+    not_in_file: frozenset[str]
+
+
+def read_report_view(out_dir: Path) -> ReportView:
+    """The :class:`ReportView` of ``out_dir`` (blocking).
+
+    Raises :class:`UsageError` when ``out_dir`` holds no batchgen state.
+    """
+    db = _open(out_dir)
+    try:
+        counts = db.counts()
+        return ReportView(list(db.current_records()), counts.total_spent, frozenset(counts.not_in_file))
+    finally:
+        db.close()
+
+
 async def failed_records(out_dir: Path) -> list[ManifestRecord]:
     """The current record of every failed job of ``out_dir`` (``batchgen failed``), by job id;
     the others are not read.
@@ -154,13 +188,17 @@ def _read(out_dir: Path) -> dict[str, Any]:
         "pending": counts.pending,
         "generated_anew": counts.generated_anew,
         "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
+        # Exact: the sum of every cost header recorded, all runs (money.py); JSON numbers
+        # print the shortest decimal that reads back the same.
         "spent": {
-            "usd": round(counts.total_spent.usd, 6),
-            "credits": round(counts.total_spent.credits, 3),
+            "usd": float(counts.total_spent.usd),
+            "credits": float(counts.total_spent.credits),
             "by_model": {
-                m: {"usd": round(s.usd, 6), "credits": round(s.credits, 3)} for m, s in counts.spent.items()
+                m: {"usd": float(s.usd), "credits": float(s.credits)} for m, s in counts.spent.items()
             },
         },
+        "not_in_job_file": len(counts.not_in_file),
+        "not_in_job_file_ids": counts.not_in_file[:FAILED_SHOWN],
         "running_pid": running,
         "last_run": last_run,
         # Sent by a run that is no longer alive, no answer recorded: each may have been charged
