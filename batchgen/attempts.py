@@ -392,6 +392,8 @@ class JobAttempt:
         return build
 
     async def _fail(self, error: RequestError, answer: Answer | None) -> Outcome:
+        if error.kind == "expired" and self._row is not None and self._row.error_kind == "expired":
+            error.transient = False  # refused through the retries of two runs: the URL has expired
         final = not error.transient
         info = ErrorInfo(
             message=error.message,

@@ -188,8 +188,9 @@ class ApiClient:
         Only http(s) URLs are fetched (a relative one is resolved against the API's base URL),
         without ``Authorization``, following at most ``max_redirects`` redirects; more than
         ``max_image_bytes`` is refused.
-        Raises :class:`DownloadError`: permanent for a URL that is refused or malformed, and
-        of kind ``expired`` for a 403/404/410 (the CDN refuses it for good); transient otherwise.
+        Raises :class:`DownloadError`: permanent for a URL that is refused or malformed, of kind
+        ``expired`` for a 403/404/410 (retried: a fresh image may be served a moment later);
+        transient otherwise.
         """
         try:
             url = urljoin(self._url, url)
@@ -207,10 +208,11 @@ class ApiClient:
                 timeout=_client_timeout(self._settings.download_timeout),
             ) as response:
                 if response.status in _EXPIRED:
+                    # Retried: a fresh URL may not be served yet (the answer is paid; nothing is
+                    # generated again). Final once the retries of this run and an earlier one fail.
                     raise DownloadError(
-                        f"the image URL is refused for good (HTTP {response.status}; signed URLs expire)",
+                        f"the image URL is refused (HTTP {response.status}; signed URLs expire)",
                         status=response.status,
-                        transient=False,
                         kind="expired",
                     )
                 if response.status != 200:  # noqa: PLR2004

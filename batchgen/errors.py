@@ -157,6 +157,7 @@ class RequestError(BatchgenError):
     transient = False
     stops_run = False
     kind_name = ""  # the manifest's error kind; the class name unless set
+    retry_limit: int | None = None  # at most this many retries, whatever --max-retries says
 
     @property
     def kind(self) -> str:
@@ -283,9 +284,10 @@ class ContentViolation(RequestError):
 class DownloadError(RequestError):
     """A generated image could not be fetched or verified; the paid generation is kept.
 
-    Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent, and one
-    the CDN refuses for good (403/404/410: signed URLs expire) is permanent with kind
-    ``expired``: ``--retry-failed`` generates the job again.
+    Transient by default (CDN hiccups); a URL batchgen refuses to fetch is permanent. One the
+    CDN refuses (403/404/410, kind ``expired``) is retried like a hiccup (a fresh image may be
+    served a moment later) and becomes permanent when a second run's retries fail too (signed
+    URLs expire): ``--retry-failed`` then generates the job again.
     """
 
     hint = "the paid generation is kept; a later run fetches the image again (not for refused URLs)"
@@ -296,6 +298,12 @@ class DownloadError(RequestError):
         super().__init__(message, **context)  # type: ignore[arg-type]
         self.transient = transient
         self.kind_name = kind
+        if kind == "expired":  # a URL not served yet is served within seconds, or never
+            self.retry_limit = EXPIRED_RETRIES
+
+
+EXPIRED_RETRIES = 3
+"""Retries of a download the CDN refused (403/404/410) in one run: about 7 s of backoff."""
 
 
 class RetryBudgetExhausted(RequestError):

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -189,6 +190,7 @@ def iter_jobs(path: Path, *, scanned: JobFileSummary | None = None) -> Iterator[
 
 
 _STAMP_EVERY = 64  # jobs read between two looks at whether the file changed
+_NOT_A_FILE = "not a regular file (a pipe or a device): save the jobs to a file and give its path"
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
@@ -204,6 +206,9 @@ def _iter_results(path: Path, *, validate: bool = True) -> Iterator[Job | _Inval
     name = str(path)
     entries: Iterable[Entry | JobFileProblem]
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device (/dev/zero) may never end
+            yield _Invalid(None, None, [JobFileProblem(name, None, None, None, _NOT_A_FILE)])
+            return
         if is_jsonl(path):
             entries, defaults = jsonl_entries(path), Entry({}, None)
         else:
@@ -305,7 +310,10 @@ def _build_job(
         return _Invalid(None, entry.line, [_located(name, entry, defaults, (None, None, message, None))])
     # (a million-line file takes this path a million times: the checks of a valid job are cheap,
     # and each problem is located only once it is known to be one)
-    model_defaults, problems = defaults.for_model(name, raw.get("model"), raw.get("id"))
+    # The job's model decides its model's defaults, wherever it was given: in the job or as a
+    # common default (README's "Defaults for files that mix models").
+    model = raw["model"] if "model" in raw else defaults.common.get("model")
+    model_defaults, problems = defaults.for_model(name, model, raw.get("id"))
     fields = {**model_defaults, **raw}
     fields.pop("id", None)
     job_id, id_problem = _job_id(raw, fields)
@@ -423,14 +431,26 @@ def _as_source(value: str, base_dir: Path) -> str:
         )
     if value.startswith(_REMOTE_SCHEMES) or not value.strip():
         return value
-    path = Path(value).expanduser()
+    path = _local_path(value)
     return str(path if path.is_absolute() else (base_dir / path).absolute())
+
+
+def _local_path(value: str) -> Path:
+    """A local image path as written, ``~`` and ``~user`` expanded as a shell expands them: a
+    ``~name`` that names no user stays as written (``~draft.png`` is a file of that name)."""
+    path = Path(value)
+    if value.startswith("~"):
+        try:
+            return path.expanduser()
+        except RuntimeError:  # no such user, or no home directory
+            return path
+    return path
 
 
 def _image_value(value: str, base_dir: Path) -> tuple[str, str | None]:
     if value.startswith(_REMOTE_SCHEMES) or not value.strip():
         return value, None
-    path = Path(value).expanduser()
+    path = _local_path(value)
     path = path if path.is_absolute() else base_dir / path
     try:
         stat = path.stat()

@@ -13,13 +13,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from batchgen.errors import JobFileProblem
 
 __all__ = [
+    "MAX_LINE_BYTES",
+    "MAX_YAML_BYTES",
     "MAX_YAML_NODES",
     "Entry",
     "YamlLoader",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 MAX_YAML_NODES = 1_000_000  # values in a YAML file once aliases are expanded: refuses alias bombs
+MAX_YAML_BYTES = 256 * 1024 * 1024  # a YAML (or JSON document) job file is parsed whole
+MAX_LINE_BYTES = 512 * 1024 * 1024  # a JSONL line: room for four 50 MiB images as data URIs
 _YAML_KEYS = ("defaults", "jobs")
 
 
@@ -78,10 +82,14 @@ class Entry:
 
 
 def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
-    """Yield each non-blank line of a JSONL file as an entry (or a problem), reading lazily."""
+    """Yield each non-blank line of a JSONL file as an entry (or a problem), reading lazily; a
+    line over :data:`MAX_LINE_BYTES` is a problem, read past without being held."""
     name = str(path)
     with path.open("rb") as lines:
-        for number, raw_line in enumerate(lines, start=1):
+        for number, raw_line in enumerate(_bounded_lines(lines), start=1):
+            if raw_line is None:
+                yield JobFileProblem(name, number, None, None, f"the line is over {MAX_LINE_BYTES} bytes")
+                continue
             line = raw_line.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw_line  # editors' BOM
             try:
                 text = line.decode("utf-8").strip()
@@ -100,6 +108,18 @@ def jsonl_entries(path: Path) -> Iterator[Entry | JobFileProblem]:
             yield Entry(raw, number)  # every key is on the entry's own line
 
 
+def _bounded_lines(lines: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of ``lines``, each at most :data:`MAX_LINE_BYTES` long; None for a longer one
+    (skipped in bounded reads, so a line that never ends costs no memory)."""
+    while line := lines.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := lines.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
 def is_jsonl(path: Path) -> bool:
     """Whether ``path`` holds one JSON object per line rather than one document (YAML or JSON).
 
@@ -111,7 +131,7 @@ def is_jsonl(path: Path) -> bool:
     if suffix != ".json":
         return suffix in (".jsonl", ".ndjson")
     with path.open("rb") as lines:
-        first = next((line for line in lines if line.strip()), b"")
+        first = next((line for line in _bounded_lines(lines) if line is None or line.strip()), b"") or b""
     try:
         value = _DECODER.decode(first.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
@@ -180,7 +200,10 @@ def yaml_entries(path: Path) -> tuple[list[Entry | JobFileProblem], Entry]:
 
 
 def _utf8(path: Path) -> str:
-    data = path.read_bytes()
+    with path.open("rb") as handle:
+        data = handle.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise _Unreadable(None, f"over {MAX_YAML_BYTES} bytes: a YAML job file is read whole (JSONL is not)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -221,7 +244,7 @@ def _yaml_layout(
     out: list[Entry | JobFileProblem] = [
         JobFileProblem(name, line, None, key, unknown_name("top-level key", key, _YAML_KEYS))
         for key, line in top.key_lines.items()
-        if key not in _YAML_KEYS
+        if key not in _YAML_KEYS and not key.startswith("x-")  # (x-: anchors to merge, as compose files do)
     ]
     out += [JobFileProblem(name, line, None, key, msg) for key, line, msg in top.repeated]
     nodes = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
@@ -246,17 +269,25 @@ def _mapping_entry(loader: yaml.SafeLoader, node: yaml.Node, *, construct: bool 
     line = node.start_mark.line + 1
     if not isinstance(node, yaml.MappingNode):
         return Entry(loader.construct_document(node), line)
-    raw = loader.construct_document(node) if construct else {}
-    if not all(isinstance(key, str) for key in raw):  # YAML allows `1:` or `true:` as keys
-        raw = {str(key): value for key, value in raw.items()}
-    entry = Entry(raw, line)
+    entry = Entry({}, line)
+    # Keys as written, before construction merges `<<: *base` in (YAML's merge keys: what the
+    # mapping writes itself wins over what it merges, and is no repeat of it).
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE:
+            continue
         key = str(key_node.value)
         if key in entry.key_lines:
             message = f"duplicate key (first at line {entry.key_lines[key]})"
             entry.repeated.append((key, key_node.start_mark.line + 1, message))
         entry.key_lines.setdefault(key, key_node.start_mark.line + 1)
+    raw = loader.construct_document(node) if construct else {}
+    if not all(isinstance(key, str) for key in raw):  # YAML allows `1:` or `true:` as keys
+        raw = {str(key): value for key, value in raw.items()}
+    entry.raw = raw
     return entry
+
+
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _is_null(node: yaml.Node) -> bool:

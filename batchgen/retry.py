@@ -64,7 +64,8 @@ class RetryPolicy:
             return Decision(False, reason="stops the run")
         if not error.transient:
             return Decision(False, reason="permanent")
-        if attempt > self.max_retries:
+        limit = self.max_retries if error.retry_limit is None else min(self.max_retries, error.retry_limit)
+        if attempt > limit:
             return Decision(False, reason=f"gave up after {attempt} attempts")
         ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
         if isinstance(error, RateLimited):

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -164,7 +165,9 @@ def test_2_an_unreadable_state_database_ends_with_a_message_not_a_hang(simulator
     assert simulator.state.posts == 0
 
 
-def test_3_an_expired_image_url_fails_for_good_and_retry_failed_generates_it_again(serve_in_thread, tmp_path):
+def test_3_an_expired_image_url_fails_for_good_after_two_runs_and_retry_failed_generates_it_again(
+    serve_in_thread, tmp_path
+):
     expired = {"on": True}
 
     async def cdn(request: web.Request) -> web.StreamResponse:
@@ -178,13 +181,15 @@ def test_3_an_expired_image_url_fails_for_good_and_retry_failed_generates_it_aga
     job_file, out = jobs_file(tmp_path, 3), tmp_path / "out"
 
     first = run(job_file, out, server.url)
+    second = run(job_file, out, server.url)
     plain = run(job_file, out, server.url)
     expired["on"] = False
     retried = run(job_file, out, server.url, "--retry-failed")
 
-    assert first.returncode == ExitCode.JOBS_FAILED
+    assert first.returncode == ExitCode.RESUMABLE  # refused through this run's retries: maybe not yet there
     assert {r["error"]["kind"] for r in manifest(out)[:3]} == {"expired"}
-    assert plain.returncode == ExitCode.JOBS_FAILED  # not fetched again for ever
+    assert [r["error"]["retryable"] for r in manifest(out)[:6]] == [True] * 3 + [False] * 3
+    assert second.returncode == plain.returncode == ExitCode.JOBS_FAILED  # not fetched again for ever
     assert retried.returncode == ExitCode.OK
     assert sum(method == "POST" for method, _ in server.requests) == 6  # generated again, once each
 
@@ -338,15 +343,26 @@ def test_a_jsonl_file_with_a_byte_order_mark_is_read(tmp_path):
 
 
 def test_sigterm_during_validation_exits_75(tmp_path):
-    fifo = tmp_path / "jobs.jsonl"
-    os.mkfifo(fifo)
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(300_000))  # seconds to validate
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchgen", "validate", str(fifo)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "batchgen", "validate", str(job_file)], stderr=subprocess.PIPE, text=True
     )
-    with fifo.open("w"):  # returns once batchgen has opened the file: it is validating
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+    fds = Path(f"/proc/{proc.pid}/fd")
+    for _ in range(3000):  # until batchgen has the file open: it is validating (at most ~30 s)
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(job_file) for fd in fds.iterdir()):
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.RESUMABLE, stderr
+
+
+def test_a_job_file_that_is_a_pipe_is_refused_before_it_is_read(tmp_path):
+    fifo = tmp_path / "jobs.jsonl"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would wait for ever
+    done = cli("validate", str(fifo), timeout=60)
+    assert done.returncode == ExitCode.INVALID_INPUT and "not a regular file" in done.stderr
 
 
 def test_image_files_honour_the_umask(serve_in_thread, tmp_path):

@@ -231,6 +231,8 @@ async def _cdn(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - o
         return await _endless(request, faults.oversized_bytes)
     if state.roll(faults.cdn_bomb):
         return web.Response(body=bomb_png(), content_type="image/png")
+    if state.not_there_yet(name):  # a fresh URL the CDN does not serve yet: it will, a moment later
+        return web.Response(status=404, text="no such file (yet)")
     try:
         size, seed = name.removesuffix(".png").split("-")
         width, height = (int(v) for v in size.split("x"))

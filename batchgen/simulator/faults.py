@@ -41,6 +41,9 @@ class FaultConfig:
     oversized_bytes: int = _opt(60 * 1024 * 1024, "bytes of an oversized image")
     cdn_bomb: float = _opt(0.0, "probability of a decompression bomb (a tiny PNG claiming 100000x100000)")
     cdn_redirect_loop: float = _opt(0.0, "probability of a CDN redirect to itself, forever")
+    cdn_404: float = _opt(
+        0.0, "probability that a new image's first download is a 404 (it appears a moment later)"
+    )
     rpm_limit: int | None = _opt(None, "429 past this many accepted requests per --limit-window seconds")
     limit_window: float = _opt(60.0, "seconds of the --rpm-limit window")
     credits: int | None = _opt(None, "generations before 403 'You've run out of credits'")
@@ -81,10 +84,21 @@ class SimulatorState:
     post_times: list[float] = field(default_factory=list)
     accepted_times: list[float] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    cdn_404s: int = 0  # downloads answered 404 because the image was "not there yet"
+    _served: set[str] = field(default_factory=set)  # image names the CDN has been asked for
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
+
+    def not_there_yet(self, name: str) -> bool:
+        """Whether the first download of image ``name`` is a 404 (``cdn_404``); later ones never are."""
+        first = name not in self._served
+        self._served.add(name)
+        if first and self.roll(self.config.cdn_404):
+            self.note(cdn_404s=1)
+            return True
+        return False
 
     def roll(self, probability: float) -> bool:
         """True with ``probability`` (seeded)."""

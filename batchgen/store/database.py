@@ -100,7 +100,9 @@ CREATE INDEX IF NOT EXISTS asked_by_job ON asked (job_id);
 LISTED = "listed"  # meta: the job file (source) whose run last judged every one of its jobs
 RUNS = "runs"  # meta: how many runs the folder has had
 # A job counts as the file's when the file asks for it, or while it is in flight (maybe charged).
-_IN_FILE = "WHERE job_id IN (SELECT job_id FROM asked WHERE source = ?) OR state NOT IN ('succeeded', 'failed')"
+_IN_FILE = (
+    "WHERE job_id IN (SELECT job_id FROM asked WHERE source = ?) OR state NOT IN ('succeeded', 'failed')"
+)
 
 
 class JobState(StrEnum):
