@@ -177,7 +177,7 @@ async def headers_run(usd: str, credits: str, retry_after: str, inference_id: st
     inference=ODD_HEADER_VALUES,
 )
 def test_odd_response_headers_never_crash_overspend_or_store_the_key(usd, credits, retry_after, inference):
-    report, stored, sent = asyncio.run(headers_run(usd, credits, retry_after, inference))
+    report, stored, _ = asyncio.run(headers_run(usd, credits, retry_after, inference))
     assert report.crashed == []
     assert SIMULATOR_KEY.encode() not in stored
     price = parse_cost(usd)

@@ -350,7 +350,7 @@ def test_sigterm_during_validation_exits_75(tmp_path):
     fds = Path(f"/proc/{proc.pid}/fd")
     for _ in range(3000):  # until batchgen has the file open: it is validating (at most ~30 s)
         with contextlib.suppress(OSError):
-            if any(os.readlink(fd) == str(job_file) for fd in fds.iterdir()):
+            if any(str(fd.readlink()) == str(job_file) for fd in fds.iterdir()):
                 break
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
