@@ -3,13 +3,17 @@ to an exit code a cron wrapper can act on.
 
 Exit codes:
   0   every job of the file has succeeded (in this run or earlier ones)
-  1   some jobs failed for good (content violation, body rejected); see the manifest
-  2   invalid job file or command line; nothing was sent or written
+  1   some jobs failed for good (content violation, body rejected; see the manifest), or
+      jobs whose request changed were left unsent by --frozen (they are listed)
+  2   invalid job file or command line, or an output folder that can never be written
+      (read-only, not a folder, a missing parent without --parents); nothing was sent
   70  internal error (a bug: please report it with the log); a job it hit is recorded as
       failed (kind internal) and the other jobs still ran
   73  the output folder is locked by another live run; nothing was sent
-  75  stopped, resume me (EX_TEMPFAIL): signal, out of credits (403), hourly limit,
-      retry budget exhausted, disk full, or jobs left that failed transiently
+  75  stopped, resume me (EX_TEMPFAIL): signal (INT, TERM, HUP), out of credits (403),
+      hourly limit or a long Retry-After, retry budget exhausted, spend budget reached
+      (--max-usd, --max-credits, --max-usd-per-day), disk full, the job file edited during
+      the run, the base URL not the API's, or jobs left that failed transiently
   77  the API key was refused (401): fix AIMLAPI_KEY / --api-key-file, then resume
 """
 
@@ -251,7 +255,7 @@ def _exit_code(report: RunReport) -> int:
         return ExitCode.INTERNAL
     if report.stop_reason is not None or report.tally.failed_retryable or report.tally.not_reached:
         return ExitCode.RESUMABLE
-    if report.tally.failed_final:
+    if report.tally.failed_final or report.tally.changed_frozen:
         return ExitCode.JOBS_FAILED
     return ExitCode.OK
 
@@ -613,14 +617,17 @@ def _whole(text: str) -> int:
     return int(_number(text, integer=True, least=0, strict=False))
 
 
+_MOST_MONEY = 10**12  # USD or credits: a larger budget is a typo
+
+
 def _money(text: str) -> Decimal:
     """An amount of money: an exact decimal, finite and at least 0."""
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{text!r} is not an amount") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range: an amount is finite and at least 0")
+    if not value.is_finite() or value < 0 or value > _MOST_MONEY:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: an amount is 0 to {_MOST_MONEY:,}")
     return value
 
 

@@ -6,6 +6,7 @@ The tree::
     ├── UsageError                   bad command line or settings (exit 2)
     │   └── OutputFolderError        an output folder that can never be written as named (exit 2)
     ├── JobFileError                 one or more problems in a job file (exit 2)
+    ├── JobFileChanged               the job file was edited during a run (the run stops, exit 75)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
     ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
     └── RequestError                 one job's request failed; .transient, .stops_run, .kind
@@ -50,6 +51,7 @@ __all__ = [
     "DownloadError",
     "EndpointNotFound",
     "JobCrashed",
+    "JobFileChanged",
     "JobFileError",
     "JobFileProblem",
     "MalformedResponse",
@@ -114,6 +116,13 @@ class JobFileProblem:
         if self.field:
             parts.append(f"field {self.field!r}")
         return f"{', '.join(parts)}: {self.message}"
+
+
+class JobFileChanged(BatchgenError):
+    """The job file was modified while a run used it: the jobs not yet sent are left for the
+    next run (nothing is wrong with the file itself)."""
+
+    hint = "run the same command again: the next run checks the file as it is now and resumes"
 
 
 class JobFileError(BatchgenError):

@@ -34,12 +34,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchgen.errors import JobFileError, JobFileProblem
+from batchgen.errors import JobFileChanged, JobFileError, JobFileProblem
 from batchgen.images import InvalidImage, inspect_image
 from batchgen.jobreader import Entry, is_jsonl, jsonl_entries, show_value, unknown_name, yaml_entries
 from batchgen.requests import IMAGE_FIELDS, MODELS, image_request_adapter
 
-__all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file"]
+__all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file", "still_as_scanned"]
 
 MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request-Id
 MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
@@ -176,14 +176,11 @@ def iter_jobs(path: Path, *, scanned: JobFileSummary | None = None) -> Iterator[
     Meant for a file :func:`scan_job_file` has passed; a problem here means the file changed
     in between. Given that scan's summary (``scanned``), the fields are not validated again
     (the scan did it): instead, a file no longer as it was then (:attr:`JobFileSummary.stamp`,
-    looked at every 64 jobs) raises JobFileError.
+    looked at every 64 jobs) raises :class:`~batchgen.errors.JobFileChanged`.
     """
     for number, item in enumerate(_iter_results(path, validate=scanned is None)):
-        if scanned is not None and number % _STAMP_EVERY == 0 and _stamp(path) != scanned.stamp:
-            problem = JobFileProblem(
-                str(path), None, None, None, "the file was modified after it was checked"
-            )
-            raise JobFileError([problem])
+        if scanned is not None and number % _STAMP_EVERY == 0 and not still_as_scanned(scanned):
+            raise JobFileChanged(f"{path} was modified after it was checked")
         if isinstance(item, _Invalid):
             raise JobFileError(item.problems)
         yield item
@@ -191,6 +188,12 @@ def iter_jobs(path: Path, *, scanned: JobFileSummary | None = None) -> Iterator[
 
 _STAMP_EVERY = 64  # jobs read between two looks at whether the file changed
 _NOT_A_FILE = "not a regular file (a pipe or a device): save the jobs to a file and give its path"
+
+
+def still_as_scanned(summary: JobFileSummary) -> bool:
+    """Whether the file is still as :func:`scan_job_file` found it (one ``stat``: cheap enough
+    to ask before every request)."""
+    return _stamp(summary.path) == summary.stamp
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -11,8 +12,9 @@ from enum import StrEnum
 from typing import TextIO
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from batchgen.money import Spend
+from batchgen.money import Spend, usd
 
 __all__ = ["Outcome", "Progress", "Tally"]
 
@@ -84,6 +86,11 @@ class Progress:
         self._bar = (
             tqdm(total=total, file=self._stream, unit="job", dynamic_ncols=True) if interactive else None
         )
+        # Log lines go above the bar, not through it (tqdm's own handler while it is shown).
+        self._redirect: contextlib.AbstractContextManager[object] = (
+            logging_redirect_tqdm() if interactive else contextlib.nullcontext()
+        )
+        self._redirect.__enter__()
 
     def update(self, tally: Tally) -> None:
         """Show the tally after a job changed state."""
@@ -101,6 +108,7 @@ class Progress:
             self.update(tally)
             self._bar.refresh()
             self._bar.close()
+        self._redirect.__exit__(None, None, None)
         ended = "stopped at" if stopped else "finished"
         log.info("%s %d/%d: %s", ended, tally.seen, self.total, self._summary(tally))
 
@@ -119,7 +127,7 @@ class Progress:
         failed = tally.failed_final + tally.failed_retryable
         rate = tally.succeeded / minutes
         sending = f" sending={self._sending_rate()}" if self._sending_rate else ""
-        money = f" spent=${tally.spent.usd:.2f}" if tally.spent.usd else ""
+        money = f" spent={usd(tally.spent.usd)}" if tally.spent.usd else ""
         return (
             f"done={done} failed={failed} rate={rate:.1f}/min tokens={tally.tokens_used:.0f}{money}{sending}"
         )

@@ -251,10 +251,13 @@ class AdaptiveRate:
             round_trip = window.end - (window.start + MEASURE_WINDOW)
             resume = max(resume, window.oldest + MEASURE_WINDOW + round_trip)
         self._next_start = max(self._next_start, resume)
-        self.reason = (
-            f"429s: sending rate lowered to {self.rate:.1f}/s (was sending "
-            f"{window.sent / window.span:.1f}/s, {window.refused} of {window.sent} refused)"
+        # (a window can hold refusals of requests sent before it: then its rate says nothing)
+        seen = (
+            f"was sending {window.sent / window.span:.1f}/s, {window.refused} of {window.sent} refused"
+            if window.sent >= window.refused and window.sent
+            else f"{window.refused} refused"
         )
+        self.reason = f"429s: sending rate lowered to {self.rate:.1f}/s ({seen})"
 
 
 class _Meter:

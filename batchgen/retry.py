@@ -197,7 +197,8 @@ async def retrying(
         decision = policy.decide(attempt.error, number)
         if not decision.retry:
             raise attempt.error
-        log.info("%s: %s; retry %d in %.1fs", label, attempt.error, number, decision.delay)
+        when = f"in {decision.delay:.1f}s" if decision.delay >= 0.05 else "now"  # noqa: PLR2004
+        log.info("%s: %s; retry %d %s", label, attempt.error, number, when)
         seat.give_back()
         await waiter(asyncio.sleep(decision.delay))
         await seat.take(waiter)

@@ -48,6 +48,7 @@ from batchgen.errors import (
     BudgetReached,
     CreditsExhausted,
     EndpointNotFound,
+    JobFileChanged,
     JobFileError,
     RateLimited,
     RequestError,
@@ -57,7 +58,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.gates import Gate, Gates, Send
-from batchgen.jobfile import Job, iter_jobs, scan_job_file
+from batchgen.jobfile import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
 from batchgen.metrics import INTERVAL, SendMeter, write_metrics
 from batchgen.money import Spend
 from batchgen.progress import Outcome, Progress, Tally
@@ -176,6 +177,7 @@ async def run_batch(
             pool = _Pool(
                 settings, folder, ApiClient(session, settings), report, await _budgets(settings, folder)
             )
+            pool.summary = summary
             if progress:
                 pool.progress = Progress(total, sending_rate=pool.describe_rate)
             jobs = iter_jobs(job_file, scanned=summary)
@@ -246,6 +248,7 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (EndpointNotFound, StopReason.ENDPOINT),
     (Unreachable, StopReason.ENDPOINT),
     (JobFileError, StopReason.JOB_FILE),
+    (JobFileChanged, StopReason.JOB_FILE),
     (CreditsExhausted, StopReason.NO_CREDITS),
     (RateLimited, StopReason.HOURLY_LIMIT),
     (StorageError, StopReason.STORAGE),
@@ -343,6 +346,7 @@ class _Pool:
         quota = RetryQuota(settings.retry_budget)
         self.meter = SendMeter(report.tally)
         self.judged_all = False  # every job of the file was judged (the run was not stopped first)
+        self.summary: JobFileSummary | None = None  # the file as checked: no job is sent once it changed
         gates: list[Gate] = [quota, self.rate]
         if settings.rpm is not None:
             gates.append(RateCeiling(settings.rpm))
@@ -436,7 +440,9 @@ class _Pool:
                     if self.control.stopping or not await self._dispatch(chunk, group):
                         return
                 self.judged_all = not self.control.stopping
-            except JobFileError as exc:  # edited or broken since it was validated
+            except JobFileChanged as exc:
+                self.stop(exc)
+            except JobFileError as exc:  # broken since it was validated
                 note = "the job file changed during the run; the jobs not yet read are left for the next run"
                 self.stop(JobFileError(exc.problems[:1], note=note))
 
@@ -466,6 +472,10 @@ class _Pool:
             try:
                 await seat.take(self.control.unless_stopped)
             except Interrupted:
+                return False
+            if self.summary is not None and not still_as_scanned(self.summary):  # edited meanwhile
+                seat.give_back()
+                self.stop(JobFileChanged(f"{self.summary.path} was modified during the run"))
                 return False
             work = (
                 self._restore(job, row, lost[job.id], seat)

@@ -62,7 +62,9 @@ def test_frozen_sends_nothing_and_names_the_changed_jobs(simulator, tmp_path, ca
     assert run(job_file, out, simulator.url) == ExitCode.OK
     write_jsonl(job_file, jobs(a="a red fox", b="a grey whale"))
     capsys.readouterr()
-    assert run(job_file, out, simulator.url, "--frozen") == ExitCode.OK
+    assert (
+        run(job_file, out, simulator.url, "--frozen") == ExitCode.JOBS_FAILED
+    )  # a changed job left unsent is not success
     assert simulator.state.posts == 2
     assert "1 job(s) changed since their record, not sent (--frozen): b" in capsys.readouterr().err
 
