@@ -65,8 +65,8 @@ from batchgen.progress import Outcome, Progress, Tally
 from batchgen.ratelimit import AdaptiveRate, RateCeiling
 from batchgen.report import refresh_report
 from batchgen.retry import Interrupted, RetryPolicy, RetryQuota, Seat
-from batchgen.settings import Settings, load_api_key
-from batchgen.store import LISTED, JobRow, JobState, ManifestRecord, OutputFolder, StateCounts, utc_now
+from batchgen.settings import Settings, load_api_key, resolve_base_url
+from batchgen.store import JobRow, JobState, ManifestRecord, OutputFolder, StateCounts, utc_now
 
 __all__ = ["RunReport", "StopReason", "run_batch"]
 
@@ -155,7 +155,7 @@ async def run_batch(
     ends up in the returned report.
     """
     job_file, out_dir = Path(job_file), Path(out_dir)
-    settings = settings or Settings(api_key=load_api_key(None))
+    settings = settings or Settings(api_key=load_api_key(None), base_url=resolve_base_url(None))
     summary = await asyncio.to_thread(functools.partial(scan_job_file, job_file, only=settings.only))
     if summary.missing:
         raise UsageError(
@@ -173,6 +173,7 @@ async def run_batch(
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
         before = dict(await folder.in_flight())  # to tell what this run leaves in flight
+        await folder.listing("begin")
         async with open_session(settings) as session:
             pool = _Pool(
                 settings, folder, ApiClient(session, settings), report, await _budgets(settings, folder)
@@ -193,7 +194,7 @@ async def run_batch(
                     await asyncio.gather(writer, return_exceptions=True)
         report.tally.not_reached += total - report.tally.seen
         if pool.judged_all and only is None:  # now the folder can tell which jobs the file lacks
-            await folder.set_meta(LISTED, source)
+            await folder.listing("done")
         report.cancelled = [(job, ids) for job, ids in await folder.in_flight() if before.get(job) != ids]
         report.folder = await folder.counts()
         if settings.metrics_file is not None:
@@ -450,6 +451,7 @@ class _Pool:
         """Judge a chunk of jobs against the folder and start a task for each with work left.
         False when the run stopped while a job waited for its place."""
         rows = await self.folder.rows(job.id for job in chunk)
+        await self.folder.listing("ids", [job.id for job in chunk])
         verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
         lost = await self.folder.missing_images(
             [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE]

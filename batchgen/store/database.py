@@ -94,15 +94,15 @@ CREATE TABLE IF NOT EXISTS asked (         -- what a job file last asked of a jo
     PRIMARY KEY (source, job_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS asked_by_job ON asked (job_id);
+CREATE TABLE IF NOT EXISTS listing (job_id TEXT PRIMARY KEY) WITHOUT ROWID;  -- ids of the last full pass
+CREATE TABLE IF NOT EXISTS listing_next (job_id TEXT PRIMARY KEY) WITHOUT ROWID;  -- ... of the pass under way
 """
 
 
 LISTED = "listed"  # meta: the job file (source) whose run last judged every one of its jobs
 RUNS = "runs"  # meta: how many runs the folder has had
-# A job counts as the file's when the file asks for it, or while it is in flight (maybe charged).
-_IN_FILE = (
-    "WHERE job_id IN (SELECT job_id FROM asked WHERE source = ?) OR state NOT IN ('succeeded', 'failed')"
-)
+# A job counts as the file's when its last full pass listed it, or while it is in flight (maybe charged).
+_IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
 
 
 class JobState(StrEnum):
@@ -351,12 +351,11 @@ class StateDatabase:
         """Jobs per outcome, and tokens used by every recorded answer; money over every answer
         charged. Once a run has judged every job of its file, the counts are that file's jobs
         and the others are listed in :attr:`StateCounts.not_in_file`."""
-        listed = self.get_meta(LISTED)
-        scope, params = ("", ()) if listed is None else (_IN_FILE, (listed,))
+        listed = self.get_meta(LISTED) is not None
+        scope = _IN_FILE if listed else ""
         totals: dict[str, int] = {}
         for state, final, count in self._read(
-            f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final",  # noqa: S608
-            params,
+            f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final"  # noqa: S608
         ):
             key = f"{state}:{int(final)}" if state == JobState.FAILED else state
             totals[key] = totals.get(key, 0) + count
@@ -364,16 +363,15 @@ class StateDatabase:
             "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
         )[0]
         outside = (
-            []
-            if listed is None
-            else [
+            [
                 job
                 for (job,) in self._read(
                     "SELECT job_id FROM jobs WHERE state IN ('succeeded', 'failed')"
-                    " AND job_id NOT IN (SELECT job_id FROM asked WHERE source=?) ORDER BY job_id",
-                    (listed,),
+                    " AND job_id NOT IN (SELECT job_id FROM listing) ORDER BY job_id"
                 )
             ]
+            if listed
+            else []
         )
         return StateCounts(
             succeeded=totals.get(JobState.SUCCEEDED, 0),
@@ -577,7 +575,7 @@ class Change:
     say who asked: a dispatch records what ``source`` asked of the job, a charge which run
     received it. ``cost``: what an answer that could not be used was charged (``unanswered``)."""
 
-    kind: str  # dispatch | unanswered | answered | finish | answered+finish | import | adopt | asked | meta
+    kind: str  # dispatch, unanswered, answered, finish, answered+finish, import, adopt, asked, listing, meta
     job_id: str = ""
     model: str = ""
     client_request_id: str = ""
@@ -633,6 +631,8 @@ class Change:
             )
         elif self.kind == "asked":
             _asked(db, self.source, json.loads(self.value))
+        elif self.kind == "listing":
+            _listing(db, self.key, self.source, json.loads(self.value))
         else:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -682,6 +682,22 @@ def _charge(db: sqlite3.Connection, job_id: str, run: int, cost: Spend | None) -
         " SELECT job_id, model, ?, date('now'), ?, ? FROM jobs WHERE job_id = ?",
         (run, to_units(cost.usd), to_units(cost.credits), job_id),
     )
+
+
+def _listing(db: sqlite3.Connection, step: str, source: str, job_ids: list[str]) -> None:
+    """A pass over the job file: ``begin``; ``ids`` seen; ``done``: they are now the file's."""
+    if step == "begin":
+        db.execute("DELETE FROM listing_next")
+    elif step == "done":
+        db.execute("DELETE FROM listing")
+        db.execute("INSERT INTO listing SELECT job_id FROM listing_next")
+        db.execute("DELETE FROM listing_next")
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (LISTED, source),
+        )
+    else:
+        db.executemany("INSERT OR IGNORE INTO listing_next (job_id) VALUES (?)", [(i,) for i in job_ids])
 
 
 def _asked(db: sqlite3.Connection, source: str, fingerprints: list[tuple[str, str]]) -> None:

@@ -240,6 +240,12 @@ class OutputFolder:
         did not keep what request they answered (their jobs were judged unchanged)."""
         await self._commit(Change("adopt", value=json.dumps(fingerprints)))
 
+    async def listing(self, step: str, job_ids: list[str] | None = None) -> None:
+        """A pass over the job file, for telling which jobs it no longer holds: ``begin``, then
+        ``ids`` with ``job_ids`` as they are judged, then ``done`` once every job was (the
+        folder's counts are then that file's)."""
+        await self._commit(Change("listing", key=step, value=json.dumps(job_ids or []), source=self.source))
+
     async def unanswered(self, job_id: str, *, charged: Spend | None = None) -> None:
         """The request failed without a usable generation (error status, no connection, a body
         that cannot be read): back to pending. ``charged``: what its cost headers said it cost
