@@ -1,11 +1,14 @@
 """``batchgen report DIR``: ``DIR/report.html``, one static page showing every job's outcome.
 
-One card per job (its current record): thumbnails of its images, the prompt and parameters it
-sent (local images by path, inline data cut short: never the data itself), model, status, cost,
-attempts, and for a failure its error; content violations marked; filters by status and model;
-counts and total cost at the top. The page needs no network: thumbnails are JPEG files made
-with Pillow in ``DIR/thumbnails/`` (made once per image), linked relatively. Rendered with Jinja2,
-autoescaping on: prompts are untrusted text.
+A gallery for the person who asked for the pictures: one card per job (its current record),
+problems first (failures, content violations, jobs no longer in the job file), each with its
+picture(s) and prompt, the reference images of an edit, remix or image-to-image job shown beside
+the result (before -> after), several images of one job as a compact strip. A search box (id and
+prompt), filters by status and model, a sort, and paging (the first 120 cards, then more on
+demand; images load lazily) keep a folder of thousands usable. Engineer detail (request id,
+cost, attempts, parameters, paths) is folded away in each card. The page needs no network:
+thumbnails are JPEG files made with Pillow in ``DIR/thumbnails/`` (made once per image), linked
+relatively. Rendered with Jinja2, autoescaping on: prompts are untrusted text.
 
 Example::
 
@@ -14,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -26,6 +30,7 @@ from PIL import Image
 
 from batchgen.errors import BatchgenError, StorageError
 from batchgen.money import Spend
+from batchgen.requests import IMAGE_FIELDS
 from batchgen.store import ManifestRecord, Status, read_report_view, utc_now
 
 __all__ = ["REPORT_AT_RUN_END", "REPORT_NAME", "THUMBNAIL_PIXELS", "make_report", "refresh_report"]
@@ -40,9 +45,10 @@ _THUMBNAILS = "thumbnails"
 @dataclass(slots=True)
 class _Image:
     href: str
-    thumbnail: str
+    thumbnail: str  # "" when the image cannot be read
     width: int
     height: int
+    name: str = ""
 
 
 @dataclass(slots=True)
@@ -57,13 +63,21 @@ class _Card:
     cost: str
     request_id: str
     error: str
+    finished_at: str
     parameters: list[tuple[str, str]] = field(default_factory=list)
     images: list[_Image] = field(default_factory=list)
+    references: list[_Image] = field(default_factory=list)  # before: what an edit started from
     not_in_file: bool = False  # the job file last run into the folder no longer holds it
+
+    @property
+    def problem(self) -> bool:
+        """Shown first: a failure, a content violation, a job that left the file."""
+        return self.status != Status.SUCCEEDED or self.violation or self.not_in_file
 
 
 REPORT_AT_RUN_END = 10_000  # jobs; past that a refresh takes long: `batchgen report` makes it
 REPORT_UNASKED = 100  # jobs; a folder this small gets a report at a run's end without asking
+PAGE = 120  # cards shown before "show more"
 
 
 def refresh_report(out_dir: Path, jobs: int) -> None:
@@ -90,6 +104,7 @@ def make_report(out_dir: Path) -> Path:
     """
     view = read_report_view(out_dir)
     cards = [_card(out_dir, record, record.job_id in view.not_in_file) for record in view.records]
+    cards.sort(key=lambda card: (not card.problem, card.job_id))
     environment = Environment(
         loader=PackageLoader("batchgen", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
@@ -97,10 +112,12 @@ def make_report(out_dir: Path) -> Path:
         title=out_dir.resolve().name,
         cards=cards,
         counts=dict(Counter(card.status for card in cards)),
+        problems=sum(card.problem for card in cards),
         models=sorted({card.model for card in cards}),
         spent=view.spent,
         made_at=utc_now(),
         manifest="manifest.jsonl",
+        page=PAGE,
     )
     target = out_dir / REPORT_NAME
     temporary = target.with_name(f".{REPORT_NAME}.tmp")
@@ -119,20 +136,16 @@ def _card(out_dir: Path, record: ManifestRecord, not_in_file: bool) -> _Card:
     cost = Spend.of(record.usd_spent, record.credits_used)
     error = f"{record.error.kind}: {record.error.message}" if record.error else ""
     images = (
-        [_thumbnail(out_dir, image.path) for image in record.images]
+        [_result_thumbnail(out_dir, image.path) for image in record.images]
         if record.status is Status.SUCCEEDED
         else []
     )
     gone = [image.path for image, shown in zip(record.images, images, strict=False) if shown is None]
     damaged = [image.href for image in images if image is not None and not image.thumbnail]
     if gone or damaged:
-        error = (
-            "; ".join(
-                [f"missing: {', '.join(gone)}"] * bool(gone)
-                + [f"cannot be shown: {', '.join(damaged)}"] * bool(damaged)
-            )
-            + " (`batchgen verify` checks the folder)"
-        )
+        problems = [f"missing: {', '.join(gone)}"] * bool(gone)
+        problems += [f"cannot be shown: {', '.join(damaged)}"] * bool(damaged)
+        error = "; ".join(problems) + " (`batchgen verify` checks the folder)"
     return _Card(
         job_id=record.job_id,
         model=record.model,
@@ -144,10 +157,39 @@ def _card(out_dir: Path, record: ManifestRecord, not_in_file: bool) -> _Card:
         cost=cost.describe() if cost else "",
         request_id=record.request_id or "",
         error=error,
+        finished_at=record.finished_at or "",
         parameters=[(name, _shown(value)) for name, value in request.items()],
         images=[image for image in images if image is not None and image.thumbnail],
+        references=[_reference(out_dir, value) for value in _reference_values(request)],
         not_in_file=not_in_file,
     )
+
+
+def _reference_values(request: dict[str, Any]) -> list[str]:
+    """The reference images a request names (``image_url``, ``image_urls``), as recorded."""
+    values: list[Any] = []
+    for name in IMAGE_FIELDS:
+        value = request.get(name)
+        values += value if isinstance(value, list) else [value] if value else []
+    return [str(value) for value in values]
+
+
+def _reference(out_dir: Path, value: str) -> _Image:
+    """A reference image for its card: a thumbnail of a local file (recorded by its absolute
+    path); a URL or a data URI (kept cut short) is shown by name only."""
+    name = (
+        PurePosixPath(value.split("?", maxsplit=1)[0]).name
+        if not value.startswith("data:")
+        else "inline image"
+    )
+    if not value.startswith("/"):
+        return _Image(value if value.startswith(("http://", "https://")) else "", "", 0, 0, name)
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    shown = _thumbnail(Path(value), out_dir / _THUMBNAILS / f"ref-{digest}.jpg", Path(value).as_uri())
+    if shown is None:
+        return _Image("", "", 0, 0, f"{name} (no longer there)")
+    shown.name = name
+    return shown
 
 
 def _shown(value: Any) -> str:
@@ -158,35 +200,39 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _thumbnail(out_dir: Path, image_path: str) -> _Image | None:
-    """The image's thumbnail, made if missing or older than the image; None if the image is
-    gone, and one without a ``thumbnail`` if it cannot be read as an image (damaged).
-    Raises :class:`StorageError` when the thumbnail cannot be written."""
-    source = out_dir / image_path
+def _result_thumbnail(out_dir: Path, image_path: str) -> _Image | None:
+    name = PurePosixPath(image_path).stem + ".jpg"
+    return _thumbnail(out_dir / image_path, out_dir / _THUMBNAILS / name, image_path)
+
+
+def _thumbnail(source: Path, target: Path, href: str) -> _Image | None:
+    """The thumbnail of ``source`` at ``target`` (made if missing or older than the image),
+    linking to ``href``; None if the image is gone, and one without a ``thumbnail`` if it cannot
+    be read as an image (damaged). Raises :class:`StorageError` when the thumbnail cannot be
+    written."""
     if not source.is_file():
         return None
-    name = PurePosixPath(image_path).stem + ".jpg"
-    target = out_dir / _THUMBNAILS / name
+    relative = f"{_THUMBNAILS}/{target.name}"
     if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
         try:
             with Image.open(source) as image:
                 image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
                 small = image.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # (UnidentifiedImageError too)
-            log.warning("report: %s cannot be read as an image (%s); its card says so", image_path, exc)
-            return _Image(image_path, "", 0, 0)
+            log.warning("report: %s cannot be read as an image (%s); its card says so", source, exc)
+            return _Image(href, "", 0, 0)
         try:
             target.parent.mkdir(exist_ok=True)
-            temporary = target.with_name(f".{name}.tmp")
+            temporary = target.with_name(f".{target.name}.tmp")
             small.save(temporary, "JPEG", quality=85)
             temporary.replace(target)
         except OSError as exc:
-            raise StorageError(f"cannot write the thumbnail of {image_path}: {exc.strerror or exc}") from exc
-        return _Image(image_path, f"{_THUMBNAILS}/{name}", *small.size)
+            raise StorageError(f"cannot write the thumbnail of {source}: {exc.strerror or exc}") from exc
+        return _Image(href, relative, *small.size)
     try:
         with Image.open(target) as thumb:
             width, height = thumb.size
     except (OSError, ValueError):  # a damaged thumbnail: made again next time
         target.unlink(missing_ok=True)
-        return _Image(image_path, "", 0, 0)
-    return _Image(image_path, f"{_THUMBNAILS}/{name}", width, height)
+        return _Image(href, "", 0, 0)
+    return _Image(href, relative, width, height)

@@ -82,14 +82,20 @@ def test_the_report_opens_with_one_card_per_job_and_every_image_loaded(
         j["id"] for j in [*jobs, {"id": "lost"}]
     )
     loaded = browser.execute_script(
-        "return [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+        "return [...document.images].map(i => [i.className, i.complete && i.naturalWidth > 0])"
     )
-    assert len(loaded) == 4 and all(ok for _, ok in loaded), loaded  # by-url, inline, flux x2
+    assert all(ok for _, ok in loaded), loaded
+    assert [kind for kind, _ in loaded].count("result") == 4  # by-url, inline, flux x2
+    assert [kind for kind, _ in loaded].count("reference") == 2  # flux's and lost's ref.png, beside them
     by_id = {card.find_element(By.TAG_NAME, "h2").text: card for card in cards}
     assert "<script>alert('x')</script>" in by_id["by-url"].text  # a prompt is text, never markup
     assert "content violation" in by_id["flagged"].text
     assert "image download answered HTTP 500" in by_id["lost"].text
-    assert "ref.png (" in by_id["flux"].text  # the reference image by its path, not its data
+    assert "ref.png" in by_id["flux"].text  # the reference image shown by name, never its data
+    assert [h2.text for h2 in browser.find_elements(By.CSS_SELECTOR, "article.card h2")][:2] == [
+        "flagged",
+        "lost",
+    ]
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
     Select(browser.find_element(By.ID, "status-filter")).select_by_visible_text("failed")
@@ -119,3 +125,93 @@ def test_a_run_makes_a_small_folders_report_and_refreshes_one_that_exists(simula
     assert main(["run", str(job_file), "--out", str(large), "--base-url", simulator.url]) == ExitCode.OK
     page = (large / "report.html").read_text()
     assert "<h2>third</h2>" in page and len(list((large / "thumbnails").iterdir())) == 3
+
+
+def shop_jobs(count: int) -> list[dict[str, object]]:
+    """A shop's folder: mostly new pictures, some edits of its own photos, a 4-image flux job,
+    and a few prompts the API flags."""
+    jobs: list[dict[str, object]] = [
+        {"id": "variants", "model": "flux/dev/image-to-image", "prompt": "the mug in four colours",
+         "image_url": "mug.jpg", "num_images": 4},
+        {"id": "remix", "model": "reve/remix-edit-image", "prompt": "the two together", "image_urls": ["mug.jpg", "ref.png"]},
+    ]  # fmt: skip
+    for i in range(count - len(jobs)):
+        if i % 10 == 3:
+            jobs.append({"id": f"edit-{i:03}", "model": "reve/edit-image", "prompt": f"mug on a table {i}", "image_url": "mug.jpg"})  # fmt: skip
+        elif i % 19 == 7:
+            jobs.append(
+                {"id": f"tile-{i:03}", "model": "reve/create-image", "prompt": f"[[violation]] tile {i}"}
+            )
+        else:
+            jobs.append({"id": f"tile-{i:03}", "model": "reve/create-image", "prompt": f"a square tile {i}", "aspect_ratio": "1:1"})  # fmt: skip
+    return jobs
+
+
+def shop_folder(simulator, tmp_path: Path, count: int) -> Path:
+    for name, sample in (("mug.jpg", "blue-mug.jpg"), ("ref.png", "t-rex.png")):
+        (tmp_path / name).write_bytes((SAMPLES / "images" / sample).read_bytes())
+    job_file, out = write_jsonl(tmp_path / f"shop-{count}.jsonl", shop_jobs(count)), tmp_path / f"out-{count}"
+    main(
+        [
+            "run",
+            str(job_file),
+            "--out",
+            str(out),
+            "--base-url",
+            simulator.url,
+            "--concurrency",
+            "16",
+            "--no-progress",
+        ]
+    )
+    assert main(["report", str(out)]) == ExitCode.OK
+    return out
+
+
+def test_the_report_is_a_gallery_with_problems_first_before_and_after_and_search(
+    simulator, tmp_path, monkeypatch, browser
+):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    out = shop_folder(simulator, tmp_path, 40)
+    browser.get((out / "report.html").as_uri())
+
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
+    ids = [card.get_attribute("data-id") for card in cards]
+    flagged = sorted(
+        i for i in ids if "violation" in (browser.find_element(By.CSS_SELECTOR, f"[data-id='{i}']").text)
+    )
+    assert len(cards) == 40 and flagged and ids[: len(flagged)] == flagged  # problems first
+    edit = browser.find_element(By.CSS_SELECTOR, "[data-id='edit-003']")
+    assert edit.find_elements(By.CSS_SELECTOR, "img.reference") and edit.find_elements(
+        By.CSS_SELECTOR, "img.result"
+    )
+    variants = browser.find_element(By.CSS_SELECTOR, "[data-id='variants']")
+    assert len(variants.find_elements(By.CSS_SELECTOR, "img.result")) == 4
+    assert variants.size["height"] < 700  # four images in a 2x2 strip, not two screens tall
+    assert "request_id" not in edit.text  # engineer detail folded away
+
+    browser.find_element(By.ID, "search").send_keys("table 13")
+    shown = [card.get_attribute("data-id") for card in cards if card.is_displayed()]
+    assert shown == ["edit-013"]
+    browser.find_element(By.ID, "search").clear()
+    browser.find_element(By.ID, "search").send_keys(" ")  # (clear() fires no input event)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(ARTIFACTS / "report-40.png"))
+
+
+def test_a_report_of_400_jobs_pages_its_cards(simulator, tmp_path, monkeypatch, browser):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    out = shop_folder(simulator, tmp_path, 400)
+    browser.get((out / "report.html").as_uri())
+
+    assert browser.find_element(By.ID, "shown-count").text == "120 of 400 shown"
+    browser.find_element(By.ID, "more").click()
+    assert browser.find_element(By.ID, "shown-count").text == "240 of 400 shown"
+    Select(browser.find_element(By.ID, "sort")).select_by_visible_text("job id")
+    first = next(c for c in browser.find_elements(By.CSS_SELECTOR, "article.card") if c.is_displayed())
+    assert first.get_attribute("data-id") == "edit-003"
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(ARTIFACTS / "report-400.png"))
