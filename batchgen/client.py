@@ -23,6 +23,7 @@ import re
 import ssl
 import time
 import urllib.request
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -140,6 +141,7 @@ class ApiClient:
             "Authorization": f"Bearer {self._settings.api_key}",
             "X-Client-Request-Id": client_request_id,
             "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",  # decompressed by _read_capped, bounded
         }
         try:
             async with self._session.post(
@@ -147,6 +149,7 @@ class ApiClient:
                 json=body,
                 headers=headers,
                 allow_redirects=False,
+                auto_decompress=False,
                 proxy=self._proxies.for_url(self._url),
                 timeout=_client_timeout(self._settings.generation_timeout),
             ) as response:
@@ -245,17 +248,40 @@ def _client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
 
 
+MAX_RATIO = 100
+"""An answer may decompress to at most this many times its bytes on the wire (plus 1 MiB): JSON
+compresses a few times over; a gzip bomb a thousand times. So memory follows traffic."""
+
+
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The answer's body, decompressed here (gzip or deflate: what the request accepts) so that
+    neither ``cap`` bytes nor :data:`MAX_RATIO` times the bytes received can be passed.
+    Raises :class:`ServerError` past either, or for an encoding that was not asked for."""
     if (response.content_length or 0) > cap:
         raise ServerError(f"answer of {response.content_length} bytes is over the {cap}-byte cap")
-    parts: list[bytes] = []
-    size = 0
+    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+    elif coding not in ("", "identity"):
+        raise ServerError(f"answer in an encoding that was not asked for ({coding[:40]})")
+    else:
+        inflater = None
+    body = bytearray()
+    received = 0
     async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-        size += len(chunk)
-        if size > cap:
+        received += len(chunk)
+        allowed = MAX_RATIO * received + 1024 * 1024
+        data = chunk
+        while inflater is not None and data:
+            body += inflater.decompress(data, min(cap, allowed) + 1 - len(body))
+            data = inflater.unconsumed_tail if len(body) <= min(cap, allowed) else b""
+        if inflater is None:
+            body += chunk
+        if len(body) > cap:
             raise ServerError(f"answer is over the {cap}-byte cap (--max-json-bytes)")
-        parts.append(chunk)
-    return b"".join(parts)
+        if len(body) > allowed:
+            raise ServerError(f"answer decompresses over {MAX_RATIO} times its size (a decompression bomb)")
+    return bytes(body)
 
 
 def _status_error(status: int, headers: dict[str, str], payload: bytes) -> RequestError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import ssl
 from types import SimpleNamespace
@@ -11,7 +13,7 @@ import trustme
 from aiohttp import web
 from conftest import fast_settings, serving
 
-from batchgen.client import ApiClient, client_request_id, open_session
+from batchgen.client import MAX_RATIO, ApiClient, client_request_id, open_session
 from batchgen.errors import (
     AuthenticationError,
     CreditsExhausted,
@@ -228,3 +230,23 @@ async def test_tls_is_always_verified_and_a_private_ca_can_be_trusted(tls_simula
 
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the standard variable works too
     assert (await generate(SimpleNamespace(url=url), CREATE)).request_id
+
+
+async def test_a_gzip_answer_is_read_and_a_gzip_bomb_is_refused_at_a_bounded_size():
+    answer = json.dumps({"data": [{"url": "https://cdn.test/a.png", "request_id": "r"}]}).encode()
+    bomb = gzip.compress(b" " * (300 * 1024 * 1024), compresslevel=9)  # ~300 KB on the wire, 300 MiB inside
+    bodies = iter([gzip.compress(answer), bomb])
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        assert request.headers["Accept-Encoding"] == "gzip, deflate"
+        return web.Response(body=next(bodies), status=201, headers={"Content-Encoding": "gzip"})
+
+    async with serving(handle) as url:
+        settings = fast_settings(url)
+        async with open_session(settings) as session:
+            client = ApiClient(session, settings)
+            first = await client.generate(CREATE, client_request_id="bg.t.1.a1")
+            with pytest.raises(ServerError, match="decompresses over 100 times its size"):
+                await client.generate(CREATE, client_request_id="bg.t.1.a2")
+    assert first.images[0].url == "https://cdn.test/a.png"
+    assert len(bomb) * MAX_RATIO < 64 * 1024 * 1024  # refused by ratio well before --max-json-bytes
