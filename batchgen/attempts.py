@@ -25,7 +25,6 @@ from batchgen.errors import (
     ContentViolation,
     DownloadError,
     JobCrashed,
-    MalformedResponse,
     RequestError,
     StorageError,
     failure_kind,
@@ -284,10 +283,10 @@ class JobAttempt:
         return answer
 
     def _charged_unusable(self, error: RequestError) -> None:
-        """An answer the API says it charged for but that cannot be used is retried once: a
-        second one fails the job for good (kind ``malformed``), so that a broken answer shape is
-        not paid for over and over."""
-        if not (error.cost and isinstance(error, MalformedResponse)):
+        """An answer the API says it charged for but that cannot be used (a body of an unknown
+        shape, too large, cut short) is retried once: a second one fails the job for good, so
+        that a broken answer is not paid for over and over."""
+        if not error.cost or error.stops_run:
             return
         self._unusable_paid += 1
         if self._unusable_paid > 1:

@@ -101,8 +101,9 @@ class Budget:
         send.reserved = None
         self._unpriced.discard(send.model)
         cost = send.cost
-        if cost is None and error is None:  # answered, and nothing says what it cost
-            cost = self._unreadable(send.model)
+        limited = ("usd",) * self.limit.usd.is_finite() + ("credits",) * self.limit.credits.is_finite()
+        if error is None and (cost is None or set(cost.missing) & set(limited)):
+            cost = self._unreadable(send.model)  # answered, and nothing says what it cost in our currency
         if cost is not None:
             self.spent += cost
             known = self._expected.get(send.model, Spend())
@@ -116,9 +117,10 @@ class Budget:
         if self._assumed is not None:
             return self._assumed
         self._unpriceable[model] = (
-            f"the API's answers to {model} carry no readable cost header (x-aimlapi-usd-spent /"
-            " x-aimlapi-credits-used), so the spend budget cannot be enforced: give a worst-case price"
-            " per request with --assume-usd (or --assume-credits), or run without a budget"
+            f"the API's answers to {model} carry no readable cost header in the budget's currency"
+            " (x-aimlapi-usd-spent / x-aimlapi-credits-used), so the spend budget cannot be enforced:"
+            " give a worst-case price per request with --assume-usd (or --assume-credits), or run"
+            " without a budget"
         )
         return None
 

@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Until a run installs its own handlers (graceful stop), a signal that ends the session
     # (SIGTERM, or SIGHUP: the terminal closed) is an interruption like ^C.
-    previous = {signum: signal.signal(signum, _interrupt) for signum in ENDING_SIGNALS}
+    ending = [s for s in ENDING_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]  # (nohup: kept)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in ending}
     try:
         code = _dispatch(args)
     finally:
@@ -288,7 +289,7 @@ def _describe(report: RunReport, out: Path) -> str:
         )
     if report.folder is not None and report.folder.not_in_file:
         lines.append(
-            f"{len(report.folder.not_in_file)} job(s) of this folder are not in the job file (their records"
+            f"{report.folder.not_in_file_count} job(s) of this folder are not in the job file (their records"
             f" stay): {_some(report.folder.not_in_file)}"
         )
     if report.crashed:
@@ -324,8 +325,11 @@ def _describe(report: RunReport, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _usd(amount: float) -> str:
-    return usd(Decimal(repr(amount)))
+def _json_number(value: object) -> float:
+    """Exact money in JSON: the number that prints as the decimal (a float's shortest repr)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _some(ids: list[str], shown: int = 10) -> str:
@@ -347,7 +351,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     status = asyncio.run(read_status(args.dir))
-    print(json.dumps(status, indent=2) if args.json else _describe_status(status))
+    print(json.dumps(status, indent=2, default=_json_number) if args.json else _describe_status(status))
     return ExitCode.OK
 
 
@@ -358,8 +362,8 @@ def _describe_status(status: dict[str, Any]) -> str:
     pid = status["running_pid"]
     lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")
     spent = status["spent"]
-    by_model = ", ".join(f"{m} {_usd(s['usd'])}" for m, s in spent["by_model"].items())
-    total = Spend(Decimal(repr(spent["usd"])), Decimal(repr(spent["credits"])))
+    by_model = ", ".join(f"{m} {usd(s['usd'])}" for m, s in spent["by_model"].items())
+    total = Spend(spent["usd"], spent["credits"])
     lines.append(
         f"spent in this folder, all runs: {total.describe()}" + (f" ({by_model})" if by_model else "")
     )

@@ -143,6 +143,7 @@ class ApiClient:
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",  # decompressed by _read_capped, bounded
         }
+        answer_headers: dict[str, str] = {}  # (once they came, a failure still says what was charged)
         try:
             async with self._session.post(
                 self._url,
@@ -168,13 +169,17 @@ class ApiClient:
         except RequestError:
             raise
         except TimeoutError as exc:
-            raise TransportError("the API did not answer in time (--timeout)") from exc
+            raise TransportError(
+                "the API did not answer in time (--timeout)", cost=charged(answer_headers)
+            ) from exc
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
             raise Unreachable(f"TLS with the API failed: {_describe(exc)}") from exc
         except aiohttp.ClientConnectorDNSError as exc:
             raise Unreachable(f"the API's host name does not resolve: {_describe(exc)}") from exc
         except aiohttp.ClientError as exc:
-            raise TransportError(f"connection to the API failed: {_describe(exc)}") from exc
+            raise TransportError(
+                f"connection to the API failed: {_describe(exc)}", cost=charged(answer_headers)
+            ) from exc
 
     def _redacted(self, headers: Mapping[str, str]) -> dict[str, str]:
         """Response headers by lower-case name, the key replaced wherever a server echoed it

@@ -16,15 +16,16 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 __all__ = ["MAX_COST", "PLACES", "Spend", "from_units", "parse_cost", "to_units", "usd"]
 
-PLACES = 12
+PLACES = 9
 """Decimal places kept of a cost header (a value with more is rounded half-even to these)."""
 MAX_COST = Decimal(10) ** 9
-"""A header above this (USD or credits, one request) is not a price: it is read as unreadable."""
+"""A header above this (USD or credits, one request) is not a price: it is read as unreadable.
+In units of ``10**-PLACES`` it stays under 10**18, within SQLite's 64-bit integers."""
 _QUANTUM = Decimal(1).scaleb(-PLACES)
 _ZERO = Decimal(0)
 _CENTS = Decimal("0.01")
@@ -62,10 +63,12 @@ def usd(value: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Spend:
-    """Money: USD and AIML API credits, exact decimals."""
+    """Money: USD and AIML API credits, exact decimals. ``missing``: the currencies an answer's
+    headers did not say (counted as 0 here; a budget in that currency cannot trust it)."""
 
     usd: Decimal = _ZERO
     credits: Decimal = _ZERO
+    missing: tuple[str, ...] = field(default=(), compare=False)
 
     def __add__(self, other: Spend) -> Spend:
         return Spend(self.usd + other.usd, self.credits + other.credits)
@@ -83,7 +86,10 @@ class Spend:
         usd_value, credits = parse_cost(usd_spent), parse_cost(credits_used)
         if usd_value is None and credits is None:
             return None
-        return Spend(usd_value if usd_value is not None else _ZERO, credits if credits is not None else _ZERO)
+        missing = ("usd",) * (usd_value is None) + ("credits",) * (credits is None)
+        return Spend(
+            usd_value if usd_value is not None else _ZERO, credits if credits is not None else _ZERO, missing
+        )
 
     def describe(self) -> str:
         """``$1.80 / 2646 credits``."""

@@ -76,9 +76,15 @@ FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
 FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
 DAILY_CAP = "max_usd_per_day"  # folder meta: --max-usd-per-day as last given ("off": none)
 NOT_BEFORE = "not_before"  # folder meta: a Retry-After's end (Unix time) that outlives the run
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""Each stops a run gracefully: ^C, a service manager's stop, a closed terminal or ssh session
-(SIGHUP would otherwise kill the process with its answers in flight)."""
+_FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run gracefully: ^C, a service manager's stop, a closed terminal
+    or ssh session (SIGHUP would otherwise kill the process with its answers in flight), unless
+    the run was started to ignore it (``nohup``)."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
 
 
 class StopReason(StrEnum):
@@ -386,7 +392,8 @@ class _Pool:
 
     async def run(self, jobs: Iterator[Job]) -> None:
         loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
+        stop_signals = _stop_signals()
+        for signum in stop_signals:
             loop.add_signal_handler(signum, self._on_signal)
         try:
             if await self._wait_out_retry_after():
@@ -394,7 +401,7 @@ class _Pool:
                     feeder = group.create_task(self._feed(jobs, group))
                     self._live.add(feeder)
         finally:
-            for signum in STOP_SIGNALS:
+            for signum in stop_signals:
                 loop.remove_signal_handler(signum)
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
@@ -451,7 +458,6 @@ class _Pool:
         """Judge a chunk of jobs against the folder and start a task for each with work left.
         False when the run stopped while a job waited for its place."""
         rows = await self.folder.rows(job.id for job in chunk)
-        await self.folder.listing("ids", [job.id for job in chunk])
         verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
         lost = await self.folder.missing_images(
             [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE]
@@ -459,13 +465,17 @@ class _Pool:
         old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
         if old:  # a folder from before schema 2: what its finished jobs answered, from now on
             await self.folder.adopt_fingerprints(old)
+        # What this file asks of its finished, unchanged jobs (a job still to send or finish has
+        # it recorded by its dispatch: until then, an edit of it is still news); one group commit.
         asked = [
             (job.id, job.fingerprint)
             for job, row, v in verdicts
-            if row and not v.changed and row.asked != job.fingerprint
+            if row and row.state in _FINISHED and not v.changed and row.asked != job.fingerprint
         ]
-        if asked:  # (a changed job's dispatch records what this file asks of it)
-            await self.folder.asked(asked)
+        await asyncio.gather(
+            self.folder.listing("ids", [job.id for job in chunk]),
+            *([self.folder.asked(asked)] if asked else []),
+        )
         for job, row, verdict in verdicts:
             if verdict.skip is not None and job.id not in lost:
                 self._count(verdict.skip, 0.0)

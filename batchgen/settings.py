@@ -74,6 +74,10 @@ class Settings:
     debug_http: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("max_usd", "max_credits", "max_usd_per_day"):  # (a library caller's floats)
+            value = getattr(self, name)
+            if isinstance(value, float | int):
+                object.__setattr__(self, name, Decimal(str(value)))
         checks = {
             "--concurrency": self.concurrency >= 1,
             "--rpm": self.rpm is None or (math.isfinite(self.rpm) and self.rpm > 0),

@@ -81,9 +81,9 @@ CREATE TABLE IF NOT EXISTS charges (       -- one row per answer whose cost head
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
     model TEXT NOT NULL,
-    run INTEGER NOT NULL,                  -- the run that received it (meta `runs`; 0: before schema 3)
+    client_request_id TEXT,                -- the request answered (NULL: before schema 3)
     day TEXT NOT NULL,                     -- its UTC date, YYYY-MM-DD
-    usd INTEGER NOT NULL,                  -- x-aimlapi-usd-spent in units of 10**-12 USD (money.PLACES)
+    usd INTEGER NOT NULL,                  -- x-aimlapi-usd-spent in units of 10**-9 USD (money.PLACES)
     credits INTEGER NOT NULL               -- x-aimlapi-credits-used, the same units
 );
 CREATE INDEX IF NOT EXISTS charges_by_day ON charges (day);
@@ -99,10 +99,12 @@ CREATE TABLE IF NOT EXISTS listing_next (job_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
+_HALF = 10**9  # money units are summed as (x / _HALF, x % _HALF): each sum fits in 64 bits
 LISTED = "listed"  # meta: the job file (source) whose run last judged every one of its jobs
-RUNS = "runs"  # meta: how many runs the folder has had
 # A job counts as the file's when its last full pass listed it, or while it is in flight (maybe charged).
 _IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
+_OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
+_SHOWN = 20  # ids of jobs not in the job file that counts list
 
 
 class JobState(StrEnum):
@@ -191,7 +193,8 @@ class StateCounts:
     tokens_used: float = 0.0
     generated_anew: int = 0  # succeeded jobs generated again: request changed, or --redo
     spent: dict[str, Spend] = field(default_factory=dict)  # by model, every answer charged, all runs
-    not_in_file: list[str] = field(default_factory=list)  # jobs with a state the last job file lacks
+    not_in_file: list[str] = field(default_factory=list)  # the first 20 jobs the last job file lacks
+    not_in_file_count: int = 0  # ... and how many there are
 
     @property
     def pending(self) -> int:
@@ -362,16 +365,9 @@ class StateDatabase:
         tokens, anew = self._read(
             "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
         )[0]
-        outside = (
-            [
-                job
-                for (job,) in self._read(
-                    "SELECT job_id FROM jobs WHERE state IN ('succeeded', 'failed')"
-                    " AND job_id NOT IN (SELECT job_id FROM listing) ORDER BY job_id"
-                )
-            ]
-            if listed
-            else []
+        outside = self.not_in_file(limit=_SHOWN) if listed else []
+        outside_count = (
+            self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0  # noqa: S608
         )
         return StateCounts(
             succeeded=totals.get(JobState.SUCCEEDED, 0),
@@ -386,17 +382,35 @@ class StateDatabase:
             generated_anew=anew,
             spent=self.spent_by_model(),
             not_in_file=outside,
+            not_in_file_count=outside_count,
         )
 
-    def spent_by_model(self, *, run: int | None = None, day: str | None = None) -> dict[str, Spend]:
-        """What the answers charged, by model: all of them, or those of ``run`` (a run number,
-        see :meth:`begin_run`) or of ``day`` (UTC, ``YYYY-MM-DD``). Exact: summed as integers."""
+    def not_in_file(self, *, limit: int = -1) -> list[str]:
+        """Finished jobs the last full pass of the job file did not list, by id (``limit``:
+        at most that many; -1: all). Empty until a run has read a whole file."""
+        if self.get_meta(LISTED) is None:
+            return []
+        return [
+            job
+            for (job,) in self._read(
+                f"SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id LIMIT ?",  # noqa: S608
+                (limit,),
+            )
+        ]
+
+    def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
+        """What the answers charged, by model: all of them, or those of ``day`` (UTC,
+        ``YYYY-MM-DD``). Exact: summed as integers, in two halves so that no sum can pass
+        SQLite's 64-bit integers (each half of a million charges stays under 10**15)."""
         return {
-            model: Spend(from_units(usd), from_units(credits))
-            for model, usd, credits in self._read(
-                "SELECT model, SUM(usd), SUM(credits) FROM charges"
-                " WHERE (?1 IS NULL OR run = ?1) AND (?2 IS NULL OR day = ?2) GROUP BY model ORDER BY model",
-                (run, day),
+            model: Spend(
+                from_units(usd_high * _HALF + usd_low), from_units(credits_high * _HALF + credits_low)
+            )
+            for model, usd_high, usd_low, credits_high, credits_low in self._read(
+                f"SELECT model, SUM(usd / {_HALF}), SUM(usd % {_HALF}), SUM(credits / {_HALF}),"  # noqa: S608
+                f" SUM(credits % {_HALF}) FROM charges WHERE ?1 IS NULL OR day = ?1"
+                " GROUP BY model ORDER BY model",
+                (day,),
             )
         }
 
@@ -410,12 +424,6 @@ class StateDatabase:
         ):
             costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
         return costs
-
-    def begin_run(self) -> int:
-        """Number a new run (1, 2, ...): its charges are told apart by it."""
-        run = int(self.get_meta(RUNS) or 0) + 1
-        self.group([Change("meta", key=RUNS, value=str(run))])
-        return run
 
     def get_meta(self, key: str) -> str | None:
         """A run-level value (e.g. ``total_jobs``), or None."""
@@ -484,15 +492,13 @@ def _view_as_current(db: sqlite3.Connection) -> None:
     missing = [f"{value} AS {column}" for column, _, value in _ADDED_IN_2 if column not in columns]
     if missing:
         db.execute(f"CREATE TEMP VIEW jobs AS SELECT *, {', '.join(missing)} FROM main.jobs")  # noqa: S608
-    tables = {row[0] for row in db.execute("SELECT name FROM main.sqlite_master WHERE type='table'")}
-    if "charges" not in tables or "asked" not in tables:
-        db.executescript(
-            _ADDED_IN_3.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE IF NOT EXISTS ").replace(
-                "CREATE INDEX IF NOT EXISTS ", "CREATE INDEX IF NOT EXISTS temp."
-            )
+    # (temp tables come first in name lookups: an empty `charges` a failed upgrade left is hidden)
+    db.executescript(
+        _ADDED_IN_3.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE IF NOT EXISTS ").replace(
+            "CREATE INDEX IF NOT EXISTS ", "CREATE INDEX IF NOT EXISTS temp."
         )
-        if "charges" not in tables:
-            _charges_from_floats(db, columns)
+    )
+    _charges_from_floats(db, columns)
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -533,9 +539,7 @@ def _charges_from_floats(db: sqlite3.Connection, columns: set[str]) -> None:
         if earlier[0] > 0 or earlier[1] > 0:
             charges.append((job, model, day, *earlier))
         charges.append((job, model, day, *last))
-    db.executemany(
-        "INSERT INTO charges (job_id, model, run, day, usd, credits) VALUES (?, ?, 0, ?, ?, ?)", charges
-    )
+    db.executemany("INSERT INTO charges (job_id, model, day, usd, credits) VALUES (?, ?, ?, ?, ?)", charges)
 
 
 def _float_units(usd: float | None, credits: float | None) -> tuple[int, int]:
@@ -571,9 +575,9 @@ def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None
 class Change:
     """One write of a group: a job's transition, a record, or a run-level value.
 
-    ``source`` (the job file being run) and ``run`` (its number, :meth:`StateDatabase.begin_run`)
-    say who asked: a dispatch records what ``source`` asked of the job, a charge which run
-    received it. ``cost``: what an answer that could not be used was charged (``unanswered``)."""
+    ``source`` (the job file being run): a dispatch records what it asked of the job.
+    ``cost``: what an answer that could not be used was charged (``unanswered``). ``pairs``:
+    (job id, fingerprint) for ``adopt`` and ``asked``; ``ids``: job ids for ``listing``."""
 
     kind: str  # dispatch, unanswered, answered, finish, answered+finish, import, adopt, asked, listing, meta
     job_id: str = ""
@@ -588,8 +592,9 @@ class Change:
     value: str = ""
     fingerprint: str = ""
     source: str = ""
-    run: int = 0
     cost: Spend | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+    ids: tuple[str, ...] = ()
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Run this change's statements inside the open transaction."""
@@ -606,10 +611,10 @@ class Change:
                 (self.fingerprint or None, self.client_request_id),
             )
             if self.source and self.fingerprint:
-                _asked(db, self.source, [(self.job_id, self.fingerprint)])
+                _asked(db, self.source, ((self.job_id, self.fingerprint),))
         elif self.kind == "unanswered":
             _move(db, self.job_id, JobState.PENDING, "", ())
-            _charge(db, self.job_id, self.run, self.cost)
+            _charge(db, self.job_id, self.cost)
         elif self.kind in ("answered", "answered+finish"):
             assert self.answer is not None
             _move(
@@ -619,7 +624,7 @@ class Change:
                 ", answer=?, tokens_used=COALESCE(tokens_used, 0)+COALESCE(?, 0)",
                 (self.answer.model_dump_json(), self.answer.tokens_used),
             )
-            _charge(db, self.job_id, self.run, self.answer.cost)
+            _charge(db, self.job_id, self.answer.cost)
             if self.kind == "answered+finish":
                 self._finish(db)
         elif self.kind in ("finish", "import"):
@@ -627,12 +632,12 @@ class Change:
         elif self.kind == "adopt":
             db.executemany(
                 "UPDATE jobs SET fingerprint=? WHERE job_id=? AND fingerprint IS NULL",
-                [(fingerprint, job_id) for job_id, fingerprint in json.loads(self.value)],
+                [(fingerprint, job_id) for job_id, fingerprint in self.pairs],
             )
         elif self.kind == "asked":
-            _asked(db, self.source, json.loads(self.value))
+            _asked(db, self.source, self.pairs)
         elif self.kind == "listing":
-            _listing(db, self.key, self.source, json.loads(self.value))
+            _listing(db, self.key, self.source, self.ids)
         else:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -660,7 +665,15 @@ class Change:
                     record.job_id,
                 ),
             )
-            _charge(db, record.job_id, 0, Spend.of(record.usd_spent, record.credits_used))
+            # One charge per answer: records that re-record one (a restore, a download retried
+            # by a resume) share its last X-Client-Request-Id.
+            _charge(
+                db,
+                record.job_id,
+                Spend.of(record.usd_spent, record.credits_used),
+                request=record.client_request_ids[-1] if record.client_request_ids else None,
+                day=(record.finished_at or "")[:10] or None,
+            )
             return
         _ensure_row(db, record.job_id, record.model, record.started_at)
         _move(
@@ -673,25 +686,38 @@ class Change:
         )
 
 
-def _charge(db: sqlite3.Connection, job_id: str, run: int, cost: Spend | None) -> None:
-    """Record what an answer to the job was charged, in the run that received it, today (UTC)."""
+def _charge(
+    db: sqlite3.Connection,
+    job_id: str,
+    cost: Spend | None,
+    *,
+    request: str | None = None,
+    day: str | None = None,
+) -> None:
+    """Record what an answer to the job was charged: the request it answered (by default the
+    job's last X-Client-Request-Id; one already charged is not charged again) and its UTC day
+    (by default today)."""
     if cost is None:
         return
     db.execute(
-        "INSERT INTO charges (job_id, model, run, day, usd, credits)"
-        " SELECT job_id, model, ?, date('now'), ?, ? FROM jobs WHERE job_id = ?",
-        (run, to_units(cost.usd), to_units(cost.credits), job_id),
+        "INSERT INTO charges (job_id, model, client_request_id, day, usd, credits)"
+        " SELECT job_id, model, COALESCE(?2, json_extract(client_request_ids, '$[#-1]')),"
+        " COALESCE(?3, date('now')), ?4, ?5 FROM jobs WHERE job_id = ?1"
+        " AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.job_id = ?1"
+        " AND c.client_request_id = COALESCE(?2, json_extract(jobs.client_request_ids, '$[#-1]')))",
+        (job_id, request, day, to_units(cost.usd), to_units(cost.credits)),
     )
 
 
-def _listing(db: sqlite3.Connection, step: str, source: str, job_ids: list[str]) -> None:
-    """A pass over the job file: ``begin``; ``ids`` seen; ``done``: they are now the file's."""
+def _listing(db: sqlite3.Connection, step: str, source: str, job_ids: tuple[str, ...]) -> None:
+    """A pass over the job file: ``begin``; ``ids`` seen; ``done``: they are now the file's
+    (the tables swap names: no copy of a million rows)."""
     if step == "begin":
         db.execute("DELETE FROM listing_next")
     elif step == "done":
-        db.execute("DELETE FROM listing")
-        db.execute("INSERT INTO listing SELECT job_id FROM listing_next")
-        db.execute("DELETE FROM listing_next")
+        db.execute("DROP TABLE listing")
+        db.execute("ALTER TABLE listing_next RENAME TO listing")
+        db.execute("CREATE TABLE listing_next (job_id TEXT PRIMARY KEY) WITHOUT ROWID")
         db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (LISTED, source),
@@ -700,7 +726,7 @@ def _listing(db: sqlite3.Connection, step: str, source: str, job_ids: list[str])
         db.executemany("INSERT OR IGNORE INTO listing_next (job_id) VALUES (?)", [(i,) for i in job_ids])
 
 
-def _asked(db: sqlite3.Connection, source: str, fingerprints: list[tuple[str, str]]) -> None:
+def _asked(db: sqlite3.Connection, source: str, fingerprints: tuple[tuple[str, str], ...]) -> None:
     db.executemany(
         "INSERT INTO asked (source, job_id, fingerprint) VALUES (?, ?, ?)"
         " ON CONFLICT(source, job_id) DO UPDATE SET fingerprint=excluded.fingerprint",

@@ -125,7 +125,6 @@ class OutputFolder:
     ) -> None:
         self.root = root
         self.source = source  # the job file being run (its resolved path), "" when none
-        self.run = 0  # this run's number in the folder (StateDatabase.begin_run)
         self.images = root / "images"
         self._db = db
         self._manifest = manifest
@@ -163,7 +162,6 @@ class OutputFolder:
                 ensure_real_dir(folder.images, root)
                 await asyncio.to_thread(remove_temporaries, folder.images)
                 await folder._on_thread(folder._sync_manifest)
-                folder.run = await folder._on_thread(db.begin_run)
                 # A plain task, not a TaskGroup: an error of the caller's must reach the caller
                 # as itself, not wrapped in an ExceptionGroup.
                 writer = asyncio.create_task(folder._write_groups())
@@ -199,10 +197,10 @@ class OutputFolder:
         """Jobs per outcome over the folder, and tokens used."""
         return await self._on_thread(self._db.counts)
 
-    async def spent(self, *, run: int | None = None, day: str | None = None) -> Spend:
-        """What answers were charged: in all, or in ``run`` (a run number), or on ``day`` (UTC,
-        ``YYYY-MM-DD``); exact (see :mod:`batchgen.money`)."""
-        by_model = await self._on_thread(lambda: self._db.spent_by_model(run=run, day=day))
+    async def spent(self, *, day: str | None = None) -> Spend:
+        """What answers were charged: in all, or on ``day`` (UTC, ``YYYY-MM-DD``); exact (see
+        :mod:`batchgen.money`)."""
+        by_model = await self._on_thread(lambda: self._db.spent_by_model(day=day))
         return sum(by_model.values(), Spend())
 
     async def request_costs(self) -> dict[str, list[Spend]]:
@@ -233,28 +231,28 @@ class OutputFolder:
     async def asked(self, fingerprints: list[tuple[str, str]]) -> None:
         """Record (job id, fingerprint) as what the job file being run asks of those jobs, for
         jobs judged unchanged (a dispatch records its own)."""
-        await self._commit(Change("asked", value=json.dumps(fingerprints), source=self.source))
+        await self._commit(Change("asked", pairs=tuple(fingerprints), source=self.source))
 
     async def adopt_fingerprints(self, fingerprints: list[tuple[str, str]]) -> None:
         """Give (job id, fingerprint) to finished jobs of a folder older than schema 2, which
         did not keep what request they answered (their jobs were judged unchanged)."""
-        await self._commit(Change("adopt", value=json.dumps(fingerprints)))
+        await self._commit(Change("adopt", pairs=tuple(fingerprints)))
 
     async def listing(self, step: str, job_ids: list[str] | None = None) -> None:
         """A pass over the job file, for telling which jobs it no longer holds: ``begin``, then
         ``ids`` with ``job_ids`` as they are judged, then ``done`` once every job was (the
         folder's counts are then that file's)."""
-        await self._commit(Change("listing", key=step, value=json.dumps(job_ids or []), source=self.source))
+        await self._commit(Change("listing", key=step, ids=tuple(job_ids or ()), source=self.source))
 
     async def unanswered(self, job_id: str, *, charged: Spend | None = None) -> None:
         """The request failed without a usable generation (error status, no connection, a body
         that cannot be read): back to pending. ``charged``: what its cost headers said it cost
         all the same (recorded as a charge of this run)."""
-        await self._commit(Change("unanswered", job_id, cost=charged, run=self.run))
+        await self._commit(Change("unanswered", job_id, cost=charged))
 
     async def answered(self, job_id: str, answer: Answer) -> None:
         """Make the API's answer durable before anything is done with it."""
-        await self._commit(Change("answered", job_id, answer=answer, run=self.run))
+        await self._commit(Change("answered", job_id, answer=answer))
 
     async def finish_with_images(
         self,
@@ -443,13 +441,12 @@ class OutputFolder:
                 if w.image.spilled is not None:
                     w.image.spilled.discard()
             outcomes[i] = exc
-            return Change("answered", work.job_id, answer=work.answer, run=self.run) if work.answer else None
+            return Change("answered", work.job_id, answer=work.answer) if work.answer else None
         record = work.record(saved)
         return Change(
             "answered+finish" if work.answer else "finish",
             work.job_id,
             answer=work.answer,
-            run=self.run,
             record=record,
             record_json=record.model_dump_json() + "\n",
         )

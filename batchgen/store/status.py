@@ -138,8 +138,8 @@ def read_report_view(out_dir: Path) -> ReportView:
     """
     db = _open(out_dir)
     try:
-        counts = db.counts()
-        return ReportView(list(db.current_records()), counts.total_spent, frozenset(counts.not_in_file))
+        spent = sum(db.spent_by_model().values(), Spend())
+        return ReportView(list(db.current_records()), spent, frozenset(db.not_in_file()))
     finally:
         db.close()
 
@@ -188,17 +188,14 @@ def _read(out_dir: Path) -> dict[str, Any]:
         "pending": counts.pending,
         "generated_anew": counts.generated_anew,
         "tokens_used": int(counts.tokens_used) if counts.tokens_used.is_integer() else counts.tokens_used,
-        # Exact: the sum of every cost header recorded, all runs (money.py); JSON numbers
-        # print the shortest decimal that reads back the same.
+        # Exact decimals: the sum of every cost header recorded, all runs (money.py)
         "spent": {
-            "usd": float(counts.total_spent.usd),
-            "credits": float(counts.total_spent.credits),
-            "by_model": {
-                m: {"usd": float(s.usd), "credits": float(s.credits)} for m, s in counts.spent.items()
-            },
+            "usd": counts.total_spent.usd,
+            "credits": counts.total_spent.credits,
+            "by_model": {m: {"usd": s.usd, "credits": s.credits} for m, s in counts.spent.items()},
         },
-        "not_in_job_file": len(counts.not_in_file),
-        "not_in_job_file_ids": counts.not_in_file[:FAILED_SHOWN],
+        "not_in_job_file": counts.not_in_file_count,
+        "not_in_job_file_ids": counts.not_in_file,
         "running_pid": running,
         "last_run": last_run,
         # Sent by a run that is no longer alive, no answer recorded: each may have been charged
