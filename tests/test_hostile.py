@@ -338,3 +338,48 @@ def test_14_a_locale_that_cannot_show_an_id_does_not_crash_status_or_failed(simu
 
     assert status.returncode == failed.returncode == ExitCode.OK, status.stderr + failed.stderr
     assert "caf\\xe9" in status.stdout and "caf" in failed.stdout
+
+
+def test_2c_a_budget_distrusts_an_answer_without_its_currencys_header(serve_in_thread, tmp_path):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return answer({"x-aimlapi-credits-used": "2646"})  # credits said, USD not
+
+    server = serve_in_thread(handle)
+    job_file, out = write_jsonl(tmp_path / "j.jsonl", create_jobs(10)), tmp_path / "out"
+    done = run(job_file, out, server.url, "--max-usd", "0.10")
+    assert done.returncode == ExitCode.RESUMABLE and posts(server) == 1
+    assert "no readable cost header in the budget's currency" in done.stderr
+
+
+def test_2d_an_answer_cut_short_after_its_cost_headers_is_counted(serve_in_thread, tmp_path):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=201, headers={**COST, "Content-Type": "application/json"})
+        response.content_length = 10_000
+        await response.prepare(request)
+        await response.write(b'{"data": [')
+        request.transport.close()  # the connection drops mid-body
+        return response
+
+    server = serve_in_thread(handle)
+    job_file, out = write_jsonl(tmp_path / "j.jsonl", create_jobs(1)), tmp_path / "out"
+    done = run(job_file, out, server.url, "--max-retries", "3")
+    status = json.loads(cli("status", str(out), "--json").stdout)
+    assert done.returncode == ExitCode.JOBS_FAILED, done.stderr  # charged twice, unusable: not again
+    assert posts(server) == 2 and Decimal(str(status["spent"]["usd"])) == Decimal("0.08")
+
+
+def test_4b_a_run_started_under_nohup_ignores_sighup(make_simulator, tmp_path):
+    sim = make_simulator(latency=0.5)
+    job_file, out = write_jsonl(tmp_path / "j.jsonl", create_jobs(8)), tmp_path / "out"
+    proc = subprocess.Popen(
+        ["nohup", sys.executable, "-m", "batchgen", "run", str(job_file), "--out", str(out), "--base-url", sim.url,
+         "--no-progress"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AIMLAPI_KEY": "sim-key-batchgen"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    with sim.state.changed:
+        assert sim.state.changed.wait_for(lambda: sim.state.posts >= 2, timeout=60)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.OK, stderr
+    assert len(manifest(out)) == 8

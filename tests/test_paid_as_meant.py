@@ -22,8 +22,10 @@ from conftest import create_jobs, manifest, write_jsonl
 
 from batchgen import run_batch
 from batchgen.cli import ExitCode, main
+from batchgen.responses import Answer, ImageRef
 from batchgen.simulator import SIMULATOR_KEY
 from batchgen.simulator.pictures import render_png
+from batchgen.store import OutputFolder
 
 SIM_ENV = {"AIMLAPI_KEY": SIMULATOR_KEY}
 
@@ -314,3 +316,33 @@ def test_11c_the_help_lists_every_reason_to_resume(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "spend budget reached" in text and "(INT, TERM, HUP)" in text
+
+
+async def test_1b_an_edit_of_a_job_paid_but_not_yet_saved_is_still_generated_anew(simulator, tmp_path):
+    job_file = write_jsonl(
+        tmp_path / "j.jsonl", [{"id": "pet", "model": "reve/create-image", "prompt": "a cat"}]
+    )
+    out = tmp_path / "out"
+    paid = await asyncio.to_thread(lambda: run(job_file, out, simulator.url))
+    assert paid.returncode == ExitCode.OK
+    async with OutputFolder.open(
+        out, source=str(job_file.resolve())
+    ) as folder:  # as a kill mid-download leaves it
+        cat = (await folder.rows(["pet"]))["pet"]
+        await folder.dispatched(
+            "pet",
+            "reve/create-image",
+            "bg.pet.x.a2",
+            "2026-01-01T00:00:00Z",
+            fingerprint=cat.fingerprint or "",
+        )
+        await folder.answered("pet", Answer(images=[ImageRef(url=f"{simulator.url}/cdn/1360x768-0a.png")]))
+    write_jsonl(job_file, [{"id": "pet", "model": "reve/create-image", "prompt": "a dog"}])
+
+    resumed = await asyncio.to_thread(lambda: run(job_file, out, simulator.url))  # saves the paid cat
+    plan = json.loads(
+        (await asyncio.to_thread(lambda: cli("plan", str(job_file), "--out", str(out), "--json"))).stdout
+    )
+
+    assert resumed.returncode == ExitCode.OK
+    assert plan["counts"]["changed"] == 1  # the dog is still to be made: the edit was not lost

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from batchgen.errors import UsageError
@@ -51,3 +53,12 @@ def test_a_mangled_key_is_refused_without_showing_it(monkeypatch, bad):
     with pytest.raises(UsageError) as caught:
         load_api_key(None)
     assert bad not in str(caught.value)
+
+
+def test_a_library_callers_float_budget_becomes_an_exact_decimal():
+    settings = Settings(api_key="k", max_usd=5.1, max_credits=100, max_usd_per_day=2.5)
+    assert (settings.max_usd, settings.max_credits, settings.max_usd_per_day) == (
+        Decimal("5.1"),
+        Decimal("100"),
+        Decimal("2.5"),
+    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from decimal import Decimal
 
 import pytest
 
 from batchgen.errors import StorageError
+from batchgen.money import Spend
 from batchgen.responses import Answer, ImageRef
 from batchgen.store import (
     TRANSITIONS,
@@ -120,3 +122,38 @@ def test_garbage_in_place_of_the_database_is_a_storage_error(tmp_path):
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(StorageError, match="cannot open the state database"):
         StateDatabase.open(path)
+
+
+async def test_ten_thousand_large_charges_sum_exactly_past_64_bit_units(tmp_path):
+    async with OutputFolder.open(tmp_path) as folder:
+        for start in range(0, 10_000, 500):
+            await asyncio.gather(
+                *(
+                    folder.dispatched(f"j{i}", "m", f"bg.j{i}.a1", "2026-01-01T00:00:00Z")
+                    for i in range(start, start + 500)
+                )
+            )
+            answer = Answer(
+                images=[ImageRef(url="https://cdn.test/x.png")],
+                usd_spent="0.359",
+                credits_used="999999.123456789",
+            )
+            await asyncio.gather(*(folder.answered(f"j{i}", answer) for i in range(start, start + 500)))
+        counts = await folder.counts()
+    assert counts.total_spent == Spend(Decimal("3590"), Decimal("9999991234.56789"))
+
+
+async def test_a_lost_database_rebuilt_from_the_manifest_charges_each_answer_once_on_its_day(tmp_path):
+    record = ManifestRecord(
+        job_id="j", model="m", status=Status.SUCCEEDED, client_request_ids=["bg.j.a1"], usd_spent="0.04",
+        credits_used="2646", finished_at="2026-01-02T03:04:05Z", started_at="2026-01-02T03:04:00Z",
+    )  # fmt: skip
+    async with OutputFolder.open(tmp_path) as folder:
+        await folder.dispatched("j", "m", "bg.j.a1", "2026-01-02T03:04:00Z")
+        await folder.answered("j", Answer(usd_spent="0.04", credits_used="2646"))
+        await folder.finish(record, final=False)
+        await folder.restore_images(record, {})  # a restore re-records the same answer
+    (tmp_path / ".batchgen" / "state.sqlite3").unlink()
+    async with OutputFolder.open(tmp_path) as folder:
+        assert await folder.spent() == Spend(Decimal("0.04"), Decimal("2646"))
+        assert await folder.spent(day="2026-01-02") == Spend(Decimal("0.04"), Decimal("2646"))
