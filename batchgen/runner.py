@@ -73,6 +73,7 @@ __all__ = ["RunReport", "StopReason", "run_batch"]
 log = logging.getLogger(__name__)
 
 FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
+LIST_EVERY = 8192  # job ids noted at a time in the folder's listing of the file
 FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
 DAILY_CAP = "max_usd_per_day"  # folder meta: --max-usd-per-day as last given ("off": none)
 NOT_BEFORE = "not_before"  # folder meta: a Retry-After's end (Unix time) that outlives the run
@@ -354,6 +355,7 @@ class _Pool:
         self.meter = SendMeter(report.tally)
         self.judged_all = False  # every job of the file was judged (the run was not stopped first)
         self.summary: JobFileSummary | None = None  # the file as checked: no job is sent once it changed
+        self._unlisted: list[str] = []  # ids read from the file, not yet noted in the folder
         gates: list[Gate] = [quota, self.rate]
         if settings.rpm is not None:
             gates.append(RateCeiling(settings.rpm))
@@ -447,6 +449,7 @@ class _Pool:
                 async for chunk in chunks:
                     if self.control.stopping or not await self._dispatch(chunk, group):
                         return
+                await self._list([], every=0)
                 self.judged_all = not self.control.stopping
             except JobFileChanged as exc:
                 self.stop(exc)
@@ -472,10 +475,9 @@ class _Pool:
             for job, row, v in verdicts
             if row and row.state in _FINISHED and not v.changed and row.asked != job.fingerprint
         ]
-        await asyncio.gather(
-            self.folder.listing("ids", [job.id for job in chunk]),
-            *([self.folder.asked(asked)] if asked else []),
-        )
+        if asked:
+            await self.folder.asked(asked)
+        await self._list([job.id for job in chunk])
         for job, row, verdict in verdicts:
             if verdict.skip is not None and job.id not in lost:
                 self._count(verdict.skip, 0.0)
@@ -498,6 +500,14 @@ class _Pool:
             self._live.add(task)
             task.add_done_callback(self._live.discard)
         return True
+
+    async def _list(self, job_ids: list[str], *, every: int = LIST_EVERY) -> None:
+        """Note ``job_ids`` as read from the file; committed in batches of ``every`` (a commit
+        per chunk would cost a re-run of a finished folder an fsync per 256 jobs)."""
+        self._unlisted += job_ids
+        if len(self._unlisted) >= every and self._unlisted:
+            await self.folder.listing("ids", self._unlisted)
+            self._unlisted = []
 
     def _judge(self, job: Job, row: JobRow | None) -> Verdict:
         if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that stopped
