@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -228,3 +230,18 @@ def manifest(out: Path) -> list[dict[str, Any]]:
     """The records of ``out/manifest.jsonl``."""
     path = out / "manifest.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_cli(
+    *args: str, key: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI as a process, run to completion (bounded by ``timeout``): ``key`` in
+    ``AIMLAPI_KEY``, cron's bare environment besides ``PATH`` and ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "batchgen", *args],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AIMLAPI_KEY": key, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

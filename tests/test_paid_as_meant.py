@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import create_jobs, manifest, write_jsonl
+from conftest import create_jobs, manifest, run_cli, write_jsonl
 
 from batchgen import run_batch
 from batchgen.cli import ExitCode, main
@@ -34,14 +34,7 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """The real CLI, run to completion (bounded by ``timeout``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **SIM_ENV, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, key=SIMULATOR_KEY, env=env, timeout=timeout)
 
 
 def run(job_file: Path, out: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:

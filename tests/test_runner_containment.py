@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import create_jobs, manifest, write_jsonl
+from conftest import create_jobs, manifest, run_cli, write_jsonl
 from PIL import Image
 
 from batchgen import jobfile
@@ -39,14 +39,7 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI to completion (bounded by ``timeout``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "batchgen", *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AIMLAPI_KEY": KEY, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, key=KEY, env=env, timeout=timeout)
 
 
 def run(
