@@ -217,6 +217,11 @@ class JobAttempt:
         self._client_ids = list(row.client_request_ids) if row else []
         self._started = (row.started_at if row else None) or utc_now()
 
+    @property
+    def sent(self) -> bool:
+        """Whether this run sent a generation request for the job."""
+        return self._attempts > (self._row.attempts if self._row else 0)
+
     async def run(self) -> Outcome:
         """Resume or run the job (one :func:`judge` found work for)."""
         # An answer already paid for is fetched again, never generated again (unless the job

@@ -299,7 +299,7 @@ class DownloadError(RequestError):
     URLs expire): ``--retry-failed`` then generates the job again.
     """
 
-    hint = "the paid generation is kept; a later run fetches the image again (not for refused URLs)"
+    hint = "the paid generation is kept: the image is fetched again (retries, then a later run)"
 
     def __init__(
         self, message: str, *, transient: bool = True, kind: str = "", **context: str | int | None
@@ -329,7 +329,10 @@ class BudgetReached(RequestError):
 
     transient = True
     stops_run = True
-    hint = "run again with a budget for the rest (the budget counts one run's spend) to go on"
+    hint = (
+        "run again to go on: --max-usd/--max-credits count one run's spend; a --max-usd-per-day cap"
+        " counts all runs of the UTC day in this folder (a new value replaces it, `off` drops it)"
+    )
 
 
 class JobCrashed(RequestError):

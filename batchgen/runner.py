@@ -494,7 +494,7 @@ class _Pool:
             work = (
                 self._restore(job, row, lost[job.id], seat)
                 if job.id in lost and row is not None
-                else self._run_job(job, row, verdict.fresh, seat)
+                else self._run_job(job, row, verdict, seat)
             )
             task = group.create_task(work)
             self._live.add(task)
@@ -521,12 +521,10 @@ class _Pool:
             frozen=self.settings.frozen,
             redo=redo,
         )
-        if verdict.changed:
-            (self.report.frozen if verdict.skip else self.report.changed).append(job.id)
-            if not verdict.skip:
-                log.info("job %s: its request changed since its record: generating it anew", job.id)
-        elif verdict.fresh and redo:
-            self.report.redone.append(job.id)
+        if verdict.changed and verdict.skip:
+            self.report.frozen.append(job.id)
+        elif verdict.changed:
+            log.info("job %s: its request changed since its record: generating it anew", job.id)
         return verdict
 
     async def _restore(
@@ -545,7 +543,10 @@ class _Pool:
         finally:
             seat.give_back()
 
-    async def _run_job(self, job: Job, row: JobRow | None, fresh: bool, seat: Seat) -> None:
+    async def _run_job(self, job: Job, row: JobRow | None, verdict: Verdict, seat: Seat) -> None:
+        # (a changed or --redo job is reported as generated anew once its request went out)
+        redo = verdict.fresh and job.id in self.settings.redo
+        anew = self.report.changed if verdict.changed else self.report.redone if redo else None
         try:
             attempt = JobAttempt(
                 job,
@@ -554,13 +555,16 @@ class _Pool:
                 self.control,
                 self.folder,
                 self.client,
-                fresh=fresh,
+                fresh=verdict.fresh,
             )
             try:
                 outcome = await attempt.run()
             except (RequestError, StorageError) as exc:
                 self.stop(exc)
                 return  # left resumable; counted as not reached
+            finally:
+                if anew is not None and attempt.sent:
+                    anew.append(job.id)
             if attempt.crashed:
                 self.report.crashed.append(job.id)
             self.report.tally.images += attempt.images

@@ -112,3 +112,16 @@ def test_the_crontab_lines_run_in_crons_bare_environment(simulator, site):
         log = (site / "var" / "log" / "batchgen.log").read_text()
         assert done.returncode == 0, log[-3000:]
     assert log.count("run started: batchgen") == 2 and simulator.state.generations == 2
+
+
+def test_the_quick_starts_run_works_in_a_fresh_checkout(site):
+    quick_start = blocks("sh")[0]
+    first = next(line for line in quick_start.splitlines() if line.startswith("python3 -m venv"))
+    commands = [part.strip() for part in first.split("&&") if part.strip().startswith("batchgen ")]
+    assert commands == ["batchgen run sample_jobs/quickstart.yaml --out out/quickstart --parents --simulate"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    for _ in range(2):  # the second time it sends nothing
+        done = subprocess.run(["sh", "-c", commands[0]], cwd=site / "srv", env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert (site / "srv" / "out" / "quickstart" / "report.html").is_file()
+    assert "succeeded now, 0 earlier" not in done.stderr and " 0 succeeded now" in done.stderr
