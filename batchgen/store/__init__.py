@@ -11,7 +11,7 @@ database or the files.
     status.py     read-only views: ``status`` (counts), ``verify`` (images), ``plan`` (rows, costs)
 """
 
-from batchgen.store.database import LISTED, TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
+from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
 from batchgen.store.folder import OutputFolder, StagedImage
 from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
 from batchgen.store.status import (
@@ -26,7 +26,6 @@ from batchgen.store.status import (
 )
 
 __all__ = [
-    "LISTED",
     "TRANSITIONS",
     "ErrorInfo",
     "FolderReader",
