@@ -9,6 +9,7 @@ whose answer was recorded was generated again (paid generations <= jobs + in fli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -17,12 +18,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from conftest import create_jobs, write_jsonl
 
 from batchgen.simulator import SIMULATOR_KEY
+from batchgen.store import read_status
 from batchgen.store.database import StateDatabase
 
 JOBS = 24
@@ -119,6 +122,10 @@ def test_sigkill_then_resume_loses_nothing_and_pays_once(make_simulator, tmp_pat
     assert sum(before.values()) <= sim.state.generations
     if in_flight:
         assert b"in flight" in stderr
+    # Exact money: each job's one recorded answer is charged once ($0.04 each, the simulator's
+    # reve/create-image price), whatever the kill lost; the server billed at least that.
+    spent = asyncio.run(read_status(out))["spent"]["usd"]
+    assert spent == Decimal("0.04") * JOBS <= Decimal("0.04") * sim.state.generations
 
 
 def test_faulty_api_and_three_random_kills_end_with_every_job_once(make_simulator, tmp_path):
