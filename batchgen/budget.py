@@ -128,7 +128,7 @@ class Budget:
         """What was spent against the budget, e.g. "spent $1.60 of the $1.62 budget of this run"."""
         parts = []
         if self.limit.usd.is_finite():
-            parts.append(f"{usd(self.spent.usd)} of the {usd(self.limit.usd)}")
+            parts.append(f"{usd(self.spent.usd, exact=True)} of the {usd(self.limit.usd, exact=True)}")
         if self.limit.credits.is_finite():
             parts.append(f"{self.spent.credits:.0f} of the {self.limit.credits:.0f} credits")
         return f"spend budget reached: spent {' and '.join(parts)} budget {self.scope}"

@@ -38,7 +38,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import FAILURE_KINDS, BatchgenError, JobFileError, OutputLockedError, UsageError
+from batchgen.errors import (
+    FAILURE_KINDS,
+    BatchgenError,
+    JobFileError,
+    OutputLockedError,
+    UsageError,
+    failure_kind,
+)
 from batchgen.jobfile import iter_jobs, scan_job_file
 from batchgen.money import Spend, usd
 from batchgen.progress import Outcome
@@ -383,7 +390,8 @@ def _describe_status(status: dict[str, Any]) -> str:
         lines.append(f"in flight when a run died (maybe charged): {job['id']} (X-Client-Request-Id {ids})")
     for job in status["failed_jobs"]:
         again = "retried on resume" if job["retried_on_resume"] else "failed for good"
-        lines.append(f"failed: {job['id']} [{job['kind']}, {again}] {job['message']}")
+        kind = failure_kind(job["kind"])  # (the name --retry-failed takes)
+        lines.append(f"failed: {job['id']} [{kind}, {again}] {job['message']}")
     if status["failed_jobs_not_shown"]:
         lines.append(f"... and {status['failed_jobs_not_shown']} more failed jobs")
     return "\n".join(lines)

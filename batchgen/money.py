@@ -56,9 +56,12 @@ def from_units(units: int) -> Decimal:
     return value if value.as_tuple().exponent <= _CENTS.as_tuple().exponent else value.quantize(_CENTS)  # type: ignore[operator]
 
 
-def usd(value: Decimal) -> str:
-    """A USD amount as every screen shows it: ``$1.80`` for 1.795 (to the cent, half up)."""
-    return f"${value.quantize(_CENTS, rounding=ROUND_HALF_UP)}"
+def usd(value: Decimal, *, exact: bool = False) -> str:
+    """A USD amount as every screen shows it: ``$1.80`` for 1.795 (to the cent, half up); with
+    ``exact``, every digit past the cents too (``$1.795``), where rounding would mislead (a
+    budget "spent $0.60 of the $0.60" when $0.595 was)."""
+    cents = value.quantize(_CENTS, rounding=ROUND_HALF_UP)
+    return f"${value.normalize() if exact and cents != value else cents}"
 
 
 @dataclass(frozen=True, slots=True)

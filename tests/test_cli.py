@@ -155,7 +155,7 @@ def test_status_shows_counts_money_failures_the_last_run_and_who_holds_the_folde
     finally:
         lock.release()
     assert f"a run holds the folder now: pid {os.getpid()}" in text
-    assert "failed: bad [ContentViolation, failed for good]" in text
+    assert "failed: bad [violation, failed for good]" in text
     assert main(["status", str(tmp_path / "nothing")]) == ExitCode.INVALID_INPUT
 
 
