@@ -14,20 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from batchgen.errors import BatchgenError
-    from batchgen.jobfile import Job, iter_jobs, scan_job_file
-    from batchgen.runner import RunReport, StopReason, run_batch
+    from batchgen.jobs.load import Job, iter_jobs, scan_job_file
+    from batchgen.outcome import StopReason
+    from batchgen.run.runner import RunReport, run_batch
     from batchgen.settings import Settings
 
-# Each name is imported on first use (PEP 562): `import batchgen.jobfile` (and so `batchgen
+# Each name is imported on first use (PEP 562): `import batchgen.jobs.load` (and so `batchgen
 # validate` or `status`) then does not import the runner, aiohttp and the rest.
 _HOME = {
     "BatchgenError": "batchgen.errors",
-    "Job": "batchgen.jobfile",
-    "iter_jobs": "batchgen.jobfile",
-    "scan_job_file": "batchgen.jobfile",
-    "RunReport": "batchgen.runner",
-    "StopReason": "batchgen.runner",
-    "run_batch": "batchgen.runner",
+    "Job": "batchgen.jobs.load",
+    "iter_jobs": "batchgen.jobs.load",
+    "scan_job_file": "batchgen.jobs.load",
+    "RunReport": "batchgen.run.runner",
+    "StopReason": "batchgen.run.runner",
+    "run_batch": "batchgen.run.runner",
     "Settings": "batchgen.settings",
 }
 

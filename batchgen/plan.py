@@ -1,7 +1,7 @@
 """``batchgen plan``: what ``run`` would do with a job file and an output folder, and what it
 would cost, sending and writing nothing.
 
-Each job is judged by the same rules as a run (:func:`batchgen.attempts.judge`). Costs are
+Each job is judged by the same rules as a run (:func:`batchgen.run.selection.judge`). Costs are
 projected from what requests of each model cost before, in this folder and in ``history``
 folders (each job's last answer, from the API's cost headers): the median per request, with the
 basis stated, or "unknown" for a model never seen with a cost.
@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchgen.attempts import judge
 from batchgen.errors import UsageError
-from batchgen.jobfile import Job, iter_jobs, scan_job_file
+from batchgen.jobs.load import Job, iter_jobs, scan_job_file
 from batchgen.money import Spend
-from batchgen.progress import Outcome
-from batchgen.store import FolderReader, JobRow, JobState
+from batchgen.outcome import JobState, Outcome
+from batchgen.run.selection import judge
+from batchgen.settings import Selection
+from batchgen.store import FolderReader, JobRow, has_state
 
 __all__ = ["ModelPlan", "Plan", "make_plan"]
 
@@ -130,31 +131,27 @@ def make_plan(
     out_dir: Path,
     *,
     history: list[Path] | None = None,
-    retry_failed: frozenset[str] = frozenset(),
-    frozen: bool = False,
-    redo: frozenset[str] = frozenset(),
-    only: frozenset[str] | None = None,
+    selection: Selection | None = None,
 ) -> Plan:
     """Judge every job of ``job_file`` against ``out_dir`` as ``run`` would, and project costs.
 
     ``history``: other output folders whose recorded costs also count; the other options are
-    ``run``'s (``only``: just these job ids). Reads only. Raises
+    ``run``'s (``selection``: which jobs to send). Reads only. Raises
     :class:`~batchgen.errors.JobFileError` for an invalid file, :class:`~batchgen.errors.UsageError`
     for a history folder with no state, :class:`~batchgen.errors.StorageError` for unreadable state.
     """
+    selection = selection or Selection()
     scan_job_file(job_file)
     plan = Plan(job_file, out_dir)
     with FolderReader(out_dir, source=str(job_file.resolve())) as folder:
         costs = folder.request_costs()
-        jobs = (job for job in iter_jobs(job_file) if only is None or job.id in only)
+        jobs = (job for job in iter_jobs(job_file) if selection.includes(job.id))
         while chunk := [job for _, job in zip(range(_CHUNK), jobs, strict=False)]:
             rows = folder.rows(job.id for job in chunk)
             for job in chunk:
-                _place(
-                    plan, job, rows.get(job.id), retry_failed=retry_failed, frozen=frozen, redo=job.id in redo
-                )
+                _place(plan, job, rows.get(job.id), selection)
     for other in history or []:
-        if not (other / ".batchgen" / "state.sqlite3").is_file():
+        if not has_state(other):
             raise UsageError(f"--history {other} holds no batchgen run")
         with FolderReader(other) as reader:
             for model, found in reader.request_costs().items():
@@ -169,10 +166,8 @@ def make_plan(
     return plan
 
 
-def _place(
-    plan: Plan, job: Job, row: JobRow | None, *, retry_failed: frozenset[str], frozen: bool, redo: bool
-) -> None:
-    verdict = judge(row, job, retry_failed=retry_failed, frozen=frozen, redo=redo)
+def _place(plan: Plan, job: Job, row: JobRow | None, selection: Selection) -> None:
+    verdict = judge(row, job, selection)
     if verdict.skip is Outcome.ALREADY_DONE:
         plan.succeeded.append(job.id)
     elif verdict.skip is Outcome.FAILED_FINAL:
@@ -187,7 +182,7 @@ def _place(
     ):
         plan.download_only.append(job.id)
     else:
-        group = plan.changed if verdict.changed else plan.redo if redo else plan.to_send
+        group = plan.changed if verdict.changed else plan.redo if job.id in selection.redo else plan.to_send
         group.append(job.id)
         model = plan.models.setdefault(job.model, ModelPlan())
         model.requests += 1

@@ -29,17 +29,23 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from batchgen.errors import BatchgenError, StorageError
+from batchgen.models.seed import IMAGE_FIELDS
 from batchgen.money import Spend
-from batchgen.requests import IMAGE_FIELDS
-from batchgen.store import ManifestRecord, Status, read_report_view, utc_now
+from batchgen.outcome import Status
+from batchgen.store import (
+    ManifestRecord,
+    manifest_path,
+    read_report_view,
+    report_path,
+    thumbnails_path,
+    utc_now,
+)
 
-__all__ = ["REPORT_AT_RUN_END", "REPORT_NAME", "THUMBNAIL_PIXELS", "make_report", "refresh_report"]
+__all__ = ["REPORT_AT_RUN_END", "THUMBNAIL_PIXELS", "make_report", "refresh_report"]
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 THUMBNAIL_PIXELS = 320  # the longest side of a thumbnail
-_THUMBNAILS = "thumbnails"
 
 
 @dataclass(slots=True)
@@ -85,7 +91,7 @@ def refresh_report(out_dir: Path, jobs: int) -> None:
     refreshes one that exists (new images get thumbnails, ~15 ms each) up to
     :data:`REPORT_AT_RUN_END` jobs, where that would take minutes. Never raises: a report that
     cannot be made is logged (the run's outcome is not the report's)."""
-    if jobs > REPORT_AT_RUN_END or (jobs > REPORT_UNASKED and not (out_dir / REPORT_NAME).exists()):
+    if jobs > REPORT_AT_RUN_END or (jobs > REPORT_UNASKED and not report_path(out_dir).exists()):
         log.info("report.html not refreshed (%d jobs): `batchgen report %s` makes it", jobs, out_dir)
         return
     try:
@@ -116,11 +122,11 @@ def make_report(out_dir: Path) -> Path:
         models=sorted({card.model for card in cards}),
         spent=view.spent,
         made_at=utc_now(),
-        manifest="manifest.jsonl",
+        manifest=manifest_path(out_dir).name,
         page=PAGE,
     )
-    target = out_dir / REPORT_NAME
-    temporary = target.with_name(f".{REPORT_NAME}.tmp")
+    target = report_path(out_dir)
+    temporary = target.with_name(f".{target.name}.tmp")
     try:
         temporary.write_text(page, encoding="utf-8")
         temporary.replace(target)
@@ -185,7 +191,7 @@ def _reference(out_dir: Path, value: str) -> _Image:
     if not value.startswith("/"):
         return _Image(value if value.startswith(("http://", "https://")) else "", "", 0, 0, name)
     digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    shown = _thumbnail(Path(value), out_dir / _THUMBNAILS / f"ref-{digest}.jpg", Path(value).as_uri())
+    shown = _thumbnail(Path(value), thumbnails_path(out_dir) / f"ref-{digest}.jpg", Path(value).as_uri())
     if shown is None:
         return _Image("", "", 0, 0, f"{name} (no longer there)")
     shown.name = name
@@ -202,7 +208,7 @@ def _shown(value: Any) -> str:
 
 def _result_thumbnail(out_dir: Path, image_path: str) -> _Image | None:
     name = PurePosixPath(image_path).stem + ".jpg"
-    return _thumbnail(out_dir / image_path, out_dir / _THUMBNAILS / name, image_path)
+    return _thumbnail(out_dir / image_path, thumbnails_path(out_dir) / name, image_path)
 
 
 def _thumbnail(source: Path, target: Path, href: str) -> _Image | None:
@@ -212,7 +218,7 @@ def _thumbnail(source: Path, target: Path, href: str) -> _Image | None:
     written."""
     if not source.is_file():
         return None
-    relative = f"{_THUMBNAILS}/{target.name}"
+    relative = f"{target.parent.name}/{target.name}"
     if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
         try:
             with Image.open(source) as image:

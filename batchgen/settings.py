@@ -19,10 +19,29 @@ from urllib.parse import urlsplit
 from batchgen.errors import UsageError
 from batchgen.money import Spend
 
-__all__ = ["DEFAULT_BASE_URL", "Settings", "Timeouts", "load_api_key", "resolve_base_url"]
+__all__ = ["DEFAULT_BASE_URL", "Selection", "Settings", "Timeouts", "load_api_key", "resolve_base_url"]
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which jobs of the file a run sends, besides those with work left.
+
+    ``only``: just these job ids (None: all); ``redo``: ids to generate anew (paid) even if
+    done; ``retry_failed``: final failures of these kinds (:func:`~batchgen.errors.failure_kind`),
+    or ``all``; ``frozen``: a job whose request changed since its record is not sent.
+    """
+
+    only: frozenset[str] | None = None
+    redo: frozenset[str] = frozenset()
+    retry_failed: frozenset[str] = frozenset()
+    frozen: bool = False
+
+    def includes(self, job_id: str) -> bool:
+        """Whether ``--only`` lets the job through."""
+        return self.only is None or job_id in self.only
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +78,7 @@ class Settings:
     max_pixels: int = 64 * 1024 * 1024
     max_redirects: int = 5
     grace: float = 30.0
-    retry_failed: frozenset[str] = frozenset()  # --retry-failed: final failures of these kinds, or "all"
-    only: frozenset[str] | None = None  # --only / --only-file: just these job ids
+    selection: Selection = Selection()  # --only, --redo, --retry-failed, --frozen: which jobs to send
     max_usd: Decimal | None = None  # --max-usd: this run's spend budget, USD
     max_credits: Decimal | None = None  # --max-credits: ... in AIML API credits
     max_usd_per_day: Decimal | str | None = None  # --max-usd-per-day: the folder's daily cap, or "off"
@@ -68,8 +86,6 @@ class Settings:
     ignore_retry_after: bool = False  # --ignore-retry-after: clear a wait an earlier run was given
     create_parents: bool = False  # --parents: create the output folder's missing parents
     metrics_file: Path | None = None  # --metrics-file: a Prometheus textfile, every 30 s and at the end
-    frozen: bool = False  # --frozen: a job whose request changed since its record is not sent
-    redo: frozenset[str] = frozenset()  # --redo: job ids to generate anew (paid) even if done
     ca_bundle: Path | None = None
     debug_http: bool = False
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batchgen.errors import RateLimited
 from batchgen.gates import Send
-from batchgen.ratelimit import AdaptiveRate
+from batchgen.gates.rate import AdaptiveRate
 
 
 def simulate(  # noqa: PLR0915 - one event loop, its cases side by side

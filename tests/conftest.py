@@ -18,8 +18,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from batchgen.runner import RunReport, run_batch
-from batchgen.settings import Settings
+from batchgen.run.runner import RunReport, run_batch
+from batchgen.settings import Selection, Settings
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, SimulatorState, start_simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,7 +131,12 @@ def fast_settings(url: str, **overrides: Any) -> Settings:
         "backoff_cap": 0.0,
         "grace": 5.0,
     }
-    return Settings(**{**values, **overrides})
+    chosen = {**values, **overrides}
+    # (which jobs to send: one Selection in Settings; tests name its parts like the options)
+    parts = {k: chosen.pop(k) for k in ("only", "redo", "retry_failed", "frozen") if k in chosen}
+    if parts:
+        chosen["selection"] = Selection(**parts)
+    return Settings(**chosen)
 
 
 @asynccontextmanager

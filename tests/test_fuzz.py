@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgen.errors import JobFileError
-from batchgen.jobfile import iter_jobs, scan_job_file
+from batchgen.jobs.load import iter_jobs, scan_job_file
 from batchgen.simulator.validation import validate_body
 
 RATIOS = ["16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "1:1"]

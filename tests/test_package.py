@@ -49,6 +49,6 @@ def test_simulator_stands_apart():
 
 def test_the_command_line_imports_the_runner_only_for_the_commands_that_send():
     # `validate`, `status` and the other read-only commands start without aiohttp or Jinja2.
-    code = "import sys, batchgen.cli; print(sorted(m for m in ('aiohttp', 'jinja2', 'batchgen.runner') if m in sys.modules))"
+    code = "import sys, batchgen.cli; print(sorted(m for m in ('aiohttp', 'jinja2', 'batchgen.run.runner') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

@@ -21,8 +21,8 @@ from aiohttp import web
 from conftest import create_jobs, manifest, run_cli, write_jsonl
 
 from batchgen import run_batch
+from batchgen.api.answers import Answer, ImageRef
 from batchgen.cli import ExitCode, main
-from batchgen.responses import Answer, ImageRef
 from batchgen.simulator import SIMULATOR_KEY
 from batchgen.simulator.pictures import render_png
 from batchgen.store import OutputFolder

@@ -1,6 +1,6 @@
 """Request-body checks as the API documents them, written from the model pages alone.
 
-Deliberately independent of :mod:`batchgen.requests`: the simulator must catch a mistake in
+Deliberately independent of :mod:`batchgen.models.seed`: the simulator must catch a mistake in
 batchgen's models (a wrong limit, an extra field) rather than repeat it.
 """
 

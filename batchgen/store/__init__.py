@@ -1,19 +1,27 @@
-"""The output folder as one component: layout and lock, state database, manifest, atomic files.
+"""The store: where every result lands, durably, and where a resume starts from.
 
-Everything outside this package goes through :class:`OutputFolder` (a run) or
-:func:`read_status` and :func:`verify_folder` (``status``, ``verify``); nothing else touches the
-database or the files.
+Everything outside this package goes through :class:`OutputFolder` (a run) or the read-only
+views (``status``, ``verify``, ``plan``, ``report``); nothing else touches the state or the
+files, or names a path or a run-level value of the folder.
 
-    folder.py     the facade: open (lock, repair), group commit, images
-    database.py   SQLite write-ahead state; the job states and their allowed transitions
-    manifest.py   manifest records and the append-only file
-    files.py      safe names, temporary files, folder sync, the lock
-    status.py     read-only views: ``status`` (counts), ``verify`` (images), ``plan`` (rows, costs)
+    layout.py         every path of the folder and every run-level value's key
+    events.py         one class per state change, and the table of job state moves
+    state.py          the state backend seam (Protocol), and the rows it answers with
+    sqlite.py         ... today's backend: SQLite beside the folder (sqlite_schema.py: tables, upgrades)
+    output.py         the output backend seam (Protocol)
+    local.py          ... today's backend: a local folder (files.py: names, durable writes, the lock)
+    manifest.py       manifest records and the append-only file
+    writer.py         group commit: many jobs' events, images and records in one transaction
+    folder.py         the facade of a run: OutputFolder
+    status.py         read-only views: ``status``, ``verify``, ``failed``, ``report``, ``plan``
 """
 
-from batchgen.store.database import TRANSITIONS, JobRow, JobState, StateCounts, TransitionError
-from batchgen.store.folder import OutputFolder, StagedImage
-from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, Status, utc_now
+from batchgen.store.events import TRANSITIONS, TransitionError
+from batchgen.store.folder import Backends, OutputFolder, StagedImage
+from batchgen.store.layout import has_state, manifest_path, report_path, thumbnails_path
+from batchgen.store.manifest import ErrorInfo, ImageRecord, ManifestRecord, utc_now
+from batchgen.store.output import OutputBackend
+from batchgen.store.state import JobRow, StateBackend, StateCounts
 from batchgen.store.status import (
     FolderReader,
     ImageProblem,
@@ -27,23 +35,28 @@ from batchgen.store.status import (
 
 __all__ = [
     "TRANSITIONS",
+    "Backends",
     "ErrorInfo",
     "FolderReader",
     "ImageProblem",
     "ImageRecord",
     "JobRow",
-    "JobState",
     "ManifestRecord",
+    "OutputBackend",
     "OutputFolder",
     "ReportView",
     "StagedImage",
+    "StateBackend",
     "StateCounts",
-    "Status",
     "TransitionError",
     "failed_records",
+    "has_state",
+    "manifest_path",
     "read_records",
     "read_report_view",
     "read_status",
+    "report_path",
+    "thumbnails_path",
     "utc_now",
     "verify_folder",
 ]

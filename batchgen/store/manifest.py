@@ -13,23 +13,16 @@ import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from batchgen.errors import StorageError
+from batchgen.outcome import Status
 from batchgen.store.files import fsync_dir, write_all
 
-__all__ = ["ErrorInfo", "ImageRecord", "ManifestFile", "ManifestRecord", "Status", "utc_now"]
-
-
-class Status(StrEnum):
-    """A finished job's outcome."""
-
-    SUCCEEDED = "succeeded"  # every image saved and verified
-    FAILED = "failed"  # see ``error``; ``error.retryable`` says whether a plain resume re-sends it
+__all__ = ["ErrorInfo", "ImageRecord", "ManifestFile", "ManifestRecord", "utc_now"]
 
 
 class ImageRecord(BaseModel):

@@ -16,9 +16,12 @@ from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.money import Spend
-from batchgen.store.database import JobRow, StateDatabase
+from batchgen.outcome import Status
 from batchgen.store.files import DirectoryLock
-from batchgen.store.manifest import ManifestRecord, Status
+from batchgen.store.layout import LOCK, STATE, Meta, has_state
+from batchgen.store.manifest import ManifestRecord
+from batchgen.store.sqlite import SqliteState
+from batchgen.store.state import JobRow
 
 __all__ = [
     "FolderReader",
@@ -42,11 +45,11 @@ class ImageProblem:
     problem: str
 
 
-def _open(out_dir: Path) -> StateDatabase:
-    path = out_dir / ".batchgen" / "state.sqlite3"
+def _open(out_dir: Path) -> SqliteState:
+    path = out_dir / STATE
     if not path.is_file():
         raise UsageError(f"{out_dir} holds no batchgen run (no {path})")
-    return StateDatabase.open(path, read_only=True)
+    return SqliteState.open(path, read_only=True)
 
 
 class FolderReader:
@@ -57,8 +60,7 @@ class FolderReader:
     """
 
     def __init__(self, out_dir: Path, *, source: str = "") -> None:
-        exists = (out_dir / ".batchgen" / "state.sqlite3").is_file()
-        self._db = _open(out_dir) if exists else None
+        self._db = _open(out_dir) if has_state(out_dir) else None
         self._source = source  # the job file to be run (its resolved path)
 
     def __enter__(self) -> FolderReader:
@@ -69,7 +71,8 @@ class FolderReader:
             self._db.close()
 
     def rows(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
-        """The rows of those of ``job_ids`` the folder knows (see :meth:`StateDatabase.rows`)."""
+        """The rows of those of ``job_ids`` the folder knows (see
+        :meth:`~batchgen.store.state.StateBackend.rows`)."""
         return self._db.rows(job_ids, source=self._source) if self._db is not None else {}
 
     def request_costs(self) -> dict[str, list[Spend]]:
@@ -167,13 +170,13 @@ FAILED_SHOWN = 20  # failed jobs listed by status; the rest are counted
 
 
 def _read(out_dir: Path) -> dict[str, Any]:
-    running = DirectoryLock.holder(out_dir / ".batchgen" / "lock")
+    running = DirectoryLock.holder(out_dir / LOCK)
     db = _open(out_dir)
     try:
         counts = db.counts()
         total = counts.total
-        job_file = db.get_meta("job_file") or "?"
-        last_run = json.loads(db.get_meta("last_run") or "null")
+        job_file = db.get_meta(Meta.JOB_FILE) or "?"
+        last_run = json.loads(db.get_meta(Meta.LAST_RUN) or "null")
         failed, failed_count = db.failed_jobs(FAILED_SHOWN)
         in_flight = db.in_flight() if running is None else []
     finally:

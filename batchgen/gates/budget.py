@@ -1,0 +1,178 @@
+"""Spend budgets (``--max-usd``, ``--max-credits`` per run; ``--max-usd-per-day`` per folder):
+gates that stop dispatching before the next request could pass them.
+
+The API reports what each request cost in its ``x-aimlapi-usd-spent`` and
+``x-aimlapi-credits-used`` headers (NOTES.md, "Request tracing and cost headers"), and bills no
+failed request. Before a request goes, a budget sets aside what one request of its model is
+expected to cost: the highest cost recorded for that model so far (in this folder, then in this
+run). When the answer comes, the reservation is replaced by what its headers say, whatever its
+status or body. A model that never reported a cost is sent one request at a time until it has;
+a model whose answer came back *without* a readable cost cannot be held to a budget: its next
+request stops the run (:class:`~batchgen.errors.BudgetReached`) unless a worst-case price was
+given (``--assume-usd``, ``--assume-credits``), which then stands in for every such answer. A
+request whose expected cost no longer fits waits for requests in flight to settle, then, if it
+still does not fit, stops the run. So what is spent passes a budget by at most the difference
+between what requests in flight cost and what was expected of them.
+
+Example::
+
+    budget = Budget(max_usd=Decimal("5"), known={"reve/create-image": Spend(Decimal("0.04"))})
+    gates = Gates(RetryQuota(), AdaptiveRate(), budget)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from batchgen.errors import BudgetReached, RequestError
+from batchgen.gates import Gate, Send
+from batchgen.money import Spend, usd
+from batchgen.settings import Settings
+
+if TYPE_CHECKING:
+    from batchgen.store import OutputFolder
+
+__all__ = ["Budget", "budget_gates"]
+
+_NONE = Decimal("Infinity")
+
+
+class Budget:
+    """One spend budget: ``max_usd`` (USD) and/or ``max_credits`` (credits), either None for no
+    limit; ``before``: what was already spent against it (a daily cap's earlier runs today);
+    ``scope`` names it in messages ("of this run", "of today in this folder").
+    ``known``: the highest cost of one request per model, from the folder. ``assumed``: the
+    worst-case cost of one request of a model whose answers carry no readable cost header.
+    ``spent`` is what this run's answers cost against it so far (``before`` included)."""
+
+    def __init__(
+        self,
+        *,
+        max_usd: Decimal | None = None,
+        max_credits: Decimal | None = None,
+        known: dict[str, Spend] | None = None,
+        assumed: Spend | None = None,
+        before: Spend | None = None,
+        scope: str = "of this run",
+    ) -> None:
+        self.limit = Spend(
+            _NONE if max_usd is None else max_usd, _NONE if max_credits is None else max_credits
+        )
+        self.spent = before or Spend()
+        self.scope = scope
+        self._assumed = assumed
+        self._reserved = Spend()
+        self._in_flight = 0
+        self._expected = dict(known or {})
+        self._unpriced: set[str] = set()  # models with a request out and no cost ever seen
+        self._unpriceable: dict[str, str] = {}  # models answered without a readable cost: why
+        self._settled = asyncio.Event()
+
+    async def enter(self, send: Send) -> None:
+        """Set aside the request's expected cost; wait while requests in flight may free room.
+
+        Raises :class:`BudgetReached` when it cannot fit even with nothing in flight, or when
+        its model's cost cannot be known and no worst-case price was given.
+        """
+        while True:
+            expected = self._expected.get(send.model)
+            if expected is None and send.model in self._unpriceable:
+                raise BudgetReached(self._unpriceable[send.model])
+            if expected is None and send.model in self._unpriced:
+                await self._wait()
+                continue
+            need = expected or Spend()
+            if self._fits(need):
+                send.reserved = need
+                self._reserved += need
+                self._in_flight += 1
+                if expected is None:
+                    self._unpriced.add(send.model)
+                return
+            if self._in_flight:
+                await self._wait()
+                continue
+            raise BudgetReached(self.describe())
+
+    def settle(self, send: Send, error: RequestError | None) -> None:
+        """Replace the request's reservation by what its answer's headers said it cost (failed
+        requests are not billed unless their headers say so)."""
+        if send.reserved is None:
+            return
+        self._reserved -= send.reserved
+        self._in_flight -= 1
+        send.reserved = None
+        self._unpriced.discard(send.model)
+        cost = send.cost
+        limited = ("usd",) * self.limit.usd.is_finite() + ("credits",) * self.limit.credits.is_finite()
+        if error is None and (cost is None or set(cost.missing) & set(limited)):
+            cost = self._unreadable(send.model)  # answered, and nothing says what it cost in our currency
+        if cost is not None:
+            self.spent += cost
+            known = self._expected.get(send.model, Spend())
+            self._expected[send.model] = Spend(max(known.usd, cost.usd), max(known.credits, cost.credits))
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    def _unreadable(self, model: str) -> Spend | None:
+        """An answer without a readable cost: the worst-case price stands in, or the model's
+        next request stops the run."""
+        if self._assumed is not None:
+            return self._assumed
+        self._unpriceable[model] = (
+            f"the API's answers to {model} carry no readable cost header in the budget's currency"
+            " (x-aimlapi-usd-spent / x-aimlapi-credits-used), so the spend budget cannot be enforced:"
+            " give a worst-case price per request with --assume-usd (or --assume-credits), or run"
+            " without a budget"
+        )
+        return None
+
+    def describe(self) -> str:
+        """What was spent against the budget, e.g. "spent $1.60 of the $1.62 budget of this run"."""
+        parts = []
+        if self.limit.usd.is_finite():
+            parts.append(f"{usd(self.spent.usd, exact=True)} of the {usd(self.limit.usd, exact=True)}")
+        if self.limit.credits.is_finite():
+            parts.append(f"{self.spent.credits:.0f} of the {self.limit.credits:.0f} credits")
+        return f"spend budget reached: spent {' and '.join(parts)} budget {self.scope}"
+
+    def _fits(self, need: Spend) -> bool:
+        total = self.spent + self._reserved + need
+        return total.usd <= self.limit.usd and total.credits <= self.limit.credits
+
+    async def _wait(self) -> None:
+        await self._settled.wait()
+
+
+async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
+    """The run's budgets, as gates: ``--max-usd``/``--max-credits``, and the folder's daily cap
+    (kept in the folder by ``--max-usd-per-day`` so that every later run respects it), knowing
+    what each model cost before. Raises :class:`~batchgen.errors.StorageError`."""
+    daily = await folder.daily_cap(settings.max_usd_per_day)
+    gates: list[Gate] = []
+    if settings.max_usd is None and settings.max_credits is None and daily is None:
+        return gates
+    known = {
+        model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
+        for model, costs in (await folder.request_costs()).items()
+    }
+    assumed = settings.assumed_cost
+    if settings.max_usd is not None or settings.max_credits is not None:
+        gates.append(
+            Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known, assumed=assumed)
+        )
+    if daily is not None:
+        today = datetime.now(UTC).date().isoformat()
+        gates.append(
+            Budget(
+                max_usd=daily,
+                known=known,
+                assumed=assumed,
+                before=await folder.spent(day=today),
+                scope=f"of {today} (UTC) in this folder, all runs",
+            )
+        )
+    return gates

@@ -1,0 +1,529 @@
+"""Job files -> jobs: YAML (``defaults:`` + ``jobs:``) or JSONL (one job per line).
+
+Each job is one API request: ``model`` plus that model's fields named as in the API, and an
+optional ``id``. Without an ``id``, a job's id is a stable hash of its canonical request, so the
+same content always gets the same id (and resume finds it again). Local paths in ``image_url`` /
+``image_urls`` are read, checked to be images, and sent as ``data:<mime>;base64,...`` URIs.
+
+Two entry points, both streaming (a JSONL file is never held in memory at once):
+
+* :func:`scan_job_file` validates the whole file and reports every problem at once;
+* :func:`iter_jobs` yields the jobs to send, after a scan found none.
+
+Example::
+
+    summary = scan_job_file(Path("jobs/nightly.yaml"))   # raises JobFileError
+    for job in iter_jobs(summary.path):
+        print(job.id, job.body["model"])
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import os
+import re
+import stat
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchgen.errors import JobFileChanged, JobFileError, JobFileProblem
+from batchgen.images import InvalidImage, inspect_image
+from batchgen.jobs.reader import Entry, is_jsonl, jsonl_entries, show_value, unknown_name, yaml_entries
+from batchgen.models.seed import IMAGE_FIELDS, MODELS, image_request_adapter
+
+__all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file", "still_as_scanned"]
+
+MAX_ID_LENGTH = 200  # characters; ids end up in file names and X-Client-Request-Id
+MAX_LOCAL_IMAGE_BYTES = 50 * 1024 * 1024  # a reference image larger than this is surely a mistake
+_REMOTE_SCHEMES = ("http://", "https://", "data:")
+_IMAGE_FIELDS = frozenset(IMAGE_FIELDS)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+
+
+@dataclass(slots=True)  # not frozen: a frozen init costs more than the rest of a valid job's checks
+class Job:
+    """One validated job: its ``id``, the JSON ``body`` to POST (exactly the job's API fields,
+    local files already turned into data URIs), and where it came from (1-based ``line``).
+    Read-only by convention."""
+
+    id: str
+    body: dict[str, Any]
+    line: int | None
+    sources: dict[str, Any] = field(default_factory=dict)  # image fields as written (paths made absolute)
+    _fingerprint: str = field(default="", init=False, repr=False, compare=False)  # once computed
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The body as the job file wrote it, for records and reports: local images by their
+        absolute path and data URIs cut short, never the image data itself."""
+        return {**self.body, **self.sources}
+
+    @property
+    def model(self) -> str:
+        """The API model name, e.g. ``reve/create-image``."""
+        return str(self.body["model"])
+
+    @property
+    def fingerprint(self) -> str:
+        """What the request is, in 32 hex digits: the SHA-256 of its canonical body. Local files
+        are in the body as data URIs, so an edited reference image changes it too. Computed
+        once (a run asks when it judges the job and when it sends it)."""
+        if not self._fingerprint:
+            self._fingerprint = hashlib.sha256(_canonical(self.body).encode()).hexdigest()[:32]
+        return self._fingerprint
+
+    def images(self) -> list[str | list[str]]:
+        """The values of the body's image fields (URLs or data URIs), for sizing it."""
+        return [self.body[f] for f in IMAGE_FIELDS if f in self.body]
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalid:
+    """A job with problems; ``job_id`` is the id it was given, if that much could be read."""
+
+    job_id: str | None
+    line: int | None
+    problems: list[JobFileProblem]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFileSummary:
+    """A valid job file: its path, how many jobs it holds, and how many per model."""
+
+    path: Path
+    count: int
+    models: Counter[str] = field(default_factory=Counter)
+    stamp: tuple[int, int, int] = (0, 0, 0)  # the file as scanned (inode, size, mtime ns)
+    selected: int | None = None  # jobs of a selection (``only``) it holds
+    missing: list[str] = field(default_factory=list)  # ids of the selection it does not hold
+
+
+def scan_job_file(path: Path, *, only: frozenset[str] | None = None) -> JobFileSummary:
+    """Validate every job of ``path``; return a summary or raise one error listing every problem.
+
+    Checks the file's syntax and layout, every field of every job against the API docs (via
+    :mod:`batchgen.models.seed`), local images, and that ids are unique. With ``only``, the whole
+    file is still checked; ``selected`` counts those ids, ``models`` their models, and
+    ``missing`` lists those it does not hold.
+    Raises :class:`~batchgen.errors.JobFileError` (with all problems, each naming file, line, job
+    id and field).
+    """
+    problems: list[JobFileProblem] = []
+    stamp = _stamp(path)
+    # Ids are kept as their 64-bit hashes, not strings: memory stays flat in the file's size. A
+    # hash seen twice is confirmed against the ids themselves (a second pass, on that path only).
+    seen: set[int] = set()
+    suspects: set[str] = set()
+    models: Counter[str] = Counter()
+    found: set[str] = set()  # of ``only``
+    count = 0
+    for item in _iter_results(path):
+        if isinstance(item, _Invalid):
+            problems.extend(item.problems)
+            if item.job_id is None:
+                continue
+            job_id = item.job_id  # an invalid job's id can still repeat another's
+        else:
+            job_id = item.id
+            count += 1
+            if only is None or job_id in only:
+                models[item.body["model"]] += 1
+                if only is not None:
+                    found.add(job_id)
+        digest = hash(job_id)  # SipHash, seeded per process: only compared within this scan
+        if digest in seen:
+            suspects.add(job_id)
+        seen.add(digest)
+    if suspects:
+        problems += _duplicates(path, suspects)
+    if not problems and not count:
+        problems.append(JobFileProblem(str(path), None, None, None, "the file holds no jobs"))
+    if problems:
+        raise JobFileError(problems)
+    if only is None:
+        return JobFileSummary(path, count, models, stamp)
+    return JobFileSummary(path, count, models, stamp, len(found), sorted(only - found))
+
+
+def _duplicates(path: Path, suspects: set[str]) -> list[JobFileProblem]:
+    """The jobs among ``suspects`` whose id really repeats an earlier job's id."""
+    lines: dict[str, list[int | None]] = {}
+    for item in _iter_results(path):
+        job_id = item.id if isinstance(item, Job) else item.job_id
+        if job_id in suspects:
+            lines.setdefault(job_id, []).append(item.line)
+    problems = []
+    for job_id, found in lines.items():
+        where = f"line {found[0]}" if found[0] else "an earlier job"
+        problems += [
+            JobFileProblem(str(path), line, job_id, "id", f"duplicate id (first at {where})")
+            for line in found[1:]
+        ]  # one occurrence only: its digest matched another id's
+    return problems
+
+
+def iter_jobs(path: Path, *, scanned: JobFileSummary | None = None) -> Iterator[Job]:
+    """Yield the jobs of ``path`` in file order; raise JobFileError at the first problem.
+
+    Meant for a file :func:`scan_job_file` has passed; a problem here means the file changed
+    in between. Given that scan's summary (``scanned``), the fields are not validated again
+    (the scan did it): instead, a file no longer as it was then (:attr:`JobFileSummary.stamp`,
+    looked at every 64 jobs) raises :class:`~batchgen.errors.JobFileChanged`.
+    """
+    for number, item in enumerate(_iter_results(path, validate=scanned is None)):
+        if scanned is not None and number % _STAMP_EVERY == 0 and not still_as_scanned(scanned):
+            raise JobFileChanged(f"{path} was modified after it was checked")
+        if isinstance(item, _Invalid):
+            raise JobFileError(item.problems)
+        yield item
+
+
+_STAMP_EVERY = 64  # jobs read between two looks at whether the file changed
+_NOT_A_FILE = "not a regular file (a pipe or a device): save the jobs to a file and give its path"
+
+
+def still_as_scanned(summary: JobFileSummary) -> bool:
+    """Whether the file is still as :func:`scan_job_file` found it (one ``stat``: cheap enough
+    to ask before every request)."""
+    return _stamp(summary.path) == summary.stamp
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What tells whether a file was changed: (inode, size, modification time in ns)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _iter_results(path: Path, *, validate: bool = True) -> Iterator[Job | _Invalid]:
+    name = str(path)
+    entries: Iterable[Entry | JobFileProblem]
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device (/dev/zero) may never end
+            yield _Invalid(None, None, [JobFileProblem(name, None, None, None, _NOT_A_FILE)])
+            return
+        if is_jsonl(path):
+            entries, defaults = jsonl_entries(path), Entry({}, None)
+        else:
+            entries, defaults = yaml_entries(path)
+        base_dir = path.parent
+        layered = _Defaults.split(name, defaults)
+        if layered.problems:
+            yield _Invalid(None, None, layered.problems)
+        for entry in entries:
+            if isinstance(entry, JobFileProblem):
+                yield _Invalid(None, entry.line, [entry])
+            else:
+                yield _build_job(name, base_dir, entry, layered, validate=validate)
+    except OSError as exc:
+        problem = JobFileProblem(name, None, None, None, f"cannot read the file: {exc.strerror or exc}")
+        yield _Invalid(None, None, [problem])
+
+
+@dataclass(slots=True)
+class _Defaults:
+    """``defaults:`` split into the common fields and, under a model's name, that model's own.
+
+    A job's fields are its model's defaults over the common ones, under the job's own. A common
+    default its model has no field for is one problem per (default, model), not one per job.
+    """
+
+    entry: Entry
+    common: dict[str, Any]
+    per_model: dict[str, dict[str, Any]]
+    problems: list[JobFileProblem]
+    merged: dict[str, dict[str, Any]] = field(default_factory=dict)  # by model, once its first job came
+
+    @classmethod
+    def split(cls, name: str, defaults: Entry) -> _Defaults:
+        common: dict[str, Any] = {}
+        per_model: dict[str, dict[str, Any]] = {}
+        problems = []
+        for key, value in defaults.raw.items():
+            line = defaults.key_lines.get(str(key), defaults.line)
+            if key in MODELS:
+                if isinstance(value, dict):
+                    per_model[key] = {str(k): v for k, v in value.items()}
+                else:
+                    problems.append(
+                        JobFileProblem(name, line, None, f"defaults.{key}", "must be a mapping of fields")
+                    )
+            elif isinstance(key, str) and "/" in key:
+                message = unknown_name("model", key, MODELS) + " (a model's own defaults go under its name)"
+                problems.append(JobFileProblem(name, line, None, f"defaults.{key}", message))
+            elif key == "id":
+                problems.append(JobFileProblem(name, line, None, "defaults.id", "`defaults` cannot set `id`"))
+            else:
+                common[str(key)] = value
+        for model, fields in per_model.items():
+            if "id" in fields or "model" in fields:
+                line = defaults.key_lines.get(model, defaults.line)
+                message = "a model's defaults cannot set `id` or `model`"
+                problems.append(JobFileProblem(name, line, None, f"defaults.{model}", message))
+        return cls(defaults, common, per_model, problems)
+
+    def for_model(self, name: str, model: Any, job_id: Any) -> tuple[dict[str, Any], list[JobFileProblem]]:
+        """The defaults a job of ``model`` gets, and any common default that model refuses
+        (reported for its first job only). The mapping returned is shared: copy before changing it."""
+        if not isinstance(model, str) or model not in MODELS:  # reported as the job's own problem
+            return self.common, []
+        if model in self.merged:  # (every job but a model's first: a million-line file is common)
+            return self.merged[model], []
+        accepted = MODELS[model].model_fields
+        problems = []
+        for key in self.common:
+            if key not in accepted:
+                job = "" if job_id is None else str(job_id)
+                message = (
+                    f"{model} has no field {key!r}, and job {job!r} is one of its jobs; give the "
+                    f"default under the names of the models that take it (`defaults:` -> `{_taker(key)}:`)"
+                )
+                problems.append(
+                    JobFileProblem(name, self.entry.key_lines.get(key), None, f"defaults.{key}", message)
+                )
+        common = {k: v for k, v in self.common.items() if k in accepted}
+        self.merged[model] = {**common, **self.per_model.get(model, {})}
+        return self.merged[model], problems
+
+
+def _taker(key: str) -> str:
+    """The first model with a field named ``key`` (for a hint), or ``<model>``."""
+    return next((m for m, request in MODELS.items() if key in request.model_fields), "<model>")
+
+
+_Found = tuple[str | None, str | None, str, int | None]  # job id, field, message, line if known
+
+
+def _build_job(
+    name: str, base_dir: Path, entry: Entry, defaults: _Defaults, *, validate: bool = True
+) -> Job | _Invalid:
+    raw = entry.raw
+    if not isinstance(raw, dict):
+        message = f"a job must be a mapping of fields, got {show_value(raw)}"
+        return _Invalid(None, entry.line, [_located(name, entry, defaults, (None, None, message, None))])
+    # (a million-line file takes this path a million times: the checks of a valid job are cheap,
+    # and each problem is located only once it is known to be one)
+    # The job's model decides its model's defaults, wherever it was given: in the job or as a
+    # common default (README's "Defaults for files that mix models").
+    model = raw["model"] if "model" in raw else defaults.common.get("model")
+    model_defaults, problems = defaults.for_model(name, model, raw.get("id"))
+    fields = {**model_defaults, **raw}
+    fields.pop("id", None)
+    job_id, id_problem = _job_id(raw, fields)
+    found: list[_Found] = [(None, key, msg, line) for key, line, msg in entry.repeated]
+    if id_problem:
+        found.append((None, "id", id_problem, None))
+    model_problem = _model_problem(fields.get("model"))
+    if model_problem:
+        found.append((job_id, "model", model_problem, None))
+    known_id = job_id if "id" in raw and not id_problem else None  # a given id may still repeat
+    if not found and not problems:
+        body, sources, file_problems = _resolve_local_images(fields, base_dir)
+        found = [(job_id, fld, msg, None) for fld, msg in file_problems]
+        try:
+            if validate:
+                _validate_request(body)
+        except ValidationError as exc:
+            explained = (_explain(err, fields) for err in exc.errors())
+            # A local file already reported (missing, not an image) is not reported again as a bad URL.
+            found += [(job_id, fld, msg, None) for fld, msg in explained if fld not in dict(file_problems)]
+        if not found:
+            return Job(job_id, body, entry.line, sources)
+    return _Invalid(known_id, entry.line, [*problems, *(_located(name, entry, defaults, p) for p in found)])
+
+
+def _located(name: str, entry: Entry, defaults: _Defaults, found: _Found) -> JobFileProblem:
+    """A job's problem at its known line, or else the line of the field's key in the job or in
+    ``defaults:``, or else the job's own line."""
+    job_id, fld, message, line = found
+    top = fld.split("[")[0].split(".")[0] if fld else ""
+    at = line or entry.key_lines.get(top) or defaults.entry.key_lines.get(top) or entry.line
+    return JobFileProblem(name, at, job_id, fld, message)
+
+
+def _job_id(raw: dict[str, Any], fields: dict[str, Any]) -> tuple[str, str | None]:
+    """The job's id and the problem with it, if any (an id is derived from the request when
+    the job gives none)."""
+    if "id" not in raw:
+        return "job-" + hashlib.sha256(_canonical(fields).encode()).hexdigest()[:16], None
+    value = raw["id"]
+    if type(value) is str and _PLAIN_ID.fullmatch(value) and not value.isspace():
+        return value, None  # the common case, decided by one regex
+    return _id_problem(value)
+
+
+def _id_problem(value: Any) -> tuple[str, str | None]:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return "?", f"must be a string or an integer, got {show_value(value)}"
+    text = str(value)
+    if not text.strip():
+        return "?", "must not be empty"
+    if len(text) > MAX_ID_LENGTH:
+        return text[:40] + "...", f"is {len(text)} characters long; the limit is {MAX_ID_LENGTH}"
+    if _CONTROL.search(text):
+        return repr(text), "must not contain control characters"
+    return text, None
+
+
+_validate_request = image_request_adapter.validator.validate_python  # without the adapter's wrapper
+_PLAIN_ID = re.compile(f"[^\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_LENGTH}}}")  # no Cc, not too long
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)  # one, reused
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    """The request as canonical JSON (sorted keys, no spaces): the same content, the same text."""
+    try:
+        return _CANONICAL.encode(fields)
+    except (TypeError, ValueError):  # mixed-type keys or a YAML alias cycle: invalid anyway
+        return repr(fields)
+
+
+def _model_problem(model: Any) -> str | None:
+    if type(model) is str and model in MODELS:
+        return None
+    if model is None:
+        return f"missing; one of: {', '.join(MODELS)}"
+    return unknown_name("model", model, MODELS)
+
+
+def _resolve_local_images(
+    fields: dict[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
+    """Replace local file paths in image fields by data URIs; return the body, the image fields
+    as written (see :attr:`Job.request`) and any problems."""
+    if _IMAGE_FIELDS.isdisjoint(fields):
+        return fields, {}, []
+    body = dict(fields)
+    sources: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for fld in IMAGE_FIELDS:
+        value = body.get(fld)
+        if isinstance(value, str):
+            body[fld], message = _image_value(value, base_dir)
+            sources[fld] = _as_source(value, base_dir)
+            if message:
+                problems.append((fld, message))
+        elif isinstance(value, list):
+            resolved = []
+            for index, item in enumerate(value):
+                new, message = _image_value(item, base_dir) if isinstance(item, str) else (item, None)
+                resolved.append(new)
+                if message:
+                    problems.append((f"{fld}[{index}]", message))
+            body[fld] = resolved
+            sources[fld] = [_as_source(item, base_dir) if isinstance(item, str) else item for item in value]
+    return body, sources, problems
+
+
+def _as_source(value: str, base_dir: Path) -> str:
+    """An image value as records keep it: a URL as is, a data URI cut short, a path absolute."""
+    if value.startswith("data:"):
+        head = value.split(",", 1)[0]
+        return (
+            f"{head},... ({len(value)} characters, sha256 {hashlib.sha256(value.encode()).hexdigest()[:12]})"
+        )
+    if value.startswith(_REMOTE_SCHEMES) or not value.strip():
+        return value
+    path = _local_path(value)
+    return str(path if path.is_absolute() else (base_dir / path).absolute())
+
+
+def _local_path(value: str) -> Path:
+    """A local image path as written, ``~`` and ``~user`` expanded as a shell expands them: a
+    ``~name`` that names no user stays as written (``~draft.png`` is a file of that name)."""
+    path = Path(value)
+    if value.startswith("~"):
+        try:
+            return path.expanduser()
+        except RuntimeError:  # no such user, or no home directory
+            return path
+    return path
+
+
+def _image_value(value: str, base_dir: Path) -> tuple[str, str | None]:
+    if value.startswith(_REMOTE_SCHEMES) or not value.strip():
+        return value, None
+    path = _local_path(value)
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        stat = path.stat()
+        return _data_uri(str(path.resolve()), stat.st_mtime_ns, stat.st_size), None
+    except InvalidImage as exc:
+        return value, f"local file {show_value(value)} is not a usable image: {exc}"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        return (
+            value,
+            f"local image {show_value(value)} cannot be read: {getattr(exc, 'strerror', None) or exc}",
+        )
+
+
+_URI_CACHE: collections.OrderedDict[tuple[str, int, int], str] = collections.OrderedDict()
+_URI_CACHE_CHARS = 16 * 1024 * 1024  # many jobs share a reference image; few share a huge one
+
+
+def _data_uri(path: str, mtime_ns: int, size: int) -> str:
+    """Read a local image once per (path, mtime, size) and encode it as a data URI.
+
+    Recent results are kept up to 16 MiB of text in all, so memory stays bounded whatever the
+    number and size of the images (an edited file has a new mtime and is read again).
+    """
+    key = (path, mtime_ns, size)
+    if key in _URI_CACHE:
+        _URI_CACHE.move_to_end(key)
+        return _URI_CACHE[key]
+    if size > MAX_LOCAL_IMAGE_BYTES:
+        raise InvalidImage(f"{size} bytes is over the {MAX_LOCAL_IMAGE_BYTES}-byte limit")
+    with open(path, "rb", opener=_no_follow_fifo) as handle:
+        data = handle.read(MAX_LOCAL_IMAGE_BYTES + 1)
+    info = inspect_image(data, decode=False)  # the API decodes it; identifying it is enough here
+    uri = f"data:{info.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+    del data
+    if len(uri) <= _URI_CACHE_CHARS // 4:
+        _URI_CACHE[key] = uri
+        while sum(len(v) for v in _URI_CACHE.values()) > _URI_CACHE_CHARS:
+            _URI_CACHE.popitem(last=False)
+    return uri
+
+
+def _no_follow_fifo(path: str, flags: int) -> int:
+    # O_NONBLOCK keeps a FIFO or device named as an "image" from hanging the scan.
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _explain(err: Any, fields: dict[str, Any]) -> tuple[str | None, str]:
+    """Turn one pydantic error into (field path, message a person can act on)."""
+    loc = [str(part) for part in err["loc"]]
+    if loc and loc[0] in MODELS:  # the discriminated union puts the model name first
+        loc = loc[1:]
+    fld = loc[0] + "".join(f"[{p}]" for p in loc[1:]) if loc else None
+    kind = err["type"]
+    if kind == "extra_forbidden" and loc:
+        allowed = list(MODELS[str(fields["model"])].model_fields)
+        return fld, unknown_name(f"field for {fields['model']}", loc[0], allowed)
+    if kind == "missing":
+        return fld, "required field is missing"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return fld, f"{message} (got {show_value(_as_written(loc, fields, err.get('input')))})"
+
+
+def _as_written(loc: list[str], fields: dict[str, Any], sent: Any) -> Any:
+    """The value at ``loc`` as the job file wrote it (a local path, not the data URI made of it)."""
+    value: Any = fields
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return sent
+    return value

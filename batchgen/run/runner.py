@@ -1,0 +1,423 @@
+"""The worker pool: run every job of a job file into an output folder, resumably.
+
+``run_batch`` validates the whole file first (nothing is sent or written for an invalid one),
+opens the output folder (lock, crash repair), then feeds the jobs, in chunks read off the event
+loop and judged against the folder's state with one lookup per chunk, to one task per job in
+one ``asyncio.TaskGroup``. At most ``concurrency`` jobs are at work at once; a job gives its
+place back while it waits out a backoff, so one unlucky job never idles a place. Each job goes
+through :class:`batchgen.run.job.JobRun` (generate -> record -> fetch -> save); every request
+passes the run's gates (:mod:`batchgen.gates.chain`). Progress bar, metrics file and report
+page observe the run (:mod:`batchgen.run.observers`).
+
+Stopping: SIGINT/SIGTERM/SIGHUP, a 401, a 403, an hourly 429, an exhausted retry budget or a full disk
+set one stop event: nothing more is dispatched, in-flight requests finish (a second signal, or
+``grace`` seconds, cancels them), and every record written so far stays valid for a resume.
+
+Example::
+
+    report = asyncio.run(run_batch(Path("sample_jobs/quickstart.yaml"), Path("out"), settings))
+    print(report.tally.succeeded, report.stop_reason)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+from batchgen.api.client import MAX_RETRY_AFTER, ApiClient, open_session
+from batchgen.errors import (
+    LONG_RETRY_AFTER,
+    JobFileChanged,
+    JobFileError,
+    RateLimited,
+    RequestError,
+    StorageError,
+    UsageError,
+)
+from batchgen.gates.chain import RunGates, run_gates
+from batchgen.jobs.load import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
+from batchgen.outcome import JobState, Outcome, Tally
+from batchgen.run.control import RunControl, stop_signals
+from batchgen.run.job import JobRun
+from batchgen.run.observers import MetricsFile, ProgressBar, ReportPage, RunObserver, RunView
+from batchgen.run.retry import Interrupted, Place, RetryPolicy
+from batchgen.run.selection import Verdict, judge
+from batchgen.run.summary import RunReport
+from batchgen.settings import Settings, load_api_key, resolve_base_url
+from batchgen.store import Backends, JobRow, ManifestRecord, OutputFolder
+
+__all__ = ["RunReport", "run_batch"]
+
+log = logging.getLogger(__name__)
+
+FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
+FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
+LIST_EVERY = 8192  # job ids noted at a time in the folder's listing of the file
+_FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
+
+
+async def run_batch(
+    job_file: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: Settings | None = None,
+    *,
+    progress: bool = True,
+    backends: Backends | None = None,
+) -> RunReport:
+    """Run every job of ``job_file`` into ``out_dir``; safe to call again to resume.
+
+    ``settings``: how to run (default: ``Settings`` with the key from ``AIMLAPI_KEY``).
+    ``backends``: where state and output live instead of a local folder (``out_dir`` then only
+    names the run in logs; no report page is made). Returns the :class:`RunReport` (counts,
+    money, why it stopped); ``out_dir`` then holds the images, the manifest and, for up to
+    :data:`~batchgen.report.REPORT_AT_RUN_END` jobs, the report page. Raises
+    :class:`~batchgen.errors.JobFileError` (nothing sent, nothing written),
+    :class:`~batchgen.errors.UsageError` (ids of ``--only`` the file lacks; an output folder
+    that can never be written), :class:`~batchgen.errors.OutputLockedError`, or
+    :class:`~batchgen.errors.StorageError` when the folder cannot be opened. Everything else
+    ends up in the returned report.
+    """
+    job_file, out_dir = Path(job_file), Path(out_dir)
+    settings = settings or Settings(api_key=load_api_key(None), base_url=resolve_base_url(None))
+    selection = settings.selection
+    summary = await asyncio.to_thread(functools.partial(scan_job_file, job_file, only=selection.only))
+    if summary.missing:
+        raise UsageError(
+            f"--only names job(s) that {job_file} does not hold: {', '.join(summary.missing[:20])}"
+            + (f" and {len(summary.missing) - 20} more" if len(summary.missing) > 20 else "")  # noqa: PLR2004
+        )
+    observers: list[RunObserver] = [ProgressBar()] if progress else []
+    if settings.metrics_file is not None:
+        observers.append(MetricsFile(settings.metrics_file))
+    if backends is None:
+        observers.append(ReportPage(out_dir))
+    source = str(await asyncio.to_thread(job_file.resolve))
+    folder_open = OutputFolder.open(
+        out_dir,
+        max_pixels=settings.max_pixels,
+        source=source,
+        parents=settings.create_parents,
+        backends=backends,
+    )
+    async with folder_open as folder:
+        _log_start(job_file, out_dir, settings)
+        await folder.run_started(summary.count)
+        total = summary.count if summary.selected is None else summary.selected
+        report = RunReport(total, Tally())
+        before = dict(await folder.in_flight())  # to tell what this run leaves in flight
+        await folder.listing("begin")
+        gates = await run_gates(settings, folder, report.tally)
+        async with open_session(settings) as session:
+            pool = _Pool(settings, folder, ApiClient(session, settings), report, gates, observers, summary)
+            view = RunView(total, report.tally, folder, gates.meter, lambda: gates.rate.rate)
+            for observer in observers:
+                await observer.started(view)
+            jobs = iter_jobs(job_file, scanned=summary)
+            try:
+                await pool.run(job for job in jobs if selection.includes(job.id))
+            finally:
+                for observer in observers:
+                    observer.stopped(report)
+        report.tally.not_reached += total - report.tally.seen
+        if pool.judged_all and selection.only is None:  # now the folder can tell which jobs the file lacks
+            await folder.listing("done")
+        report.cancelled = [(job, ids) for job, ids in await folder.in_flight() if before.get(job) != ids]
+        report.folder = await folder.counts()
+        for observer in observers:
+            await observer.closing(report)
+        try:
+            await folder.run_ended(report.ending())
+        except StorageError as exc:  # (a full disk stopped the run: the report says so already)
+            log.warning("how the run ended could not be recorded for `status`: %s", exc.message)
+    _warn_in_flight(report.cancelled, "were cancelled in flight by this run")
+    for observer in observers:
+        await observer.closed(report)
+    return report
+
+
+def _log_start(job_file: Path, out_dir: Path, settings: Settings) -> None:
+    """The log's first line of a run: what runs, where, and every setting not at its default."""
+    default = Settings(api_key="")
+    chosen = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(Settings)
+        if f.name not in ("api_key", "base_url") and getattr(settings, f.name) != getattr(default, f.name)
+    }
+    log.info(
+        "run started: batchgen %s, job file %s, output folder %s, API %s; %s",
+        version("batchgen"),
+        job_file,
+        out_dir,
+        settings.base_url,
+        ", ".join(f"{k}={v}" for k, v in chosen.items()),
+    )
+
+
+def _warn_in_flight(jobs: list[tuple[str, list[str]]], what: str) -> None:
+    """Say, before anything is sent again, which requests may have been charged without an
+    answer recorded, with the X-Client-Request-Ids the usage logs settle them by."""
+    if jobs:
+        log.warning(
+            "%d job(s) %s; each may have been charged once, and a run sends it again. Match the"
+            " X-Client-Request-Ids in the API's usage logs (GET /v2/logs): %s",
+            len(jobs),
+            what,
+            "; ".join(f"{job}: {ids[-1]}" for job, ids in jobs[:20] if ids),
+        )
+
+
+async def _chunks(jobs: Iterator[Job]) -> AsyncGenerator[list[Job], None]:
+    """The job file in chunks, each read off the event loop (it may read local images).
+    Raises JobFileError as ``jobs`` does."""
+    while chunk := await asyncio.to_thread(_take, jobs):
+        yield chunk
+
+
+def _take(jobs: Iterator[Job]) -> list[Job]:
+    """The next jobs of the file: up to FEED_CHUNK of them, or FEED_CHARS of request bodies."""
+    chunk: list[Job] = []
+    chars = 0
+    for job in jobs:
+        chunk.append(job)
+        chars += sum(len(v) if isinstance(v, str) else sum(map(len, v)) for v in job.images())
+        if len(chunk) >= FEED_CHUNK or chars >= FEED_CHARS:
+            break
+    return chunk
+
+
+class _Pool:
+    """One run's job tasks, places, stop event and signal handling."""
+
+    def __init__(  # noqa: PLR0917 - the run's parts, built by run_batch
+        self,
+        settings: Settings,
+        folder: OutputFolder,
+        client: ApiClient,
+        report: RunReport,
+        gates: RunGates,
+        observers: list[RunObserver],
+        summary: JobFileSummary,
+    ) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.client = client
+        self.report = report
+        self.gates = gates
+        self.observers = observers
+        self.summary = summary  # the file as checked: no job is sent once it changed
+        self.judged_all = False  # every job of the file was judged (the run was not stopped first)
+        self._unlisted: list[str] = []  # ids read from the file, not yet noted in the folder
+        self.control = RunControl(
+            generation_gates=gates.generation,
+            download_gates=gates.download,
+            policy=RetryPolicy(settings.max_retries, settings.backoff_base, settings.backoff_cap),
+            places=asyncio.Semaphore(settings.concurrency),
+        )
+        self._live: set[asyncio.Task[None]] = set()
+        self._grace_timer: asyncio.TimerHandle | None = None
+
+    async def run(self, jobs: Iterator[Job]) -> None:
+        """Judge and run every job of ``jobs`` until done or stopped; signals stop it gracefully."""
+        loop = asyncio.get_running_loop()
+        signals = stop_signals()
+        for signum in signals:
+            loop.add_signal_handler(signum, self._on_signal)
+        try:
+            if await self._wait_out_retry_after():
+                async with asyncio.TaskGroup() as group:
+                    feeder = group.create_task(self._feed(jobs, group))
+                    self._live.add(feeder)
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            not_before = self.gates.retry_after.not_before
+            if not_before > time.time():
+                await self.folder.set_not_before(not_before)
+
+    async def _wait_out_retry_after(self) -> bool:
+        """Honour a Retry-After an earlier run was given (at most :data:`MAX_RETRY_AFTER` from
+        now, whatever the folder holds; ``--ignore-retry-after`` clears it); False when the run
+        must not start."""
+        if self.settings.ignore_retry_after:
+            await self.folder.set_not_before(0)
+            return True
+        wait = min(await self.folder.not_before() - time.time(), MAX_RETRY_AFTER)
+        if wait <= 0:
+            return True
+        if wait > LONG_RETRY_AFTER:
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + wait))
+            self.stop(
+                RateLimited(
+                    f"the API asked an earlier run to wait until {until} (Retry-After);"
+                    " --ignore-retry-after starts now",
+                    long_wait=True,
+                )
+            )
+            return False
+        log.info("an earlier run was asked to wait (Retry-After): starting in %.1fs", wait)
+        try:
+            await self.control.unless_stopped(asyncio.sleep(wait))
+        except Interrupted:
+            return False
+        return True
+
+    async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
+        async with contextlib.aclosing(_chunks(jobs)) as chunks:
+            try:
+                async for chunk in chunks:
+                    if self.control.stopping or not await self._dispatch(chunk, group):
+                        return
+                await self._list([], every=0)
+                self.judged_all = not self.control.stopping
+            except JobFileChanged as exc:
+                self.stop(exc)
+            except JobFileError as exc:  # broken since it was validated
+                note = "the job file changed during the run; the jobs not yet read are left for the next run"
+                self.stop(JobFileError(exc.problems[:1], note=note))
+
+    async def _dispatch(self, chunk: list[Job], group: asyncio.TaskGroup) -> bool:
+        """Judge a chunk of jobs against the folder and start a task for each with work left.
+        False when the run stopped while a job waited for its place."""
+        rows = await self.folder.rows(job.id for job in chunk)
+        verdicts = [(job, rows.get(job.id), self._judge(job, rows.get(job.id))) for job in chunk]
+        lost = await self.folder.missing_images(
+            [row for _, row, v in verdicts if row and v.skip is Outcome.ALREADY_DONE]
+        )
+        old = [(job.id, job.fingerprint) for job, row, _ in verdicts if row and row.fingerprint is None]
+        if old:  # a folder from before schema 2: what its finished jobs answered, from now on
+            await self.folder.adopt_fingerprints(old)
+        # What this file asks of its finished, unchanged jobs (a job still to send or finish has
+        # it recorded by its dispatch: until then, an edit of it is still news); one group commit.
+        asked = [
+            (job.id, job.fingerprint)
+            for job, row, v in verdicts
+            if row and row.state in _FINISHED and not v.changed and row.asked != job.fingerprint
+        ]
+        if asked:
+            await self.folder.asked(asked)
+        await self._list([job.id for job in chunk])
+        for job, row, verdict in verdicts:
+            if verdict.skip is not None and job.id not in lost:
+                self._count(verdict.skip, 0.0)
+                continue
+            place = Place(self.control.places)
+            try:
+                await place.take(self.control.unless_stopped)
+            except Interrupted:
+                return False
+            if not still_as_scanned(self.summary):  # edited meanwhile
+                place.give_back()
+                self.stop(JobFileChanged(f"{self.summary.path} was modified during the run"))
+                return False
+            work = (
+                self._restore(job, row, lost[job.id], place)
+                if job.id in lost and row is not None
+                else self._run_job(job, row, verdict, place)
+            )
+            task = group.create_task(work)
+            self._live.add(task)
+            task.add_done_callback(self._live.discard)
+        return True
+
+    async def _list(self, job_ids: list[str], *, every: int = LIST_EVERY) -> None:
+        """Note ``job_ids`` as read from the file; committed in batches of ``every`` (a commit
+        per chunk would cost a re-run of a finished folder an fsync per 256 jobs)."""
+        self._unlisted += job_ids
+        if len(self._unlisted) >= every and self._unlisted:
+            await self.folder.listing("ids", self._unlisted)
+            self._unlisted = []
+
+    def _judge(self, job: Job, row: JobRow | None) -> Verdict:
+        if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that stopped
+            self.report.in_flight_before.append((job.id, row.client_request_ids))
+            _warn_in_flight([(job.id, row.client_request_ids)], "was in flight when an earlier run stopped")
+        verdict = judge(row, job, self.settings.selection)
+        if verdict.changed and verdict.skip:
+            self.report.frozen.append(job.id)
+        elif verdict.changed:
+            log.info("job %s: its request changed since its record: generating it anew", job.id)
+        return verdict
+
+    async def _restore(
+        self, job: Job, row: JobRow, missing: tuple[ManifestRecord, list[int]], place: Place
+    ) -> None:
+        try:
+            attempt = JobRun(job, row, place, self.control, self.folder, self.client)
+            record, indexes = missing
+            try:
+                restored = await attempt.restore(record, indexes)
+            except (RequestError, StorageError) as exc:
+                self.stop(exc)
+                restored = False
+            (self.report.restored if restored else self.report.missing).append(job.id)
+            self._count(Outcome.ALREADY_DONE, 0.0)
+        finally:
+            place.give_back()
+
+    async def _run_job(self, job: Job, row: JobRow | None, verdict: Verdict, place: Place) -> None:
+        # (a changed or --redo job is reported as generated anew once its request went out)
+        redo = verdict.fresh and job.id in self.settings.selection.redo
+        anew = self.report.changed if verdict.changed else self.report.redone if redo else None
+        try:
+            attempt = JobRun(
+                job,
+                row,
+                place,
+                self.control,
+                self.folder,
+                self.client,
+                fresh=verdict.fresh,
+            )
+            try:
+                outcome = await attempt.run()
+            except (RequestError, StorageError) as exc:
+                self.stop(exc)
+                return  # left resumable; counted as not reached
+            finally:
+                if anew is not None and attempt.sent:
+                    anew.append(job.id)
+            if attempt.crashed:
+                self.report.crashed.append(job.id)
+            self.report.tally.images += attempt.images
+            self._count(outcome, attempt.tokens_used)
+        finally:
+            place.give_back()
+
+    def _count(self, outcome: Outcome, tokens: float) -> None:
+        tally = self.report.tally
+        tally.tokens_used += tokens
+        tally.add(outcome)
+        for observer in self.observers:
+            observer.counted(tally)
+
+    def stop(self, cause: BaseException | None = None) -> None:
+        """Stop dispatching; record the first cause as the run's stop reason."""
+        if self.report.stopped_by(cause):
+            log.warning("stopping (%s): %s", self.report.stop_reason, self.report.stop_message)
+        self.control.stop(cause)
+
+    def _on_signal(self) -> None:
+        if self.control.stopping:
+            log.warning("second signal: cancelling in-flight requests")
+            self._cancel_all()
+            return
+        log.warning(
+            "signal received: no new requests; waiting up to %gs for in-flight ones (signal again to cancel)",
+            self.settings.grace,
+        )
+        self.stop()
+        self._grace_timer = asyncio.get_running_loop().call_later(self.settings.grace, self._cancel_all)
+
+    def _cancel_all(self) -> None:
+        for task in list(self._live):
+            task.cancel()

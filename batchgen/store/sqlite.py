@@ -1,0 +1,506 @@
+"""The write-ahead job state in SQLite (``DIR/.batchgen/state.sqlite3``), committed in groups.
+
+Why SQLite and not a JSONL journal: a resume must answer "what happened to job X?" for each of
+possibly millions of jobs without holding them all in memory; SQLite answers by primary key from
+disk, its WAL mode with ``synchronous=FULL`` makes each commit durable and atomic (no torn
+records), and it ships with Python. ``manifest.jsonl`` stays the user-facing record; it is a
+projection of the ``records`` table, re-appended from it after a crash.
+
+Each event of :mod:`batchgen.store.events` has its statements here (:data:`_EFFECTS`); every
+move names the states it may leave (``WHERE state IN (...)``) and one that changes no row raises
+:class:`~batchgen.store.events.TransitionError`. Tables and upgrades: :mod:`.sqlite_schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchgen.api.answers import Answer
+from batchgen.errors import StorageError
+from batchgen.money import Spend, from_units, to_units
+from batchgen.outcome import JobState, Status
+from batchgen.store.events import (
+    Answered,
+    Asked,
+    Dispatched,
+    Event,
+    FingerprintsAdopted,
+    Finished,
+    Imported,
+    Listed,
+    MetaSet,
+    TransitionError,
+    Unanswered,
+    sources,
+)
+from batchgen.store.layout import Meta
+from batchgen.store.manifest import ManifestRecord
+from batchgen.store.sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade, view_as_current
+from batchgen.store.state import SHOWN_NOT_IN_FILE, JobRow, StateCounts
+
+__all__ = ["SqliteState"]
+
+_HALF = 10**9  # money units are summed as (x / _HALF, x % _HALF): each sum fits in 64 bits
+# A job counts as the file's when its last full pass listed it, or while it is in flight (maybe charged).
+_IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
+_OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
+
+
+class SqliteState:
+    """The state of one output folder in SQLite: a :class:`~batchgen.store.state.StateBackend`.
+
+    Every method runs on one thread. Writes happen only inside :meth:`apply` (one transaction,
+    one sync to disk for all of its events). Raises :class:`StorageError` when SQLite cannot
+    read or write the file.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> SqliteState:
+        """Open (creating if needed) the database at ``path``: WAL mode, ``synchronous=FULL``.
+
+        ``read_only`` opens an existing database without write access (``batchgen status``).
+        Raises :class:`StorageError` for a file that is not a batchgen state database, a newer
+        schema, or a folder that cannot be written.
+        """
+        connection: sqlite3.Connection | None = None
+        try:
+            if read_only:
+                # With no write-ahead log beside it (no run live, none died mid-write) the file is
+                # read as immutable: reading it then creates no -wal/-shm file either.
+                quiet = not path.with_name(path.name + "-wal").exists()
+                connection = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?{'immutable=1' if quiet else 'mode=ro'}",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.executescript(SCHEMA)
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path} was written by a newer batchgen (state schema {version}); upgrade batchgen"
+                )
+            if version < SCHEMA_VERSION:
+                if read_only:  # (status, plan, verify of a folder no run has upgraded yet)
+                    view_as_current(connection)
+                else:
+                    upgrade(connection)
+            connection.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        except sqlite3.Error as exc:
+            if connection is not None:
+                connection.close()
+            raise StorageError(f"cannot open the state database {path}: {exc}") from exc
+        except StorageError:
+            if connection is not None:
+                connection.close()
+            raise
+        return cls(connection)
+
+    def close(self) -> None:
+        """Close the connection (everything is already committed)."""
+        self._db.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def rows(self, job_ids: Iterable[str], *, source: str = "") -> dict[str, JobRow]:
+        """The rows of those of ``job_ids`` the database knows, by id (one query per 500 ids);
+        ``source``: the job file being run, whose :attr:`JobRow.asked` each row carries."""
+        ids = list(job_ids)
+        found: dict[str, JobRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
+            query = _ROWS_QUERY + f"WHERE jobs.job_id IN ({marks})"
+            for row in self._read(query, (source, *chunk)):
+                answer, damaged = None, None
+                try:
+                    # A succeeded job's answer is not used again (a job generated anew gets a new one).
+                    answer = Answer.model_validate_json(row[5]) if row[5] and row[1] != "succeeded" else None
+                except ValidationError as exc:
+                    damaged = f"the recorded answer cannot be read: {str(exc).splitlines()[0]}"
+                found[row[0]] = JobRow(
+                    row[0],
+                    JobState(row[1]),
+                    bool(row[2]),
+                    row[3],
+                    row[4],
+                    answer,
+                    row[6],
+                    damaged,
+                    row[7],
+                    row[8],
+                    row[9],
+                    row[10],
+                    row[11],
+                    frozenset(row[12].split(" ")) if row[12] else frozenset(),
+                )
+        return found
+
+    def current_records(self, *, status: Status | None = None) -> Iterator[ManifestRecord]:
+        """Each job's last record, in job id order (what ``verify`` checks); with ``status``,
+        only the records of that status, picked by SQLite."""
+        cursor = self._db.execute(
+            "SELECT r.record FROM jobs JOIN records r ON r.seq = jobs.record_seq"
+            " WHERE ?1 IS NULL OR json_extract(r.record, '$.status') = ?1 ORDER BY jobs.job_id",
+            (status,),
+        )
+        for (text,) in cursor:
+            yield ManifestRecord.model_validate_json(text)
+
+    def failed_jobs(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The first ``limit`` failed jobs (id, kind, message, whether a plain resume retries
+        it), by id, and how many failed jobs there are in all."""
+        rows = self._read(
+            "SELECT jobs.job_id, json_extract(r.record, '$.error.kind'),"
+            " json_extract(r.record, '$.error.message'), jobs.final"
+            " FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq"
+            " WHERE jobs.state = 'failed' ORDER BY jobs.job_id LIMIT ?",
+            (limit,),
+        )
+        total = self._read("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")[0][0]
+        jobs = [
+            {"id": job, "kind": kind, "message": message, "retried_on_resume": not final}
+            for job, kind, message, final in rows
+        ]
+        return jobs, int(total)
+
+    def count_records(self) -> int:
+        """How many manifest records the database holds."""
+        return int(self._read("SELECT COUNT(*) FROM records")[0][0])
+
+    def record_lines(self, offset: int) -> Iterator[str]:
+        """The manifest's lines as the database holds them, in order, skipping the first ``offset``."""
+        cursor = self._db.execute("SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,))
+        for (text,) in cursor:
+            yield text if text.endswith("\n") else text + "\n"  # the first release stored no newline
+
+    def in_flight(self) -> list[tuple[str, list[str]]]:
+        """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
+        rows = self._read(
+            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched' ORDER BY job_id"
+        )
+        return [(row[0], json.loads(row[1])) for row in rows]
+
+    def counts(self) -> StateCounts:
+        """Jobs per outcome, and tokens used by every recorded answer; money over every answer
+        charged. Once a run has judged every job of its file, the counts are that file's jobs
+        and the others are listed in :attr:`StateCounts.not_in_file`."""
+        listed = self.get_meta(Meta.LISTED) is not None
+        scope = _IN_FILE if listed else ""
+        totals: dict[str, int] = {}
+        for state, final, count in self._read(
+            f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final"  # noqa: S608
+        ):
+            key = f"{state}:{int(final)}" if state == JobState.FAILED else state
+            totals[key] = totals.get(key, 0) + count
+        tokens, anew = self._read(
+            "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
+        )[0]
+        outside = self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else []
+        outside_count = (
+            self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0  # noqa: S608
+        )
+        return StateCounts(
+            succeeded=totals.get(JobState.SUCCEEDED, 0),
+            failed_final=totals.get("failed:1", 0),
+            failed_retryable=totals.get("failed:0", 0),
+            in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
+            # (a folder from before job files were counted: at least the jobs it has seen finish)
+            total=max(
+                int(self.get_meta(Meta.TOTAL_JOBS) or 0), sum(n for k, n in totals.items() if k != "pending")
+            ),
+            tokens_used=float(tokens),
+            generated_anew=anew,
+            spent=self.spent_by_model(),
+            not_in_file=outside,
+            not_in_file_count=outside_count,
+        )
+
+    def not_in_file(self, *, limit: int = -1) -> list[str]:
+        """Finished jobs the last full pass of the job file did not list, by id (``limit``:
+        at most that many; -1: all). Empty until a run has read a whole file."""
+        if self.get_meta(Meta.LISTED) is None:
+            return []
+        return [
+            job
+            for (job,) in self._read(
+                f"SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id LIMIT ?",  # noqa: S608
+                (limit,),
+            )
+        ]
+
+    def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
+        """What the answers charged, by model: all of them, or those of ``day`` (UTC,
+        ``YYYY-MM-DD``). Exact: summed as integers, in two halves so that no sum can pass
+        SQLite's 64-bit integers (each half of a million charges stays under 10**15)."""
+        return {
+            model: Spend(
+                from_units(usd_high * _HALF + usd_low), from_units(credits_high * _HALF + credits_low)
+            )
+            for model, usd_high, usd_low, credits_high, credits_low in self._read(
+                f"SELECT model, SUM(usd / {_HALF}), SUM(usd % {_HALF}), SUM(credits / {_HALF}),"  # noqa: S608
+                f" SUM(credits % {_HALF}) FROM charges WHERE ?1 IS NULL OR day = ?1"
+                " GROUP BY model ORDER BY model",
+                (day,),
+            )
+        }
+
+    def request_costs(self) -> dict[str, list[Spend]]:
+        """What one request of each model cost: each job's last charged answer, by model (for
+        ``plan`` and the spend budget). Models never answered with a cost header are absent."""
+        costs: dict[str, list[Spend]] = {}
+        for model, usd, credits in self._read(
+            "SELECT model, usd, credits FROM charges"
+            " WHERE seq IN (SELECT MAX(seq) FROM charges GROUP BY job_id)"
+        ):
+            costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
+        return costs
+
+    def get_meta(self, key: str) -> str | None:
+        """A run-level value (e.g. ``total_jobs``), or None."""
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the state database: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply(self, events: list[Event]) -> list[BaseException | None]:
+        """Apply ``events`` in one transaction; commit once.
+
+        Returns, per event, None or the :class:`TransitionError` that refused it. A refusal
+        (a bug) rolls the group back and replays it event by event, so the others still land.
+        Raises :class:`StorageError` when the transaction cannot be committed (nothing of it is).
+        """
+        try:
+            try:
+                self._transaction(events)
+            except TransitionError:
+                outcomes: list[BaseException | None] = []
+                for event in events:
+                    try:
+                        self._transaction([event])
+                    except TransitionError as exc:
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(None)
+                return outcomes
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write the state database: {exc}") from exc
+        return [None] * len(events)
+
+    def _transaction(self, events: list[Event]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                _EFFECTS[type(event)](self._db, event)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+
+_ROWS_QUERY = (
+    "SELECT jobs.job_id, state, final, attempts, client_request_ids, answer, started_at, jobs.fingerprint,"
+    " generation, r.record, CASE WHEN state = 'succeeded' THEN json_extract(r.record, '$.images') END,"
+    " a.fingerprint, (SELECT group_concat(o.fingerprint, ' ') FROM asked o WHERE o.job_id = jobs.job_id)"
+    " FROM jobs"
+    " LEFT JOIN records r ON r.seq = jobs.record_seq"
+    " LEFT JOIN asked a ON a.job_id = jobs.job_id AND a.source = ? "
+)
+
+
+def _move(
+    db: sqlite3.Connection, job_id: str, target: JobState, assignments: str, params: tuple[Any, ...]
+) -> None:
+    marks_for = sources(target)
+    marks = ",".join("?" * len(marks_for))
+    cursor = db.execute(
+        f"UPDATE jobs SET state=?{assignments} WHERE job_id=? AND state IN ({marks})",  # noqa: S608
+        (target.value, *params, job_id, *marks_for),
+    )
+    if cursor.rowcount != 1:
+        row = db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        found = row[0] if row else "no row"
+        raise TransitionError(f"job {job_id!r}: cannot move from {found} to {target.value}")
+
+
+def _ensure_row(db: sqlite3.Connection, job_id: str, model: str, now: str | None) -> None:
+    db.execute(
+        "INSERT INTO jobs (job_id, model, state, started_at) VALUES (?, ?, 'pending', ?) "
+        "ON CONFLICT(job_id) DO NOTHING",
+        (job_id, model, now),
+    )
+
+
+# -- the effects of each event (the table in :mod:`batchgen.store.events`) -----------------------
+
+
+def _dispatched(db: sqlite3.Connection, e: Dispatched) -> None:
+    _ensure_row(db, e.job_id, e.model, e.now)
+    _move(
+        db,
+        e.job_id,
+        e.target,
+        # (the right-hand sides see the row as it was: `state` is the state left)
+        ", final=0, attempts=attempts+1, answer=NULL, fingerprint=?,"
+        " generation=generation+(state='succeeded'),"
+        " client_request_ids=json_insert(client_request_ids, '$[#]', ?)",
+        (e.fingerprint or None, e.client_request_id),
+    )
+    if e.source and e.fingerprint:
+        _asked(db, Asked(e.source, ((e.job_id, e.fingerprint),)))
+
+
+def _unanswered(db: sqlite3.Connection, e: Unanswered) -> None:
+    _move(db, e.job_id, e.target, "", ())
+    _charge(db, e.job_id, e.cost)
+
+
+def _answered(db: sqlite3.Connection, e: Answered) -> None:
+    _move(
+        db,
+        e.job_id,
+        e.target,
+        ", answer=?, tokens_used=COALESCE(tokens_used, 0)+COALESCE(?, 0)",
+        (e.answer.model_dump_json(), e.answer.tokens_used),
+    )
+    _charge(db, e.job_id, e.answer.cost)
+
+
+def _finished(db: sqlite3.Connection, e: Finished) -> None:
+    record = e.record
+    if e.answer is not None:
+        _answered(db, Answered(record.job_id, e.answer))
+    succeeded = record.status is Status.SUCCEEDED
+    seq = db.execute("INSERT INTO records (record) VALUES (?)", (e.record_json,)).lastrowid
+    _ensure_row(db, record.job_id, record.model, record.started_at)
+    _move(
+        db,
+        record.job_id,
+        e.target,
+        ", final=?, record_seq=?, answer=CASE WHEN ? THEN json_remove(answer, '$.images') ELSE answer END",
+        (e.final and not succeeded, seq, succeeded),
+    )
+
+
+def _imported(db: sqlite3.Connection, e: Imported) -> None:
+    record = e.record
+    succeeded = record.status is Status.SUCCEEDED
+    seq = db.execute("INSERT INTO records (record) VALUES (?)", (e.record_json,)).lastrowid
+    _ensure_row(db, record.job_id, record.model, record.started_at)
+    db.execute(
+        "UPDATE jobs SET state=?, final=?, attempts=?, record_seq=?, fingerprint=?, tokens_used=?"
+        " WHERE job_id=?",
+        (
+            JobState.SUCCEEDED if succeeded else JobState.FAILED,
+            e.final,
+            record.attempts,
+            seq,
+            record.request_fingerprint,
+            record.tokens_used,
+            record.job_id,
+        ),
+    )
+    # One charge per answer: records that re-record one (a restore, a download retried by a
+    # resume) share its last X-Client-Request-Id.
+    _charge(
+        db,
+        record.job_id,
+        Spend.of(record.usd_spent, record.credits_used),
+        request=record.client_request_ids[-1] if record.client_request_ids else None,
+        day=(record.finished_at or "")[:10] or None,
+    )
+
+
+def _adopted(db: sqlite3.Connection, e: FingerprintsAdopted) -> None:
+    db.executemany(
+        "UPDATE jobs SET fingerprint=? WHERE job_id=? AND fingerprint IS NULL",
+        [(fingerprint, job_id) for job_id, fingerprint in e.pairs],
+    )
+
+
+def _meta(db: sqlite3.Connection, e: MetaSet) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        (e.key, e.value),
+    )
+
+
+def _charge(
+    db: sqlite3.Connection,
+    job_id: str,
+    cost: Spend | None,
+    *,
+    request: str | None = None,
+    day: str | None = None,
+) -> None:
+    """Record what an answer to the job was charged: the request it answered (by default the
+    job's last X-Client-Request-Id; one already charged is not charged again) and its UTC day
+    (by default today)."""
+    if cost is None:
+        return
+    db.execute(
+        "INSERT INTO charges (job_id, model, client_request_id, day, usd, credits)"
+        " SELECT job_id, model, COALESCE(?2, json_extract(client_request_ids, '$[#-1]')),"
+        " COALESCE(?3, date('now')), ?4, ?5 FROM jobs WHERE job_id = ?1"
+        " AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.job_id = ?1"
+        " AND c.client_request_id = COALESCE(?2, json_extract(jobs.client_request_ids, '$[#-1]')))",
+        (job_id, request, day, to_units(cost.usd), to_units(cost.credits)),
+    )
+
+
+def _listed(db: sqlite3.Connection, e: Listed) -> None:
+    """The tables swap names at ``done``: no copy of a million rows."""
+    if e.step == "begin":
+        db.execute("DELETE FROM listing_next")
+    elif e.step == "done":
+        db.execute("DROP TABLE listing")
+        db.execute("ALTER TABLE listing_next RENAME TO listing")
+        db.execute("CREATE TABLE listing_next (job_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (Meta.LISTED, e.source),
+        )
+    else:
+        db.executemany("INSERT OR IGNORE INTO listing_next (job_id) VALUES (?)", [(i,) for i in e.ids])
+
+
+def _asked(db: sqlite3.Connection, e: Asked) -> None:
+    db.executemany(
+        "INSERT INTO asked (source, job_id, fingerprint) VALUES (?, ?, ?)"
+        " ON CONFLICT(source, job_id) DO UPDATE SET fingerprint=excluded.fingerprint",
+        [(e.source, job_id, fingerprint) for job_id, fingerprint in e.pairs],
+    )
+
+
+_EFFECTS: dict[type[Any], Callable[[sqlite3.Connection, Any], None]] = {
+    Dispatched: _dispatched,
+    Unanswered: _unanswered,
+    Answered: _answered,
+    Finished: _finished,
+    Imported: _imported,
+    FingerprintsAdopted: _adopted,
+    Asked: _asked,
+    Listed: _listed,
+    MetaSet: _meta,
+}
+"""Each event's statements, run inside the group's open transaction."""

@@ -1,0 +1,83 @@
+"""Both answer shapes of the API docs parse into one Answer; anything else is malformed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from batchgen.api.answers import error_excerpt, parse_answer
+from batchgen.errors import MalformedResponse
+
+REVE = {  # the reve/create-image page's example response
+    "data": [
+        {
+            "url": "https://cdn.aimlapi.com/generations/phoenix/1759280291545-6280787e.png",
+            "b64_json": None,
+            "request_id": "rsid-f08b8f47354d688d6de93c400fdaf31c",
+            "content_violation": False,
+        }
+    ],
+    "meta": {"usage": {"tokens_used": 126000}},
+}
+FLUX = {  # the flux/dev/image-to-image page's example response
+    "images": [
+        {
+            "url": "https://cdn.aimlapi.com/eagle/files/lion/x.png",
+            "width": 1024,
+            "height": 768,
+            "content_type": "image/png",
+        }
+    ],
+    "timings": {"inference": 2.544010079000145},
+    "seed": 2819715747,
+    "has_nsfw_concepts": [False],
+    "prompt": "Add a bird to the foreground of the photo.",
+}
+
+
+def test_reve_example():
+    answer = parse_answer(
+        json.dumps(REVE).encode(), {"x-inference-id": "inf-1", "x-aimlapi-usd-spent": "0.04"}
+    )
+    assert answer.request_id == "rsid-f08b8f47354d688d6de93c400fdaf31c" and answer.tokens_used == 126000
+    assert answer.images[0].url.endswith(".png") and not answer.content_violation
+    assert answer.inference_id == "inf-1" and answer.usd_spent == "0.04"
+
+
+def test_flux_example():
+    answer = parse_answer(json.dumps(FLUX).encode(), {})
+    assert answer.seed == 2819715747 and answer.request_id is None and answer.tokens_used is None
+    assert (answer.images[0].width, answer.images[0].height) == (1024, 768)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"other": 1}', b'{"data": "x"}']
+)
+def test_anything_else_is_malformed_with_an_excerpt(body):
+    with pytest.raises(MalformedResponse) as caught:
+        parse_answer(body, {})
+    assert caught.value.transient and caught.value.body_excerpt == body.decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"data": null, "meta": {"usage": {"tokens_used": 5}}}', b'{"data": [], "meta": null}'],
+)
+def test_nullable_shapes_of_the_openapi_schema_are_answers_without_images(body):
+    answer = parse_answer(body, {})  # data, meta and usage are nullable in the API's schema
+    assert answer.images == [] and not answer.content_violation
+
+
+def test_error_bodies_give_message_and_request_id():
+    body = json.dumps(
+        {
+            "message": "Body validation error!",
+            "path": "/v1/images/generations",
+            "requestId": "r-1",
+            "statusCode": 400,
+            "timestamp": "2026-01-01T00:00:00Z",
+        }
+    ).encode()
+    assert error_excerpt(body) == ("Body validation error!", "r-1")
+    assert error_excerpt(b"<html>Bad Gateway</html>") == ("<html>Bad Gateway</html>", None)

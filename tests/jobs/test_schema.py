@@ -1,0 +1,45 @@
+"""The job file's JSON Schema: samples validate, and it agrees with the request models."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+from conftest import SAMPLES
+
+from batchgen.jobs.schema import job_file_schema
+from batchgen.models.seed import MODELS
+
+
+def test_shipped_schema_is_current():
+    assert json.loads((SAMPLES / "batchgen.schema.json").read_text()) == job_file_schema()
+
+
+def test_samples_validate_against_the_schema():
+    document = yaml.safe_load((SAMPLES / "quickstart.yaml").read_text())
+    jsonschema.validate(document, job_file_schema())
+    line_schema = job_file_schema(jsonl=True)
+    for line in (SAMPLES / "examples.jsonl").read_text().splitlines():
+        jsonschema.validate(json.loads(line), line_schema)
+
+
+def test_schema_and_models_name_the_same_fields():
+    variants = job_file_schema(jsonl=True)["oneOf"]
+    for model, variant in zip(MODELS.values(), variants, strict=True):
+        assert set(variant["properties"]) == set(model.model_fields) | {"id"}
+        assert variant["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"model": "reve/create-image", "promt": "typo"},
+        {"model": "reve/create-image", "prompt": "p", "aspect_ratio": "5:4"},
+        {"model": "flux/dev/image-to-image", "prompt": "p", "image_url": "https://x.test", "num_images": 9},
+    ],
+)
+def test_schema_rejects_what_the_models_reject(job):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"jobs": [job]}, job_file_schema())
