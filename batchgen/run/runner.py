@@ -28,7 +28,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from batchgen.gates.chain import RunGates, run_gates
 from batchgen.jobs.load import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
 from batchgen.outcome import JobState, Outcome, Tally
 from batchgen.run.control import RunControl, stop_signals
+from batchgen.run.feed import chunks
 from batchgen.run.job import JobRun
 from batchgen.run.observers import MetricsFile, ProgressBar, ReportPage, RunObserver, RunView
 from batchgen.run.retry import Interrupted, Place, RetryPolicy
@@ -58,8 +59,6 @@ __all__ = ["RunReport", "run_batch"]
 
 log = logging.getLogger(__name__)
 
-FEED_CHUNK = 256  # jobs read and looked up per hop off the event loop ...
-FEED_CHARS = 32 * 1024 * 1024  # ... or fewer, when their bodies (inline images) reach this size
 LIST_EVERY = 8192  # job ids noted at a time in the folder's listing of the file
 _FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
 
@@ -174,25 +173,6 @@ def _warn_in_flight(jobs: list[tuple[str, list[str]]], what: str) -> None:
         )
 
 
-async def _chunks(jobs: Iterator[Job]) -> AsyncGenerator[list[Job], None]:
-    """The job file in chunks, each read off the event loop (it may read local images).
-    Raises JobFileError as ``jobs`` does."""
-    while chunk := await asyncio.to_thread(_take, jobs):
-        yield chunk
-
-
-def _take(jobs: Iterator[Job]) -> list[Job]:
-    """The next jobs of the file: up to FEED_CHUNK of them, or FEED_CHARS of request bodies."""
-    chunk: list[Job] = []
-    chars = 0
-    for job in jobs:
-        chunk.append(job)
-        chars += sum(len(v) if isinstance(v, str) else sum(map(len, v)) for v in job.images())
-        if len(chunk) >= FEED_CHUNK or chars >= FEED_CHARS:
-            break
-    return chunk
-
-
 class _Pool:
     """One run's job tasks, places, stop event and signal handling."""
 
@@ -272,9 +252,9 @@ class _Pool:
         return True
 
     async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
-        async with contextlib.aclosing(_chunks(jobs)) as chunks:
+        async with contextlib.aclosing(chunks(jobs)) as feed:
             try:
-                async for chunk in chunks:
+                async for chunk in feed:
                     if self.control.stopping or not await self._dispatch(chunk, group):
                         return
                 await self._list([], every=0)

@@ -27,7 +27,7 @@ from conftest import create_jobs, manifest, run_cli, write_jsonl
 from PIL import Image
 
 from batchgen.cli import ExitCode
-from batchgen.jobs import load as jobfile
+from batchgen.jobs import local_images
 from batchgen.simulator import SIMULATOR_KEY
 from batchgen.simulator.pictures import render_png
 
@@ -378,8 +378,8 @@ def test_the_reference_image_cache_is_bounded(tmp_path, size):
         path = tmp_path / f"ref{i}.png"
         path.write_bytes(render_png(size, size, i))
         stat = path.stat()
-        jobfile._data_uri(str(path), stat.st_mtime_ns, stat.st_size)
-    assert sum(len(v) for v in jobfile._URI_CACHE.values()) <= jobfile._URI_CACHE_CHARS
+        local_images._data_uri(str(path), stat.st_mtime_ns, stat.st_size)
+    assert sum(len(v) for v in local_images._URI_CACHE.values()) <= local_images._URI_CACHE_CHARS
 
 
 def test_8_a_second_job_file_runs_into_the_folder_and_status_counts_the_file_run_last(simulator, tmp_path):
