@@ -33,7 +33,7 @@ from batchgen.store.events import (
     sources,
 )
 from batchgen.store.layout import Meta
-from batchgen.store.state import SHOWN_NOT_IN_FILE
+from batchgen.store.state import SHOWN_NOT_IN_FILE, apply_each_alone_if_refused
 
 _FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
 
@@ -75,19 +75,7 @@ class MemoryState:
     # -- writes --------------------------------------------------------------------------------
 
     def apply(self, events: list[Event]) -> list[BaseException | None]:
-        try:
-            self._transaction(events)
-        except TransitionError:
-            outcomes: list[BaseException | None] = []
-            for event in events:
-                try:
-                    self._transaction([event])
-                except TransitionError as exc:
-                    outcomes.append(exc)
-                else:
-                    outcomes.append(None)
-            return outcomes
-        return [None] * len(events)
+        return apply_each_alone_if_refused(self._transaction, events)
 
     def _transaction(self, events: list[Event]) -> None:
         work = copy.deepcopy(self.t)

@@ -26,13 +26,12 @@ from batchgen.money import Spend, from_units
 from batchgen.outcome import JobState, Status
 from batchgen.store.events import (
     Event,
-    TransitionError,
 )
 from batchgen.store.layout import Meta
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.sqlite_effects import EFFECTS
 from batchgen.store.sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade, view_as_current
-from batchgen.store.state import SHOWN_NOT_IN_FILE, JobRow, StateCounts
+from batchgen.store.state import SHOWN_NOT_IN_FILE, JobRow, StateCounts, apply_each_alone_if_refused
 
 __all__ = ["SqliteState"]
 
@@ -280,21 +279,9 @@ class SqliteState:
         Raises :class:`StorageError` when the transaction cannot be committed (nothing of it is).
         """
         try:
-            try:
-                self._transaction(events)
-            except TransitionError:
-                outcomes: list[BaseException | None] = []
-                for event in events:
-                    try:
-                        self._transaction([event])
-                    except TransitionError as exc:
-                        outcomes.append(exc)
-                    else:
-                        outcomes.append(None)
-                return outcomes
+            return apply_each_alone_if_refused(self._transaction, events)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot write the state database: {exc}") from exc
-        return [None] * len(events)
 
     def _transaction(self, events: list[Event]) -> None:
         self._db.execute("BEGIN IMMEDIATE")

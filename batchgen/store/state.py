@@ -10,17 +10,17 @@ a second, in-memory implementation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batchgen.api.answers import Answer
 from batchgen.money import Spend
 from batchgen.outcome import JobState, Status
-from batchgen.store.events import Event
+from batchgen.store.events import Event, TransitionError
 from batchgen.store.manifest import ManifestRecord
 
-__all__ = ["SHOWN_NOT_IN_FILE", "JobRow", "StateBackend", "StateCounts"]
+__all__ = ["SHOWN_NOT_IN_FILE", "JobRow", "StateBackend", "StateCounts", "apply_each_alone_if_refused"]
 
 SHOWN_NOT_IN_FILE = 20  # ids of jobs not in the job file that counts list
 
@@ -143,3 +143,24 @@ class StateBackend(Protocol):
     def close(self) -> None:
         """Release the state (everything is already committed)."""
         ...
+
+
+def apply_each_alone_if_refused(
+    transaction: Callable[[list[Event]], None], events: list[Event]
+) -> list[BaseException | None]:
+    """Run ``transaction`` (all or nothing) over ``events``; when one of them is refused (a
+    :class:`TransitionError`: a bug), replay them one by one so that the others still land.
+    Returns, per event, None or its refusal. The group commit of every state backend."""
+    try:
+        transaction(events)
+    except TransitionError:
+        outcomes: list[BaseException | None] = []
+        for event in events:
+            try:
+                transaction([event])
+            except TransitionError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+    return [None] * len(events)

@@ -134,4 +134,3 @@ async def test_a_second_run_on_the_same_output_is_refused(output, simulator, tmp
             async with OutputFolder.open(output.out, backends=output.backends()):
                 pass
         assert (await folder.rows(["a"]))["a"].state is JobState.DISPATCHED
-
