@@ -81,6 +81,7 @@ class Settings:
     selection: Selection = Selection()  # --only, --redo, --retry-failed, --frozen: which jobs to send
     max_usd: Decimal | None = None  # --max-usd: this run's spend budget, USD
     max_credits: Decimal | None = None  # --max-credits: ... in AIML API credits
+    max_requests: int | None = None  # --max-requests: generation requests this run may send
     max_usd_per_day: Decimal | str | None = None  # --max-usd-per-day: the folder's daily cap, or "off"
     assumed_cost: Spend | None = None  # --assume-usd/--assume-credits: one request's worst case
     ignore_retry_after: bool = False  # --ignore-retry-after: clear a wait an earlier run was given
@@ -98,6 +99,7 @@ class Settings:
             "--concurrency": self.concurrency >= 1,
             "--rpm": self.rpm is None or (math.isfinite(self.rpm) and self.rpm > 0),
             "--max-retries": self.max_retries >= 0,
+            "--max-requests": self.max_requests is None or self.max_requests >= 1,
             "--grace": self.grace >= 0,
             "--timeout": self.generation_timeout.total > 0,
             "--max-usd": self.max_usd is None or (math.isfinite(self.max_usd) and self.max_usd >= 0),

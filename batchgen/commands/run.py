@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-credits", type=money, metavar="N", help="the same budget in AIML API credits")
     parser.add_argument(
+        "--max-requests",
+        type=positive_int,
+        metavar="N",
+        help="send at most N generation requests in this run (retries count); the run then stops"
+        " resumable (exit 75)",
+    )
+    parser.add_argument(
         "--max-usd-per-day",
         type=money_or_off,
         metavar="USD",
@@ -174,6 +181,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         selection=selection_of(args),
         max_usd=args.max_usd,
         max_credits=args.max_credits,
+        max_requests=args.max_requests,
         max_usd_per_day=args.max_usd_per_day,
         assumed_cost=(
             Spend(args.assume_usd or Decimal(0), args.assume_credits or Decimal(0))

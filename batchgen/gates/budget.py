@@ -35,7 +35,7 @@ from batchgen.settings import Settings
 if TYPE_CHECKING:
     from batchgen.store import OutputFolder
 
-__all__ = ["Budget", "budget_gates"]
+__all__ = ["Budget", "RequestCap", "budget_gates"]
 
 _NONE = Decimal("Infinity")
 
@@ -147,12 +147,36 @@ class Budget:
         await self._settled.wait()
 
 
+class RequestCap:
+    """``--max-requests N``: this run sends at most ``most`` generation requests (retries
+    count: each one may be billed); the next one stops the run, resumable."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.sent = 0
+
+    async def enter(self, send: Send) -> None:
+        """Count the request, or raise :class:`BudgetReached` when ``most`` were sent."""
+        del send
+        if self.sent >= self.most:
+            raise BudgetReached(f"--max-requests {self.most} reached: {self.sent} generation requests sent")
+        self.sent += 1
+
+    def settle(self, send: Send, error: RequestError | None) -> None:
+        """Nothing to settle: a request counts once it is sent."""
+        del send, error
+
+    def __repr__(self) -> str:
+        return f"RequestCap(sent={self.sent} of {self.most})"
+
+
 async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
-    """The run's budgets, as gates: ``--max-usd``/``--max-credits``, and the folder's daily cap
-    (kept in the folder by ``--max-usd-per-day`` so that every later run respects it), knowing
-    what each model cost before. Raises :class:`~batchgen.errors.StorageError`."""
+    """The run's budgets, as gates: ``--max-requests``, ``--max-usd``/``--max-credits``, and the
+    folder's daily cap (kept in the folder by ``--max-usd-per-day`` so that every later run
+    respects it), knowing what each model cost before. Raises
+    :class:`~batchgen.errors.StorageError`."""
     daily = await folder.daily_cap(settings.max_usd_per_day)
-    gates: list[Gate] = []
+    gates: list[Gate] = [RequestCap(settings.max_requests)] if settings.max_requests is not None else []
     if settings.max_usd is None and settings.max_credits is None and daily is None:
         return gates
     known = {

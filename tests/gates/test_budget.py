@@ -11,7 +11,7 @@ from conftest import create_jobs, manifest, write_jsonl
 from batchgen.cli import ExitCode, main
 from batchgen.errors import BudgetReached
 from batchgen.gates import Send
-from batchgen.gates.budget import Budget
+from batchgen.gates.budget import Budget, RequestCap
 from batchgen.money import Spend
 from batchgen.simulator import SIMULATOR_KEY
 
@@ -71,3 +71,40 @@ def test_a_run_stops_at_its_budget_and_a_larger_one_finishes_without_paying_twic
     assert simulator.state.generations == 100  # the rest, and no job paid for twice
     assert sorted(r["job_id"] for r in manifest(out)) == sorted(f"job-{i}" for i in range(100))
     assert "in this folder, all runs: $4.00 / 264600 credits" in capsys.readouterr().err
+
+
+async def test_a_request_cap_lets_n_requests_through_then_refuses():
+    cap = RequestCap(2)
+    await cap.enter(Send(None, model=MODEL))
+    await cap.enter(Send(None, model=MODEL))
+    with pytest.raises(BudgetReached, match="--max-requests 2 reached: 2 generation requests sent"):
+        await cap.enter(Send(None, model=MODEL))
+
+
+def test_max_requests_stops_a_run_after_n_posts_and_a_resume_sends_the_rest(
+    simulator, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("AIMLAPI_KEY", SIMULATOR_KEY)
+    job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(5))
+    args = [
+        "run",
+        str(job_file),
+        "--out",
+        str(tmp_path / "o"),
+        "--base-url",
+        simulator.url,
+        "--concurrency",
+        "1",
+    ]
+    assert main([*args, "--max-requests", "3"]) == ExitCode.RESUMABLE
+    assert simulator.state.posts == 3 and len(manifest(tmp_path / "o")) == 3
+    assert "stopped (budget): --max-requests 3 reached" in capsys.readouterr().err
+    assert main(args) == ExitCode.OK
+    assert simulator.state.posts == simulator.state.generations == 5  # the two left, none twice
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "many"])
+def test_max_requests_takes_a_whole_number_of_at_least_one(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "j.jsonl", "--out", "o", "--max-requests", value])
+    assert exit_.value.code == 2 and "--max-requests" in capsys.readouterr().err
