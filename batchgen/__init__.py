@@ -1,10 +1,10 @@
 """batchgen: run large batches of image-generation requests against the AIML API.
 
-Pipeline, one module each: ``jobfile`` (job file -> jobs) -> ``requests`` (typed bodies) ->
-``client`` (HTTP) -> ``runner`` / ``attempts`` (job tasks, gates, retries) ->
-``store`` (the output folder: images, manifest, durable state). Beside the pipeline: ``budget``
-and ``metrics`` (gates a run composes), ``plan`` and ``report`` (read a folder, send nothing).
-``simulator`` is a stand-in API.
+The pipeline, one package each: ``jobs`` (job file -> validated jobs, ``models`` their bodies)
+-> ``run`` (job tasks, retries, stops; ``gates`` each request passes) -> ``api`` (HTTP) ->
+``store`` (the output folder: images, manifest, write-ahead state). ``commands`` is the command
+line; ``plan`` and ``report`` read a folder and send nothing; ``simulator`` is a stand-in API.
+The shared vocabulary sits at the bottom: ``money``, ``outcome``, ``errors``, ``settings``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _HOME = {
     "iter_jobs": "batchgen.jobs.load",
     "scan_job_file": "batchgen.jobs.load",
     "RunReport": "batchgen.run.runner",
-    "StopReason": "batchgen.run.runner",
+    "StopReason": "batchgen.outcome",
     "run_batch": "batchgen.run.runner",
     "Settings": "batchgen.settings",
 }
