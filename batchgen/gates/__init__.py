@@ -1,14 +1,14 @@
 """Gates: what a request passes before it is sent, and hears about once it is answered.
 
 A run composes its gates (as aiometer composes its meters), in one place (``chain``): the
-retry quota (``quota``), the learned sending rate and the optional ``--rpm`` ceiling (``rate``),
+retry quota (``quota``), the learned limit (``learned``) and the optional ``--rpm`` ceiling (``rate``),
 the budgets (``budget``), and the gates that only watch (``meters``). Each decides on its own,
 and none of them is wired through the job code. A gate may wait (pacing) or refuse by raising
 (quota spent, budget reached).
 
 Example::
 
-    gates = Gates(RetryQuota(500), AdaptiveRate(), RateCeiling(600))
+    gates = Gates(RetryQuota(500), LearnedLimit(), RateCeiling(600))
     send = Send(retry_of=None)
     await gates.enter(send)          # may wait; may raise RetryBudgetExhausted
     ...                              # the request
@@ -39,6 +39,7 @@ class Send:
     quota_taken: int = 0
     reserved: Spend | None = None
     cost: Spend | None = None
+    ticket: object | None = None  # what the learned limit noted of it when it left
 
 
 class Gate(Protocol):

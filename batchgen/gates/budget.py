@@ -17,7 +17,7 @@ between what requests in flight cost and what was expected of them.
 Example::
 
     budget = Budget(max_usd=Decimal("5"), known={"reve/create-image": Spend(Decimal("0.04"))})
-    gates = Gates(RetryQuota(), AdaptiveRate(), budget)
+    gates = Gates(RetryQuota(), LearnedLimit(), budget)
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from batchgen.gates import Gate, Gates
 from batchgen.gates.budget import budget_gates
+from batchgen.gates.learned import LearnedLimit
 from batchgen.gates.meters import RetryAfterMemo, SendMeter
 from batchgen.gates.quota import RetryQuota
-from batchgen.gates.rate import AdaptiveRate, RateCeiling
+from batchgen.gates.rate import RateCeiling
 from batchgen.outcome import Tally
 from batchgen.settings import Settings
 
@@ -32,7 +33,7 @@ class RunGates:
 
     generation: Gates
     download: Gates
-    rate: AdaptiveRate
+    rate: LearnedLimit
     meter: SendMeter
     retry_after: RetryAfterMemo
 
@@ -42,7 +43,7 @@ async def run_gates(settings: Settings, folder: OutputFolder, tally: Tally) -> R
     what answers were charged. Raises :class:`~batchgen.errors.StorageError` (the budgets read
     the folder's recorded costs)."""
     quota = RetryQuota(settings.retry_budget)
-    rate = AdaptiveRate()
+    rate = LearnedLimit()
     meter = SendMeter(tally)
     retry_after = RetryAfterMemo()
     gates: list[Gate] = [quota, rate]

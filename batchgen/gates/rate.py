@@ -1,5 +1,6 @@
-"""The run's sending rate: learned from 429s (CUBIC, as AWS SDKs' adaptive mode), and an optional
-hard ceiling (``--rpm``, aiolimiter).
+"""An optional hard ceiling of the sending rate (``--rpm``, aiolimiter), and the CUBIC controller
+that learned the rate before :class:`~batchgen.gates.learned.LearnedLimit` (issue 19): kept for
+``bench/rate_model.py``, which runs the old and the new controller side by side.
 
 The API publishes no requests-per-minute figure and sends 429 without ``Retry-After`` or any
 ``RateLimit-*`` header (NOTES.md): a client learns its limit only by hitting it. So:

@@ -10,8 +10,8 @@ from conftest import fast_settings
 from batchgen.api.answers import Answer, ImageRef
 from batchgen.api.client import ApiClient, open_session
 from batchgen.gates import Gates
+from batchgen.gates.learned import LearnedLimit
 from batchgen.gates.quota import RetryQuota
-from batchgen.gates.rate import AdaptiveRate
 from batchgen.jobs.load import Job
 from batchgen.outcome import Outcome
 from batchgen.run.control import RunControl
@@ -29,7 +29,7 @@ def control() -> RunControl:
     """Shared run machinery with no backoff delay."""
     quota = RetryQuota()
     return RunControl(
-        generation_gates=Gates(quota, AdaptiveRate()),
+        generation_gates=Gates(quota, LearnedLimit()),
         download_gates=Gates(quota),
         policy=RetryPolicy(base=0.0),
         places=asyncio.Semaphore(4),
