@@ -30,9 +30,9 @@ LAUNCH = (
 )
 
 
-def command(checkout: Path, job_file: Path, out: Path, url: str) -> list[str]:
-    """``batchgen run`` of ``checkout``'s code."""
-    line = batchgen(job_file, out, url, "--concurrency", "64")
+def command(checkout: Path, job_file: Path, out: Path, url: str, *options: str) -> list[str]:
+    """``batchgen run`` of ``checkout``'s code (``options``: default ``--concurrency 64``)."""
+    line = batchgen(job_file, out, url, *(options or ("--concurrency", "64")))
     return [sys.executable, "-c", LAUNCH, str(checkout), *line[3:]]
 
 

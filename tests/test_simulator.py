@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -68,3 +70,17 @@ async def test_stats_endpoint(simulator):
     async with aiohttp.ClientSession() as session, session.get(f"{simulator.url}/_sim/stats") as r:
         stats = await r.json()
     assert stats["posts"] == 1 and stats["generations"] == 1 and stats["statuses"] == {"201": 1}
+
+
+async def test_a_limit_on_requests_in_flight_refuses_the_one_over_it(make_simulator):
+    sim = make_simulator(max_in_flight=2, latency=0.5)
+    body = {"model": "reve/create-image", "prompt": "p"}
+    statuses = sorted(status for status, _, _ in await asyncio.gather(*(post(sim, body) for _ in range(3))))
+    assert statuses == [201, 201, 429]
+
+
+async def test_a_limit_that_moves_applies_its_new_value_after_the_change(make_simulator):
+    sim = make_simulator(rpm_limit=1, limit_window=60.0, limit_change_at=0, limit_then=3)
+    body = {"model": "reve/create-image", "prompt": "p"}
+    statuses = [(await post(sim, body))[0] for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]  # 3 per window from the first POST on, not 1

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 from batchgen.errors import RateLimited, RequestError
 from batchgen.gates import Send
+from batchgen.gates.limit_fit import near, refit
 
 __all__ = ["KINDS", "LearnedLimit"]
 
@@ -57,16 +58,9 @@ KINDS = ("1s", "10s", "60s", "in_flight")
 A tie between kinds goes to the earlier one."""
 WINDOWS = (1.0, 10.0, 60.0)  # seconds, of the first three kinds
 SLACK = 0.03  # pace at L / (1 + SLACK) per window: arrival jitter must not fill the last place
-NEAR = 0.05  # a refusal within this share (at least 1) under a limit is that limit's, not news
 RAMP = 0.3  # seconds the opening burst is spread over
 RAMP_FIRST = 4  # sends at once at the very start
 RAMP_DOUBLING = 0.05  # seconds per doubling of the opening's allowance
-SPANS = (8, 16, 32, 64, 128, 256, 512)  # most recent answered samples a refit looks at, shortest first
-MIN_REFUSED = 5  # refusals above a threshold before it can be a limit
-MIN_SHARE = 0.75  # ... and the share of refusals above it
-MIN_ADMITTED_BELOW = 2  # ... and admissions below it in the same span
-Z_NEEDED = 5.0  # ... and how far (standard deviations) above the background share of 429s
-BACKGROUND_SPAN = 256  # answered samples the background share is measured over
 REFIT_EVERY = 0.02  # seconds between two refits at the least
 PRESUME_LEAST = 0.02  # seconds: an unanswered request is taken as admitted after twice the
 PRESUME_MOST = 2.0  # ... slowest recent 429's round trip, within these bounds
@@ -86,14 +80,6 @@ class _Sample:
     counts: tuple[int, int, int, int]
     outcome: bool | None = None
     probe: bool = False
-
-
-@dataclass(slots=True)
-class _Fit:
-    kind: int
-    limit: int
-    span: int
-    refused_above: int
 
 
 @dataclass(slots=True)
@@ -267,7 +253,7 @@ class LearnedLimit:
             probing.gap = min(PROBE_MOST, probing.gap * 2)
             probing.next_at = now + probing.gap
             return
-        if any(sample.counts[kind] >= _near(limit) for kind, limit in self.limits.items()):
+        if any(sample.counts[kind] >= near(limit) for kind, limit in self.limits.items()):
             return  # explained: sent at (or just under: arrival jitter) a limit
         self._refit_due = True
 
@@ -280,7 +266,7 @@ class LearnedLimit:
         settled = now - self._presume()
         points = [(s.counts, s.outcome is False) for s in self._samples if s.at <= settled and not s.probe]
         newest_refusal = max((s.at for s in self._samples if s.outcome is False), default=-math.inf)
-        fit = _refit(points)
+        fit = refit(points)
         if fit is None:
             self._refit_due = newest_refusal > settled  # evidence still to come
             return
@@ -292,7 +278,7 @@ class LearnedLimit:
         # more (a tie in the opening between a window and the requests in flight, or two windows)
         for kind in [k for k in self.limits if k != fit.kind]:
             theirs = [c for c, refused in points if refused and c[kind] >= self.limits[kind]]
-            if all(c[fit.kind] >= _near(fit.limit) for c in theirs):
+            if all(c[fit.kind] >= near(fit.limit) for c in theirs):
                 del self.limits[kind]
         if old is None or fit.limit < old:
             # the requests of that count already sent stay in its window: start over from now
@@ -376,72 +362,3 @@ class LearnedLimit:
     def _say(self, reason: str) -> None:
         self.reason = reason
         log.info("%s", reason)
-
-
-def _near(limit: int) -> int:
-    """The count from which a refusal is put down to ``limit`` (and the jitter of arrivals)."""
-    return limit - max(1, math.ceil(limit * NEAR))
-
-
-def _refit(points: list[tuple[tuple[int, int, int, int], bool]]) -> _Fit | None:
-    """The threshold that explains the refusals among the most recent ``points`` (counts,
-    refused), the shortest span first, if any passes the noise test."""
-    longer = points[-BACKGROUND_SPAN:]
-    for span in SPANS:
-        recent = points[-span:]
-        fits = []
-        for kind in range(len(KINDS)):
-            fit, errors = _stump(recent, kind, longer)
-            if fit is not None:
-                # (ties, common in a short span where every count grows with time, go to the
-                # limit the longer history contradicts least)
-                fits.append((errors, _errors(longer, kind, fit.limit), kind, fit))
-        if fits:
-            return min(fits, key=lambda f: f[:3])[3]
-        if len(recent) < span:
-            break
-    return None
-
-
-def _errors(points: list[tuple[tuple[int, int, int, int], bool]], kind: int, limit: int) -> int:
-    """How many of ``points`` a limit ``limit`` on count ``kind`` gets wrong."""
-    return sum(1 for counts, refused in points if (counts[kind] >= limit) != refused)
-
-
-def _stump(
-    samples: list[tuple[tuple[int, int, int, int], bool]],
-    kind: int,
-    longer: list[tuple[tuple[int, int, int, int], bool]],
-) -> tuple[_Fit | None, float]:
-    """The threshold ``v`` on count ``kind`` that best tells refused (count >= v) from admitted
-    among ``samples``, and its errors; None unless the refusals above it pass the noise test:
-    far more than the share of 429s below ``v`` over the ``longer`` span (the background: a
-    limit refuses nothing below itself). One sort and one sweep per span: O(n log n)."""
-    ordered = sorted((counts[kind], refused) for counts, refused in samples)
-    total_refused = sum(refused for _, refused in ordered)
-    history = sorted((counts[kind], refused) for counts, refused in longer)
-    history_refused = [0]
-    for _, refused in history:
-        history_refused.append(history_refused[-1] + refused)
-    best: _Fit | None = None
-    best_errors = math.inf
-    refused_below = admitted_below = 0
-    for i, (value, refused) in enumerate(ordered):
-        if refused and value >= 1 and (i == 0 or ordered[i - 1][0] < value):
-            above = len(ordered) - i
-            refused_above = total_refused - refused_below
-            errors = (above - refused_above) + refused_below
-            below = bisect.bisect_left(history, (value, False))
-            share = min(0.5, max(0.01, history_refused[below] / below if below else 0.0))
-            z = (refused_above - share * above) / math.sqrt(above * share * (1 - share))
-            if (
-                admitted_below >= MIN_ADMITTED_BELOW  # (a span all refused cannot place a limit)
-                and refused_above >= MIN_REFUSED
-                and refused_above >= MIN_SHARE * above
-                and z >= Z_NEEDED
-                and errors < best_errors
-            ):
-                best, best_errors = _Fit(kind, value, len(samples), refused_above), errors
-        refused_below += refused
-        admitted_below += not refused
-    return best, best_errors

@@ -131,7 +131,9 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
     if faults.hourly_limit is not None and state.generations >= faults.hourly_limit:
         return _counted(state, _error(429, "Free-tier limit: You've reached your free limit for the hour"))
     throttle = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
-    if state.over_rate_limit():
+    if state.over_rate_limit() or (
+        faults.max_in_flight is not None and state.in_progress >= faults.max_in_flight
+    ):
         return _counted(state, _error(429, "Too many requests", **throttle))
     for probability, status in ((faults.error_429, 429), (faults.error_500, 500), (faults.error_503, 503)):
         if state.roll(probability):
@@ -142,7 +144,11 @@ async def _generate(request: web.Request) -> web.StreamResponse:  # noqa: PLR091
         assert request.transport is not None
         request.transport.close()
         return web.Response(status=500)  # never reaches the client
-    await asyncio.sleep(faults.latency + (faults.slow_seconds if state.roll(faults.slow) else 0))
+    state.in_progress += 1  # (the event loop's thread only: no lock)
+    try:
+        await asyncio.sleep(faults.latency + (faults.slow_seconds if state.roll(faults.slow) else 0))
+    finally:
+        state.in_progress -= 1
     if state.roll(faults.malformed):
         return _counted(
             state, web.Response(status=201, text='{"data": [{"url": ', content_type="application/json")
@@ -269,6 +275,8 @@ async def _truncated(request: web.Request) -> web.StreamResponse:
 def _counted(state: SimulatorState, response: web.Response) -> web.Response:
     with state.changed:
         state.statuses[response.status] += 1
+        if response.status == HTTPStatus.TOO_MANY_REQUESTS:
+            state.refused_times.append(time.monotonic())
     return response
 
 

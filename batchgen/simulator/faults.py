@@ -46,6 +46,13 @@ class FaultConfig:
     )
     rpm_limit: int | None = _opt(None, "429 past this many accepted requests per --limit-window seconds")
     limit_window: float = _opt(60.0, "seconds of the --rpm-limit window")
+    limit_change_at: float | None = _opt(
+        None, "seconds after the first POST at which --rpm-limit becomes --limit-then (a limit that moves)"
+    )
+    limit_then: int = _opt(0, "the --rpm-limit from --limit-change-at on")
+    max_in_flight: int | None = _opt(
+        None, "429 while this many generations are in progress (a concurrency limit)"
+    )
     credits: int | None = _opt(None, "generations before 403 'You've run out of credits'")
     hourly_limit: int | None = _opt(None, "generations before 429 'free limit for the hour'")
     retry_after: int | None = _opt(
@@ -83,6 +90,8 @@ class SimulatorState:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     post_times: list[float] = field(default_factory=list)
     accepted_times: list[float] = field(default_factory=list)
+    in_progress: int = 0  # generations being made now (for max_in_flight)
+    refused_times: list[float] = field(default_factory=list)  # when each 429 was answered
     changed: threading.Condition = field(default_factory=threading.Condition)
     cdn_404s: int = 0  # downloads answered 404 because the image was "not there yet"
     _served: set[str] = field(default_factory=set)  # image names the CDN has been asked for
@@ -124,6 +133,9 @@ class SimulatorState:
     def over_rate_limit(self) -> bool:
         """True when ``rpm_limit`` requests were already accepted in the last ``limit_window`` s."""
         limit = self.config.rpm_limit
+        change = self.config.limit_change_at
+        if change is not None and self.post_times and time.monotonic() >= self.post_times[0] + change:
+            limit = self.config.limit_then
         if limit is None:
             return False
         cutoff = time.monotonic() - self.config.limit_window
@@ -142,6 +154,10 @@ class SimulatorState:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "peak_10s": self.busiest_window(10.0),
             "post_span": max(self.post_times) - min(self.post_times) if self.post_times else 0.0,
+            # 429s in the first 2 s of POSTs: how hard the opening hit a limit
+            "opening_429s": sum(1 for t in self.refused_times if t < self.post_times[0] + 2.0)
+            if self.post_times
+            else 0,
         }
 
     def busiest_window(self, seconds: float) -> int:
