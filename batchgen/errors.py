@@ -24,6 +24,7 @@ The tree::
         ├── DownloadError            a generated image could not be fetched or is not an image
         ├── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
         ├── BudgetReached            --max-usd / --max-credits would be passed (stops the run)
+        │   └── RequestCapReached    --max-requests were sent (stops the run)
         └── JobCrashed               an unforeseen error while handling one job (kind "internal")
 
 Status meanings come from ``../shared/api-docs/NOTES.md`` (the API's "Errors with status code
@@ -58,6 +59,7 @@ __all__ = [
     "OutputFolderError",
     "OutputLockedError",
     "RateLimited",
+    "RequestCapReached",
     "RequestError",
     "RequestRejected",
     "RetryBudgetExhausted",
@@ -333,6 +335,13 @@ class BudgetReached(RequestError):
         "run again to go on: --max-usd/--max-credits count one run's spend; a --max-usd-per-day cap"
         " counts all runs of the UTC day in this folder (a new value replaces it, `off` drops it)"
     )
+
+
+class RequestCapReached(BudgetReached):
+    """``--max-requests`` generation requests were sent in this run: dispatching stops, every job
+    left stays resumable."""
+
+    hint = "run again to send the rest: --max-requests counts one run's requests"
 
 
 class JobCrashed(RequestError):

@@ -227,7 +227,8 @@ def _charge(
     if cost is None or job is None:
         return
     request = request or (job.ids[-1] if job.ids else None)
-    if any(c[0] == job_id and c[2] == request for c in t.charges):
+    # (as SQL's `=`: an answer with no request id is never taken for one already charged)
+    if request is not None and any(c[0] == job_id and c[2] == request for c in t.charges):
         return
     t.charges.append((job_id, job.model, request, day or datetime.now(UTC).date().isoformat(), cost))
 

@@ -16,8 +16,9 @@ Exit codes:
   73  the output folder is locked by another live run; nothing was sent
   75  stopped, resume me (EX_TEMPFAIL): signal (INT, TERM, HUP), out of credits (403),
       hourly limit or a long Retry-After, retry budget exhausted, spend budget reached
-      (--max-usd, --max-credits, --max-usd-per-day), disk full, the job file edited during
-      the run, the base URL not the API's, or jobs left that failed transiently
+      (--max-usd, --max-credits, --max-usd-per-day) or --max-requests sent, disk full, the
+      job file edited during the run, the base URL not the API's, or jobs left that failed
+      transiently
   77  the API key was refused (401): fix AIMLAPI_KEY / --api-key-file, then resume
 """
 

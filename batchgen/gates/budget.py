@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from batchgen.errors import BudgetReached, RequestError
+from batchgen.errors import BudgetReached, RequestCapReached, RequestError
 from batchgen.gates import Gate, Send
 from batchgen.money import Spend, usd
 from batchgen.settings import Settings
@@ -156,10 +156,12 @@ class RequestCap:
         self.sent = 0
 
     async def enter(self, send: Send) -> None:
-        """Count the request, or raise :class:`BudgetReached` when ``most`` were sent."""
+        """Count the request, or raise :class:`RequestCapReached` when ``most`` were sent."""
         del send
         if self.sent >= self.most:
-            raise BudgetReached(f"--max-requests {self.most} reached: {self.sent} generation requests sent")
+            raise RequestCapReached(
+                f"--max-requests {self.most} reached: {self.sent} generation requests sent"
+            )
         self.sent += 1
 
     def settle(self, send: Send, error: RequestError | None) -> None:
@@ -176,9 +178,11 @@ async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
     respects it), knowing what each model cost before. Raises
     :class:`~batchgen.errors.StorageError`."""
     daily = await folder.daily_cap(settings.max_usd_per_day)
-    gates: list[Gate] = [RequestCap(settings.max_requests)] if settings.max_requests is not None else []
+    # (the request cap last: a request another budget refuses is not one of its count)
+    cap: list[Gate] = [RequestCap(settings.max_requests)] if settings.max_requests is not None else []
+    gates: list[Gate] = []
     if settings.max_usd is None and settings.max_credits is None and daily is None:
-        return gates
+        return cap
     known = {
         model: Spend(max(c.usd for c in costs), max(c.credits for c in costs))
         for model, costs in (await folder.request_costs()).items()
@@ -199,4 +203,4 @@ async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
                 scope=f"of {today} (UTC) in this folder, all runs",
             )
         )
-    return gates
+    return gates + cap

@@ -1,6 +1,6 @@
 """One job, from its durable state to its manifest record: generate, record, fetch, save.
 
-The order is what makes a crash at any moment safe (see :mod:`batchgen.store.database`):
+The order is what makes a crash at any moment safe (see :mod:`batchgen.store.events`):
 
 1. a job with a succeeded record is skipped (nothing is sent again for the same request; a
    changed request, or ``--redo``, is generated anew under new image names);
@@ -53,9 +53,10 @@ class JobRun:
     """Carries one job through this run; ``run`` returns its :class:`Outcome`.
 
     ``row``: its durable state from an earlier run, or None; ``fresh``: generate anew instead
-    of reusing the row's answer (see :func:`judge`); ``place``: its place among the jobs at work,
-    taken by the caller and given back during backoffs. Raises a :class:`RequestError`
-    whose ``stops_run`` is set (401, 403, hourly 429, exhausted retry budget) or
+    of reusing the row's answer (see :func:`~batchgen.run.selection.judge`); ``place``: its
+    place among the jobs at work, taken by the caller and given back during backoffs. Raises a
+    :class:`RequestError` whose ``stops_run`` is set (401, 403, hourly 429, exhausted retry
+    budget) or
     :class:`StorageError`: the run must stop; the job stays resumable.
     """
 
@@ -98,7 +99,7 @@ class JobRun:
         return self._attempts > (self._row.attempts if self._row else 0)
 
     async def run(self) -> Outcome:
-        """Resume or run the job (one :func:`judge` found work for)."""
+        """Resume or run the job (one :func:`~batchgen.run.selection.judge` found work for)."""
         # An answer already paid for is fetched again, never generated again (unless the job
         # is to be generated anew: changed, --redo, or a final failure named by --retry-failed).
         reuse = self._row is not None and not self._fresh

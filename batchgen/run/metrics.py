@@ -7,7 +7,7 @@ renamed, by ``prometheus_client.write_to_textfile``), at the end of the run and 
 
 * ``batchgen_jobs{outcome}``: the folder's jobs by state (succeeded, failed, failed_retryable,
   in_progress, pending), as ``batchgen status`` counts them;
-* ``batchgen_run_jobs{outcome}``: this run's jobs by :class:`~batchgen.run.progress.Outcome`;
+* ``batchgen_run_jobs{outcome}``: this run's jobs by :class:`~batchgen.outcome.Outcome`;
 * ``batchgen_run_images``, ``batchgen_run_tokens``, ``batchgen_run_usd``, ``batchgen_run_credits``
   (what this run's answers were charged), ``batchgen_folder_usd``, ``batchgen_folder_credits``
   (every answer of the folder, all runs: the figures ``status`` shows);

@@ -104,10 +104,14 @@ class MetricsFile(RunObserver):
         self._run = run
         self._task = asyncio.create_task(self._again_and_again())
 
-    async def closing(self, report: RunReport) -> None:
-        """Stop the periodic writes; write the final figures."""
+    def stopped(self, report: RunReport) -> None:
+        """No more periodic writes (called however the run ends)."""
         if self._task is not None:
             self._task.cancel()
+
+    async def closing(self, report: RunReport) -> None:
+        """Write the final figures."""
+        if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._write()
 

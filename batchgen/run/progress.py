@@ -17,7 +17,7 @@ from batchgen.outcome import Tally
 
 __all__ = ["Progress"]
 
-log = logging.getLogger("batchgen.run.progress")
+log = logging.getLogger("batchgen.progress")  # (the name logs and filters have always used)
 
 
 class Progress:

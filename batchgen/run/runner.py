@@ -145,11 +145,21 @@ async def run_batch(
 def _log_start(job_file: Path, out_dir: Path, settings: Settings) -> None:
     """The log's first line of a run: what runs, where, and every setting not at its default."""
     default = Settings(api_key="")
-    chosen = {
+    chosen: dict[str, object] = {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(Settings)
-        if f.name not in ("api_key", "base_url") and getattr(settings, f.name) != getattr(default, f.name)
+        if f.name not in ("api_key", "base_url", "selection")
+        and getattr(settings, f.name) != getattr(default, f.name)
     }
+    selection = settings.selection  # (ids by count: --only-file may name a million)
+    chosen["concurrency"] = settings.concurrency
+    chosen |= {
+        "only": len(selection.only) if selection.only is not None else None,
+        "redo": len(selection.redo) or None,
+        "retry_failed": ",".join(sorted(selection.retry_failed)) or None,
+        "frozen": selection.frozen or None,
+    }
+    chosen = {k: v for k, v in chosen.items() if v is not None}
     log.info(
         "run started: batchgen %s, job file %s, output folder %s, API %s; %s",
         version("batchgen"),

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -102,7 +103,14 @@ class OutputFolder:
         loop = asyncio.get_running_loop()
         output = backends.output if backends else LocalFolder(root, parents=parents)
         make_state = backends.state if backends else lambda: SqliteState.open(root / STATE)
-        await asyncio.to_thread(output.open)
+        opening = asyncio.ensure_future(asyncio.to_thread(output.open))
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the open goes on in its thread: release what it takes
+            with contextlib.suppress(Exception):
+                await opening
+                output.close()
+            raise
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchgen-store")
         try:
             state = await loop.run_in_executor(thread, make_state)

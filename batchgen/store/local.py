@@ -70,7 +70,9 @@ class LocalFolder:
         if spilled is None:
             whole = parts[0] if len(parts) == 1 else b"".join(parts)
             info = inspect_image(whole, max_pixels=max_pixels)
-        temp = spilled if isinstance(spilled, TempFile) else TempFile(self.images)
+        if spilled is not None and not isinstance(spilled, TempFile):
+            raise TypeError(f"a local folder cannot put {type(spilled).__name__}: spill through its spill()")
+        temp = spilled or TempFile(self.images)
         for part in [whole] if whole is not None else parts:
             temp.write(part)
         try:

@@ -3,7 +3,7 @@
 The file is append-only; a group of records is written with one ``write`` and one fsync. A job that
 failed and later succeeded has both records, the later one last: the last record of a job is
 its outcome. A torn last line (a crash mid-append) is detected and cut off on the next run,
-which then re-appends it from the state database (:mod:`batchgen.store.database`), the source
+which then re-appends it from the state database (:mod:`batchgen.store.state`), the source
 of truth.
 """
 

@@ -70,7 +70,7 @@ class _Waiting:
 class GroupWriter:
     """Commits the work of many jobs in groups, on ``thread`` (the state's one thread).
 
-    Use :meth:`running` around the run; :meth:`submit` from any job task.
+    :meth:`start` it, :meth:`submit` from any job task, :meth:`drain` at the end.
     """
 
     def __init__(

@@ -26,7 +26,7 @@ def test_terminal_gets_a_bar_with_done_failed_rate_and_tokens():
 def test_off_a_terminal_progress_is_plain_log_lines(caplog):
     log_file = io.StringIO()
     progress = Progress(10, stream=log_file, interval=0.0)
-    with caplog.at_level(logging.INFO, logger="batchgen.run.progress"):
+    with caplog.at_level(logging.INFO, logger="batchgen.progress"):
         progress.update(Tally(succeeded=1))
         progress.close(Tally(succeeded=10))
     assert log_file.getvalue() == ""  # no bar characters in a cron log
@@ -38,6 +38,6 @@ def test_off_a_terminal_progress_is_plain_log_lines(caplog):
 
 def test_log_lines_carry_an_eta_from_the_runs_own_pace(caplog):
     progress = Progress(10, stream=io.StringIO(), interval=0.0)
-    with caplog.at_level(logging.INFO, logger="batchgen.run.progress"):
+    with caplog.at_level(logging.INFO, logger="batchgen.progress"):
         progress.update(Tally(succeeded=2, already_done=3))
     assert "progress 5/10" in caplog.text and "eta=" in caplog.text
