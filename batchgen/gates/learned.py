@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from batchgen.errors import RateLimited, RequestError
 from batchgen.gates import Send
-from batchgen.gates.limit_fit import near, refit
+from batchgen.gates.limit_fit import FIT_POINTS, Point, near, refit
 
 __all__ = ["KINDS", "LearnedLimit"]
 
@@ -264,8 +264,16 @@ class LearnedLimit:
         # takes was admitted, for all the refit cares; one more recent is not judged yet
         # (counting only the answers in would see mostly refusals among the latest sends).
         settled = now - self._presume()
-        points = [(s.counts, s.outcome is False) for s in self._samples if s.at <= settled and not s.probe]
-        newest_refusal = max((s.at for s in self._samples if s.outcome is False), default=-math.inf)
+        points: list[Point] = []
+        newest_refusal = -math.inf
+        for s in reversed(self._samples):  # (the newest FIT_POINTS only: a refit stays cheap)
+            if s.outcome is False:
+                newest_refusal = max(newest_refusal, s.at)
+            if s.at <= settled and not s.probe:
+                points.append((s.counts, s.outcome is False))
+                if len(points) >= FIT_POINTS:
+                    break
+        points.reverse()
         fit = refit(points)
         if fit is None:
             self._refit_due = newest_refusal > settled  # evidence still to come

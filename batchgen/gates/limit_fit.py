@@ -14,13 +14,14 @@ import bisect
 import math
 from dataclasses import dataclass
 
-__all__ = ["Fit", "Point", "errors", "near", "refit"]
+__all__ = ["FIT_POINTS", "Fit", "Point", "errors", "near", "refit"]
 
 Point = tuple[tuple[int, int, int, int], bool]
 """A send's counts, one per kind, and whether it was refused."""
 
 NEAR = 0.05  # a refusal within this share (at least 1) under a limit is that limit's, not news
-SPANS = (8, 16, 32, 64, 128, 256, 512)  # most recent answered samples a refit looks at, shortest first
+SPANS = (8, 16, 32, 64, 128, 256, 512)  # the newest points a refit looks at, shortest first
+FIT_POINTS = SPANS[-1]  # ... and the most of them it looks at
 MIN_REFUSED = 5  # refusals above a threshold before it can be a limit
 MIN_SHARE = 0.75  # ... and the share of refusals above it
 MIN_ADMITTED_BELOW = 2  # ... and admissions below it in the same span
