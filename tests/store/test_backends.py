@@ -6,8 +6,11 @@ rebuilt from the manifest, a budget that stops the run, a changed job generated 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import random
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -16,11 +19,14 @@ from typing import Any
 import pytest
 from conftest import create_jobs, fast_settings, write_jsonl
 from memory_backends import MemoryBackends, MemoryState
+from PIL import Image
 
+from batchgen.api.answers import Answer
 from batchgen.errors import OutputLockedError
-from batchgen.outcome import JobState, StopReason
+from batchgen.outcome import JobState, Status, StopReason
 from batchgen.run.runner import RunReport, run_batch
-from batchgen.store import Backends, OutputFolder
+from batchgen.store import Backends, ManifestRecord, OutputFolder, TransitionError
+from batchgen.store.folder import SPILL_BYTES
 
 
 @dataclass
@@ -47,6 +53,21 @@ class Output:
 
     def image(self, path: str) -> bytes:
         return self.memory.output.objects[path] if self.memory else (self.out / path).read_bytes()
+
+    def lose_image(self, path: str) -> None:
+        if self.memory:
+            del self.memory.output.objects[path]
+        else:
+            (self.out / path).unlink()
+
+    def lose_manifest_tail(self, lines: int) -> None:
+        """A crash between a commit and its manifest append: the last ``lines`` records missing."""
+        if self.memory:
+            del self.memory.output.manifest[-lines:]
+        else:
+            path = self.out / "manifest.jsonl"
+            kept = path.read_text().splitlines(keepends=True)[:-lines]
+            path.write_text("".join(kept))
 
     def lose_state(self) -> None:
         if self.memory:
@@ -134,3 +155,65 @@ async def test_a_second_run_on_the_same_output_is_refused(output, simulator, tmp
             async with OutputFolder.open(output.out, backends=output.backends()):
                 pass
         assert (await folder.rows(["a"]))["a"].state is JobState.DISPATCHED
+
+
+async def test_a_missing_image_is_fetched_again_from_its_recorded_url_not_generated(
+    output, simulator, tmp_path
+):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(2))
+    await output.run(jobs, simulator.url)
+    lost = output.records()[0]["images"][0]
+    output.lose_image(lost["path"])
+    report = await output.run(jobs, simulator.url)
+    assert report.restored == [output.records()[0]["job_id"]] and simulator.state.generations == 2
+    assert hashlib.sha256(output.image(lost["path"])).hexdigest() == lost["sha256"]
+
+
+async def test_records_a_crash_kept_from_the_manifest_are_appended_again(output, simulator, tmp_path):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(4))
+    await output.run(jobs, simulator.url)
+    whole = output.records()
+    output.lose_manifest_tail(2)
+    again = await output.run(jobs, simulator.url)
+    assert output.records() == whole and again.tally.already_done == 4
+    assert simulator.state.generations == 4
+
+
+async def test_a_large_download_spills_and_is_put_whole(output, tmp_path):
+    picture = io.BytesIO()
+    noise = random.Random(1).randbytes(900 * 700 * 3)  # (noise does not compress: > 1 MiB as PNG)
+    Image.frombytes("RGB", (900, 700), noise).save(picture, format="PNG")
+    data = picture.getvalue()
+    assert len(data) > SPILL_BYTES
+
+    async def chunks():
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start : start + 64 * 1024]
+
+    async with OutputFolder.open(output.out, backends=output.backends()) as folder:
+        await folder.dispatched("big", "reve/create-image", "bg.big.1", "t")
+        staged = await folder.stage(chunks())
+        assert staged.spilled is not None
+
+        def record(saved):
+            return ManifestRecord(
+                job_id="big", model="reve/create-image", status=Status.SUCCEEDED, images=saved
+            )
+
+        await folder.finish_with_images("big", [staged], record, answer=Answer(images=[{"b64_json": "x"}]))
+    (saved,) = output.records()[0]["images"]
+    assert output.image(saved["path"]) == data and saved["bytes"] == len(data)
+
+
+async def test_one_refused_change_in_a_group_costs_the_others_nothing(output):
+    async with OutputFolder.open(output.out, backends=output.backends()) as folder:
+        answer = Answer(images=[{"url": "https://cdn.test/a.png"}])
+        results = await asyncio.gather(
+            folder.dispatched("a", "m", "bg.a.1", "t"),
+            folder.answered("never-sent", answer),  # a bug: no such job in flight
+            folder.dispatched("b", "m", "bg.b.1", "t"),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None and isinstance(results[1], TransitionError)
+        rows = await folder.rows(["a", "b", "never-sent"])
+        assert set(rows) == {"a", "b"} and all(r.state is JobState.DISPATCHED for r in rows.values())
