@@ -32,9 +32,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchgen.errors import JobFileChanged, JobFileError, JobFileProblem
+from batchgen.jobs.defaults import Defaults
 from batchgen.jobs.local_images import resolve_local_images
 from batchgen.jobs.reader import Entry, is_jsonl, jsonl_entries, show_value, unknown_name, yaml_entries
-from batchgen.models.seed import IMAGE_FIELDS, MODELS, image_request_adapter
+from batchgen.models import catalog
+from batchgen.models.catalog import IMAGE_FIELDS
+from batchgen.models.known import all_models, is_known
+from batchgen.models.seed import MODELS, image_request_adapter
 
 __all__ = ["MAX_ID_LENGTH", "Job", "JobFileSummary", "iter_jobs", "scan_job_file", "still_as_scanned"]
 
@@ -211,7 +215,7 @@ def _iter_results(path: Path, *, validate: bool = True) -> Iterator[Job | _Inval
         else:
             entries, defaults = yaml_entries(path)
         base_dir = path.parent
-        layered = _Defaults.split(name, defaults)
+        layered = Defaults.split(name, defaults)
         if layered.problems:
             yield _Invalid(None, None, layered.problems)
         for entry in entries:
@@ -224,82 +228,11 @@ def _iter_results(path: Path, *, validate: bool = True) -> Iterator[Job | _Inval
         yield _Invalid(None, None, [problem])
 
 
-@dataclass(slots=True)
-class _Defaults:
-    """``defaults:`` split into the common fields and, under a model's name, that model's own.
-
-    A job's fields are its model's defaults over the common ones, under the job's own. A common
-    default its model has no field for is one problem per (default, model), not one per job.
-    """
-
-    entry: Entry
-    common: dict[str, Any]
-    per_model: dict[str, dict[str, Any]]
-    problems: list[JobFileProblem]
-    merged: dict[str, dict[str, Any]] = field(default_factory=dict)  # by model, once its first job came
-
-    @classmethod
-    def split(cls, name: str, defaults: Entry) -> _Defaults:
-        common: dict[str, Any] = {}
-        per_model: dict[str, dict[str, Any]] = {}
-        problems = []
-        for key, value in defaults.raw.items():
-            line = defaults.key_lines.get(str(key), defaults.line)
-            if key in MODELS:
-                if isinstance(value, dict):
-                    per_model[key] = {str(k): v for k, v in value.items()}
-                else:
-                    problems.append(
-                        JobFileProblem(name, line, None, f"defaults.{key}", "must be a mapping of fields")
-                    )
-            elif isinstance(key, str) and "/" in key:
-                message = unknown_name("model", key, MODELS) + " (a model's own defaults go under its name)"
-                problems.append(JobFileProblem(name, line, None, f"defaults.{key}", message))
-            elif key == "id":
-                problems.append(JobFileProblem(name, line, None, "defaults.id", "`defaults` cannot set `id`"))
-            else:
-                common[str(key)] = value
-        for model, fields in per_model.items():
-            if "id" in fields or "model" in fields:
-                line = defaults.key_lines.get(model, defaults.line)
-                message = "a model's defaults cannot set `id` or `model`"
-                problems.append(JobFileProblem(name, line, None, f"defaults.{model}", message))
-        return cls(defaults, common, per_model, problems)
-
-    def for_model(self, name: str, model: Any, job_id: Any) -> tuple[dict[str, Any], list[JobFileProblem]]:
-        """The defaults a job of ``model`` gets, and any common default that model refuses
-        (reported for its first job only). The mapping returned is shared: copy before changing it."""
-        if not isinstance(model, str) or model not in MODELS:  # reported as the job's own problem
-            return self.common, []
-        if model in self.merged:  # (every job but a model's first: a million-line file is common)
-            return self.merged[model], []
-        accepted = MODELS[model].model_fields
-        problems = []
-        for key in self.common:
-            if key not in accepted:
-                job = "" if job_id is None else str(job_id)
-                message = (
-                    f"{model} has no field {key!r}, and job {job!r} is one of its jobs; give the "
-                    f"default under the names of the models that take it (`defaults:` -> `{_taker(key)}:`)"
-                )
-                problems.append(
-                    JobFileProblem(name, self.entry.key_lines.get(key), None, f"defaults.{key}", message)
-                )
-        common = {k: v for k, v in self.common.items() if k in accepted}
-        self.merged[model] = {**common, **self.per_model.get(model, {})}
-        return self.merged[model], problems
-
-
-def _taker(key: str) -> str:
-    """The first model with a field named ``key`` (for a hint), or ``<model>``."""
-    return next((m for m, request in MODELS.items() if key in request.model_fields), "<model>")
-
-
 _Found = tuple[str | None, str | None, str, int | None]  # job id, field, message, line if known
 
 
 def _build_job(
-    name: str, base_dir: Path, entry: Entry, defaults: _Defaults, *, validate: bool = True
+    name: str, base_dir: Path, entry: Entry, defaults: Defaults, *, validate: bool = True
 ) -> Job | _Invalid:
     raw = entry.raw
     if not isinstance(raw, dict):
@@ -325,7 +258,13 @@ def _build_job(
         body, sources, file_problems = resolve_local_images(fields, base_dir)
         found = [(job_id, fld, msg, None) for fld, msg in file_problems]
         try:
-            if validate:
+            if validate and body["model"] not in MODELS:  # (the seed models: pydantic, below)
+                found += [
+                    (job_id, problem.field or None, problem.message, None)
+                    for problem in catalog.check(body)
+                    if problem.field not in dict(file_problems)
+                ]
+            elif validate:
                 _validate_request(body)
         except ValidationError as exc:
             explained = (_explain(err, fields) for err in exc.errors())
@@ -336,7 +275,7 @@ def _build_job(
     return _Invalid(known_id, entry.line, [*problems, *(_located(name, entry, defaults, p) for p in found)])
 
 
-def _located(name: str, entry: Entry, defaults: _Defaults, found: _Found) -> JobFileProblem:
+def _located(name: str, entry: Entry, defaults: Defaults, found: _Found) -> JobFileProblem:
     """A job's problem at its known line, or else the line of the field's key in the job or in
     ``defaults:``, or else the job's own line."""
     job_id, fld, message, line = found
@@ -383,11 +322,11 @@ def _canonical(fields: dict[str, Any]) -> str:
 
 
 def _model_problem(model: Any) -> str | None:
-    if type(model) is str and model in MODELS:
+    if type(model) is str and is_known(model):
         return None
     if model is None:
-        return f"missing; one of: {', '.join(MODELS)}"
-    return unknown_name("model", model, MODELS)
+        return f"missing; one of the API's {len(all_models())} image models, e.g. {', '.join(MODELS)}"
+    return unknown_name("model", model, all_models())
 
 
 def _explain(err: Any, fields: dict[str, Any]) -> tuple[str | None, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from batchgen.images import InvalidImage, inspect_image
 from batchgen.jobs.reader import show_value
-from batchgen.models.seed import IMAGE_FIELDS
+from batchgen.models.catalog import IMAGE_FIELDS
 
 __all__ = ["MAX_LOCAL_IMAGE_BYTES", "resolve_local_images"]
 

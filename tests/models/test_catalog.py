@@ -1,0 +1,124 @@
+"""Every image model of the API, from its own schema: a minimal body of each validates, and a
+body with a mistake is refused naming the field, before anything is sent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+from batchgen.cli import ExitCode, main
+from batchgen.models.catalog import IMAGE_FIELDS, check, models
+
+DOCS = REPO.parent / "shared" / "api-docs" / "models"
+IMAGE = "https://example.com/reference.png"
+
+
+def sample(name: str, schema: dict[str, Any]) -> Any:  # noqa: PLR0911 - one case a type
+    """A value ``schema`` accepts: its default, its first choice, or the least it allows."""
+    if "default" in schema and schema["default"] is not None:
+        return schema["default"]
+    if "const" in schema:
+        return schema["const"]
+    if "anyOf" in schema:
+        return sample(name, schema["anyOf"][0])
+    if "enum" in schema:
+        return next(value for value in schema["enum"] if value is not None)
+    kind = schema.get("type")
+    kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
+    if kind == "string":
+        return IMAGE if name in IMAGE_FIELDS else "a lighthouse at dusk"[: schema.get("maxLength", 100)]
+    if kind in ("integer", "number"):
+        return schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1)
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [sample(name, schema.get("items", {}))] * max(1, schema.get("minItems", 1))
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {key: sample(key, properties[key]) for key in schema.get("required", properties)}
+    raise AssertionError(f"no sample for {name}: {schema}")
+
+
+def minimal(model: str) -> dict[str, Any]:
+    """The least body of ``model``: its required fields."""
+    schema = models()[model].schema
+    body = {key: sample(key, schema["properties"][key]) for key in schema.get("required", [])}
+    return {**body, "model": model}
+
+
+def test_every_image_model_of_the_docs_is_known():
+    assert len(models()) == 77
+    assert {"dall-e-3", "flux-pro/v1.1", "google/nano-banana-pro", "luma/uni-1-max"} <= set(models())
+
+
+@pytest.mark.parametrize("model", sorted(models()))
+def test_a_minimal_body_validates_and_an_unknown_field_is_named(model):
+    body = minimal(model)
+    assert check(body) == []
+    (problem,) = check({**body, "prompt_strenght": 1})
+    assert problem.field == "prompt_strenght" and f"unknown field for {model}" in problem.message
+
+
+def test_a_job_file_of_every_model_validates_and_a_mistake_exits_2_naming_file_line_job_field(
+    tmp_path, capsys
+):
+    jobs = [{"id": f"j{i}", **minimal(m)} for i, m in enumerate(sorted(models()))]
+    path = tmp_path / "every-model.jsonl"
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    assert main(["validate", str(path)]) == ExitCode.OK
+    assert f"{len(jobs)} valid jobs" in capsys.readouterr().out
+    jobs[5]["acceleration"] = "fats"
+    jobs[9]["output_format"] = "tiff"
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    assert main(["validate", str(path)]) == ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err
+    assert f"{path}:6, job 'j5', field 'acceleration'" in err
+    assert f"{path}:10, job 'j9', field 'output_format'" in err
+
+
+def test_an_enum_value_and_a_model_id_get_a_did_you_mean(tmp_path, capsys):
+    path = tmp_path / "j.jsonl"
+    body = {**minimal("blackforestlabs/flux-2-edit"), "acceleration": "hihg"}
+    lines = [body, {"model": "flux-pro/v1.1-ultr", "prompt": "p"}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["validate", str(path)]) == ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err
+    assert "'hihg' is not one of 'none', 'regular', 'high'; did you mean 'high'?" in err
+    assert "unknown model 'flux-pro/v1.1-ultr'; did you mean 'flux-pro/v1.1-ultra'?" in err
+
+
+def test_a_rule_only_the_page_states_is_kept(tmp_path):
+    problems = check({**minimal("luma/uni-1"), "image_url": IMAGE, "image_urls": [IMAGE]})
+    assert [p.message for p in problems] == [
+        "breaks a rule of luma/uni-1 (its page: give image_url or image_urls, not both)"
+    ]
+
+
+def test_a_local_file_in_any_image_field_is_sent_as_a_data_uri(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ref.png")
+    body = {**minimal("alibaba/qwen-image-edit"), "image": "ref.png"}
+    path = tmp_path / "j.jsonl"
+    path.write_text(json.dumps(body) + "\n")
+    from batchgen.jobs.load import iter_jobs  # noqa: PLC0415
+
+    (job,) = iter_jobs(path)
+    assert job.body["image"].startswith("data:image/png;base64,")
+    assert job.request["image"] == str(tmp_path / "ref.png")
+
+
+@pytest.mark.skipif(not DOCS.is_dir(), reason="the docs' model pages are not beside the repository")
+def test_the_converted_schemas_are_those_the_script_makes_from_the_docs(tmp_path):
+    out = tmp_path / "schemas"
+    script = REPO / "scripts" / "convert_model_schemas.py"
+    subprocess.run([sys.executable, str(script), str(DOCS), str(out)], check=True, capture_output=True)
+    committed = REPO / "batchgen" / "models" / "schemas"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in committed.iterdir())
+    for made in out.iterdir():
+        assert made.read_text() == (committed / made.name).read_text(), made.name
