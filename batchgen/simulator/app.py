@@ -197,6 +197,8 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
             "prompt": body["prompt"],
         }
         return answer, request_id
+    if model not in TOKENS:
+        return await _other_answer(request, body, violation), request_id
     width, height = ASPECT_SIZES[body.get("aspect_ratio", "3:2")]
     item: dict[str, Any] = {
         "url": None,
@@ -211,6 +213,27 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
             png = await asyncio.to_thread(render_png, width, height, state.picture_seed())
             item["b64_json"] = base64.b64encode(png).decode("ascii")
     return {"data": [item], "meta": {"usage": {"tokens_used": TOKENS[model]}}}, request_id
+
+
+async def _other_answer(request: web.Request, body: dict[str, Any], violation: bool) -> dict[str, Any]:
+    """Every other model's answer, in the shapes its page shows: OpenAI-style (``created``,
+    ``data[{url | b64_json, revised_prompt}]``, ``usage``) for the dall-e and gpt-image models,
+    else ``data[{url}]`` with ``meta.usage.credits_used`` (INDEX.md's shapes D and A)."""
+    state = request.app[STATE_KEY]
+    count = int(body.get("num_images", body.get("n", 1)) or 1)
+    items: list[dict[str, Any]] = []
+    for _ in range(0 if violation else count):
+        if body.get("response_format") == "b64_json":
+            png = await asyncio.to_thread(render_png, 1024, 1024, state.picture_seed())
+            items.append({"b64_json": base64.b64encode(png).decode("ascii")})
+        else:
+            items.append({"url": _cdn_url(request, 1024, 1024)})
+    model = str(body["model"])
+    if model.startswith(("dall-e", "openai/")):
+        for item in items:
+            item["revised_prompt"] = body.get("prompt")
+        return {"created": int(time.time()), "data": items, "usage": {"total_tokens": 4160}}
+    return {"data": items, "meta": {"usage": {"credits_used": 4200 * max(1, len(items))}}}
 
 
 def _cdn_url(request: web.Request, width: int, height: int) -> str:

@@ -1,17 +1,24 @@
 """Request-body checks as the API documents them, written from the model pages alone.
 
 Deliberately independent of :mod:`batchgen.models.seed`: the simulator must catch a mistake in
-batchgen's models (a wrong limit, an extra field) rather than repeat it.
+batchgen's models (a wrong limit, an extra field) rather than repeat it. Every other image model
+is checked against its request schema as the docs publish it (the converted files that
+``batchgen/models/schemas`` ships, read as data: the simulator imports no batchgen code).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
 from collections.abc import Callable
+from importlib.resources import files
 from typing import Any
 
-__all__ = ["validate_body"]
+import jsonschema_rs
+
+__all__ = ["schemas", "validate_body"]
 
 ASPECT_RATIOS = {"16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "1:1"}
 Check = Callable[[Any], str | None]
@@ -103,7 +110,7 @@ def validate_body(body: Any) -> str | None:
         return "Body validation error! Expected object"
     model = body.get("model")
     if model not in SPECS:
-        return f"Body validation error! model: Expected one of {sorted(SPECS)}, received {model!r}"
+        return _against_schema(body, model)
     required, checks = SPECS[model]
     for name in sorted(required - body.keys()):
         return f"Body validation error! {name}: Required"
@@ -116,3 +123,30 @@ def validate_body(body: Any) -> str | None:
         if problem:
             return f"Body validation error! {name}: {problem}"
     return None
+
+
+def _against_schema(body: dict[str, Any], model: Any) -> str | None:
+    schema = schemas().get(model) if isinstance(model, str) else None
+    if schema is None:
+        known = sorted({*SPECS, *schemas()})
+        return f"Body validation error! model: Expected one of {known}, received {model!r}"
+    error = next(schema.iter_errors(body), None)
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.instance_path) or "body"
+    return f"Body validation error! {where}: {error.message}"
+
+
+@functools.cache
+def schemas() -> dict[str, Any]:
+    """Every other image model's compiled request schema, by model id (the docs' schemas as
+    batchgen ships them, converted from OpenAPI 3.0)."""
+    found: dict[str, Any] = {}
+    for entry in (files("batchgen.models") / "schemas").iterdir():
+        if entry.name.endswith(".json"):
+            schema = json.loads(entry.read_text())
+            validator = jsonschema_rs.validator_for(schema)
+            for model in schema.get("properties", {}).get("model", {}).get("enum", []):
+                if model is not None and model not in SPECS:
+                    found[model] = validator
+    return found

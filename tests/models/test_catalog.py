@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, manifest, run_jobs
 
 from batchgen.cli import ExitCode, main
 from batchgen.models.catalog import IMAGE_FIELDS, check, models
@@ -122,3 +122,22 @@ def test_the_converted_schemas_are_those_the_script_makes_from_the_docs(tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in committed.iterdir())
     for made in out.iterdir():
         assert made.read_text() == (committed / made.name).read_text(), made.name
+
+
+async def test_a_job_of_every_model_runs_against_the_simulator_and_records_its_images(simulator, tmp_path):
+    jobs = [{"id": f"j{i}", **minimal(m)} for i, m in enumerate(sorted(models()))]
+    path = tmp_path / "every-model.jsonl"
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    report = await run_jobs(path, tmp_path / "out", simulator.url)
+    assert report.complete and report.tally.succeeded == len(jobs) == simulator.state.generations
+    records = manifest(tmp_path / "out")
+    assert {r["model"] for r in records} == set(models())
+    assert all(r["images"] and r["usd_spent"] for r in records)
+
+
+async def test_the_simulator_refuses_a_body_its_schema_refuses():
+    from batchgen.simulator.validation import validate_body  # noqa: PLC0415
+
+    assert validate_body(minimal("dall-e-3")) is None
+    refused = validate_body({**minimal("dall-e-3"), "quality": "ultra"})
+    assert refused is not None and refused.startswith("Body validation error! quality: ")
