@@ -48,6 +48,7 @@ def folder(tmp_path: Path) -> Path:
         ["report", "{out}"],
         ["failed", "{out}"],
         ["schema"],
+        ["models"],
     ],
 )
 def test_commands_that_send_nothing_import_no_aiohttp(command, folder):

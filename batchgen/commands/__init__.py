@@ -71,6 +71,10 @@ COMMANDS: dict[str, Command] = {
         "print the failed jobs of an output folder as a JSONL job file, to edit and run again",
     ),
     "schema": Command("batchgen.commands.schema", "print the job file's JSON Schema (for editors)"),
+    "models": Command(
+        "batchgen.commands.models",
+        "the API's image models: ids, required fields, image inputs; `models ID`: its fields",
+    ),
     "simulate-server": Command(
         "batchgen.commands.simulate_server", "serve the simulated API (it prints its URL and API key)"
     ),

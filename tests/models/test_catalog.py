@@ -4,6 +4,7 @@ body with a mistake is refused naming the field, before anything is sent."""
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from typing import Any
@@ -141,3 +142,24 @@ async def test_the_simulator_refuses_a_body_its_schema_refuses():
     assert validate_body(minimal("dall-e-3")) is None
     refused = validate_body({**minimal("dall-e-3"), "quality": "ultra"})
     assert refused is not None and refused.startswith("Body validation error! quality: ")
+
+
+def test_models_lists_every_model_and_shows_one_models_fields(capsys):
+    assert main(["models", "--json"]) == ExitCode.OK
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 77
+    edit = next(row for row in listed if row["model"] == "blackforestlabs/flux-2-edit")
+    assert edit["required"] == ["prompt", "image_urls"] and edit["image_inputs"] == ["image_urls"]
+    assert main(["models", "blackforestlabs/flux-2-edit"]) == ExitCode.OK
+    shown = capsys.readouterr().out
+    assert 'acceleration: string; one of "none", "regular", "high"; default "regular"' in shown
+    assert "image_urls (required): array; 1 items at least; 3 items at most" in shown
+    assert main(["models", "flux-pro/v1.1-ultr"]) == ExitCode.INVALID_INPUT
+    assert "did you mean 'flux-pro/v1.1-ultra'?" in capsys.readouterr().err
+
+
+def test_the_readmes_table_of_models_is_the_data():
+    script = REPO / "scripts" / "models_table.py"
+    namespace = runpy.run_path(str(script), run_name="table")
+    readme = (REPO / "README.md").read_text()
+    assert namespace["table"]() in readme
