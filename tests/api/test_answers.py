@@ -81,3 +81,49 @@ def test_error_bodies_give_message_and_request_id():
     ).encode()
     assert error_excerpt(body) == ("Body validation error!", "r-1")
     assert error_excerpt(b"<html>Bad Gateway</html>") == ("<html>Bad Gateway</html>", None)
+
+
+@pytest.mark.parametrize(
+    ("shape", "body"),
+    [
+        ("A", {"data": [{"url": "https://cdn.test/a.png"}], "meta": {"usage": {"credits_used": 4200}}}),
+        (
+            "B",
+            {
+                "images": [{"url": "https://cdn.test/a.png", "width": 8, "height": 8}],
+                "seed": 7,
+                "timings": {},
+            },
+        ),
+        (
+            "C",
+            {
+                "images": [{"url": "https://cdn.test/a.png"}],
+                "data": [{"url": "https://cdn.test/a.png"}],
+                "meta": {},
+            },
+        ),
+        (
+            "D",
+            {
+                "created": 1,
+                "data": [{"b64_json": "aGk=", "revised_prompt": "p"}],
+                "usage": {"total_tokens": 9},
+            },
+        ),
+        (
+            "E",
+            {
+                "images": [
+                    {"url": "https://cdn.test/a.png", "content_type": "image/png", "file_name": "a.png"}
+                ],
+                "description": "",
+            },
+        ),
+        ("F", {"images": [{"url": "https://cdn.test/a.png"}]}),
+        ("G", {"data": [{"mime_type": "image/png", "url": "https://cdn.test/a.png", "prompt": "p"}]}),
+    ],
+)
+def test_every_answer_shape_the_model_pages_show_yields_its_images(shape, body):
+    answer = parse_answer(json.dumps(body).encode(), {})
+    assert len(answer.images) == 1, shape
