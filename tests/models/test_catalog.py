@@ -172,3 +172,15 @@ def test_the_seed_models_keep_their_own_checks(tmp_path, capsys):
     path.write_text(json.dumps({"model": "reve/create-image", "prompt": "p", "output_format": "json"}) + "\n")
     assert main(["validate", str(path)]) == ExitCode.OK
     capsys.readouterr()
+
+
+def test_any_model_takes_defaults_of_its_own(tmp_path, capsys):
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "defaults:\n  prompt: a quiet harbour\n  dall-e-3:\n    quality: hd\n  flux-pro/v1.1:\n    output_format: png\n"
+        "jobs:\n  - {id: a, model: flux-pro/v1.1}\n  - {id: b, model: dall-e-3}\n"
+    )
+    assert main(["validate", str(path), "--show-bodies"]) == ExitCode.OK
+    bodies = {line["id"]: line["body"] for line in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert bodies["a"] == {"prompt": "a quiet harbour", "output_format": "png", "model": "flux-pro/v1.1"}
+    assert bodies["b"] == {"prompt": "a quiet harbour", "quality": "hd", "model": "dall-e-3"}
