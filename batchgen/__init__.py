@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchgen.errors import BatchgenError
+    from batchgen.errors import BatchgenError, JobFileError, OutputLockedError, StorageError, UsageError
     from batchgen.jobs.load import Job, iter_jobs, scan_job_file
     from batchgen.outcome import StopReason
     from batchgen.run.runner import RunReport, run_batch
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 # validate` or `status`) then does not import the runner, aiohttp and the rest.
 _HOME = {
     "BatchgenError": "batchgen.errors",
+    "JobFileError": "batchgen.errors",
+    "OutputLockedError": "batchgen.errors",
+    "StorageError": "batchgen.errors",
+    "UsageError": "batchgen.errors",
     "Job": "batchgen.jobs.load",
     "iter_jobs": "batchgen.jobs.load",
     "scan_job_file": "batchgen.jobs.load",
@@ -42,9 +46,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BatchgenError",
     "Job",
+    "JobFileError",
+    "OutputLockedError",
     "RunReport",
     "Settings",
     "StopReason",
+    "StorageError",
+    "UsageError",
     "iter_jobs",
     "run_batch",
     "scan_job_file",

@@ -57,6 +57,7 @@ KINDS = ("1s", "10s", "60s", "in_flight")
 """The counts a limit may be on: own sends not refused in the last 1, 10, 60 s; own in flight.
 A tie between kinds goes to the earlier one."""
 WINDOWS = (1.0, 10.0, 60.0)  # seconds, of the first three kinds
+COUNTED = ("sent in the last second", "sent in the last 10 s", "sent in the last minute", "in flight")
 SLACK = 0.03  # pace at L / (1 + SLACK) per window: arrival jitter must not fill the last place
 RAMP = 0.3  # seconds the opening burst is spread over
 RAMP_FIRST = 4  # sends at once at the very start
@@ -294,8 +295,8 @@ class LearnedLimit:
         if probing.next_at == math.inf or old is None:
             probing.step, probing.gap, probing.next_at = 1, PROBE_FIRST, now + PROBE_FIRST
         self._say(
-            f"429s: limit learned, {self._describe()} ({fit.refused_above} of the last {fit.span} answers"
-            f" refused at or above {fit.limit} {KINDS[fit.kind]})"
+            f"429s: limit learned: {self._describe()} ({fit.refused_above} of the last {fit.span} answers"
+            f" refused with {fit.limit} or more {COUNTED[fit.kind]})"
         )
 
     # -- counting -----------------------------------------------------------------------------

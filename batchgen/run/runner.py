@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -116,7 +117,8 @@ async def run_batch(
         gates = await run_gates(settings, folder, report.tally)
         async with open_session(settings) as session:
             pool = _Pool(settings, folder, ApiClient(session, settings), report, gates, observers, summary)
-            view = RunView(total, report.tally, folder, gates.meter, lambda: gates.rate.rate)
+            ceiling = settings.rpm / 60 if settings.rpm else math.inf  # (--rpm, requests per second)
+            view = RunView(total, report.tally, folder, gates.meter, lambda: min(gates.rate.rate, ceiling))
             for observer in observers:
                 await observer.started(view)
             jobs = iter_jobs(job_file, scanned=summary)
