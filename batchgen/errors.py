@@ -20,6 +20,7 @@ The tree::
         ├── TransportError           timeout or connection error (transient)
         │   └── Unreachable          DNS or TLS failure: no request can succeed (stops the run)
         ├── MalformedResponse        a 2xx body that is not the documented JSON (transient)
+        │   └── UnrecognizedAnswer   JSON with no images where any model puts them (final: paid)
         ├── ContentViolation         the API flagged the request's content (permanent)
         ├── DownloadError            a generated image could not be fetched or is not an image
         ├── RetryBudgetExhausted     the run-wide retry quota ran out (stops the run)
@@ -67,6 +68,7 @@ __all__ = [
     "StorageError",
     "TransportError",
     "Unreachable",
+    "UnrecognizedAnswer",
     "UsageError",
     "failure_kind",
 ]
@@ -285,6 +287,16 @@ class MalformedResponse(RequestError):
     hint = "batchgen retries it; the manifest keeps an excerpt of the body"
 
 
+class UnrecognizedAnswer(MalformedResponse):
+    """A 2xx answer that is JSON but holds no images where any model's page puts them (``data``
+    or ``images``): it was paid for, so it is not sent again blindly (excerpt in the manifest)."""
+
+    transient = False
+    hint = (
+        "its shape is new to batchgen (see the excerpt); `--retry-failed unrecognized` sends it again (paid)"
+    )
+
+
 class ContentViolation(RequestError):
     """The API answered, but flagged the content (reve ``content_violation``, flux
     ``has_nsfw_concepts``): no image is kept and re-sending the same request cannot help."""
@@ -363,11 +375,13 @@ FAILURE_KINDS = {  # recorded error kind -> the name --retry-failed takes
     "DownloadError": "download",
     "RequestError": "empty",
     "MalformedResponse": "malformed",
+    "UnrecognizedAnswer": "unrecognized",
 }
 """What a final failure is, in ``--retry-failed``'s words: ``violation`` (content flagged),
 ``rejected`` (400/422: the body), ``expired`` (the CDN refused the image URL for good),
 ``internal`` (a contained bug), ``download`` (not an acceptable image), ``empty`` (no image),
-``malformed`` (answers the API charged for twice that could not be read)."""
+``malformed`` (answers the API charged for twice that could not be read), ``unrecognized`` (an
+answer of a shape no model's page shows)."""
 
 
 def failure_kind(recorded: str | None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from batchgen.errors import MalformedResponse
+from batchgen.errors import MalformedResponse, UnrecognizedAnswer
 from batchgen.money import Spend
 
 __all__ = ["Answer", "ImageRef", "charged", "error_excerpt", "parse_answer"]
@@ -110,8 +110,9 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
     """Parse a 2xx body (bytes) and its response headers (lower-case names) into an Answer.
 
     Raises :class:`~batchgen.errors.MalformedResponse` (transient) with a body excerpt, and the
-    cost its headers say was charged, when the body is not JSON or matches neither documented
-    shape.
+    cost its headers say was charged, when the body is not a JSON object or does not match its
+    shape; :class:`~batchgen.errors.UnrecognizedAnswer` (final) when it is JSON with neither
+    ``data`` nor ``images``.
     """
     try:
         document = json.loads(body)
@@ -119,8 +120,17 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
             answer = _from_reve(_ReveResponse.model_validate(document))
         elif isinstance(document, dict) and "images" in document:
             answer = _from_flux(_FluxResponse.model_validate(document))
+        elif isinstance(document, dict):  # JSON, but no image where any page puts one: paid for
+            raise UnrecognizedAnswer(
+                # (field names as JSON: escaped, whatever characters an answer holds)
+                "an answer of an unknown shape (fields: "
+                + (", ".join(sorted(map(json.dumps, document))) or "none")
+                + ")",
+                body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", "replace"),
+                cost=charged(headers),
+            )
         else:
-            raise ValueError("neither `data` (reve) nor `images` (flux) in the answer")
+            raise ValueError("the answer is not a JSON object")
     except (ValueError, ValidationError) as exc:
         excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
         reason = str(exc).splitlines()[0]

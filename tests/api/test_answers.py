@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
+from aiohttp import web
+from conftest import create_jobs, manifest, run_jobs, serving, write_jsonl
 
 from batchgen.api.answers import error_excerpt, parse_answer
-from batchgen.errors import MalformedResponse
+from batchgen.errors import MalformedResponse, UnrecognizedAnswer
 
 REVE = {  # the reve/create-image page's example response
     "data": [
@@ -52,7 +55,7 @@ def test_flux_example():
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"other": 1}', b'{"data": "x"}']
+    "body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"data": "x"}']
 )
 def test_anything_else_is_malformed_with_an_excerpt(body):
     with pytest.raises(MalformedResponse) as caught:
@@ -127,3 +130,29 @@ def test_error_bodies_give_message_and_request_id():
 def test_every_answer_shape_the_model_pages_show_yields_its_images(shape, body):
     answer = parse_answer(json.dumps(body).encode(), {})
     assert len(answer.images) == 1, shape
+
+
+def test_an_answer_of_an_unknown_shape_is_final_and_keeps_its_cost():
+    body = json.dumps({"output": {"files": ["https://cdn.test/a.png"]}}).encode()
+    with pytest.raises(UnrecognizedAnswer) as caught:
+        parse_answer(body, {"x-aimlapi-usd-spent": "0.04"})
+    error = caught.value
+    assert not error.transient and error.cost is not None and error.cost.usd == Decimal("0.04")
+    assert 'unknown shape (fields: "output")' in str(error) and '"files"' in (error.body_excerpt or "")
+
+
+async def test_a_job_answered_in_an_unknown_shape_fails_once_paid_and_is_not_sent_again(tmp_path):
+    posts = []
+
+    async def handle(request: web.Request) -> web.Response:
+        posts.append(request.path)
+        return web.json_response({"result": "ok"}, status=201, headers={"x-aimlapi-usd-spent": "0.04"})
+
+    job_file = write_jsonl(tmp_path / "j.jsonl", create_jobs(1))
+    async with serving(handle) as url:
+        first = await run_jobs(job_file, tmp_path / "out", url)
+        again = await run_jobs(job_file, tmp_path / "out", url)
+    assert first.tally.failed_final == 1 and again.tally.failed_final == 1 and len(posts) == 1
+    (record,) = manifest(tmp_path / "out")
+    assert record["error"]["kind"] == "UnrecognizedAnswer" and record["usd_spent"] is None
+    assert first.folder is not None and first.folder.total_spent.usd == Decimal("0.04")
