@@ -2,7 +2,7 @@
 the JSON Schemas batchgen loads (``batchgen/models/schemas/<page>.json``). Re-run it when the docs
 change; the converted files are committed.
 
-    python scripts/convert_model_schemas.py [DOCS_DIR [OUT_DIR]]
+    python scripts/convert_model_schemas.py [DOCS_DIR [OUT_DIR]]   # (OUT_DIR: the shapes go beside it)
 
 Once per file: the request body of ``POST /v1/images/generations`` (the multipart
 ``/v1/images/edits`` of the gpt-image models is out of scope); OpenAPI 3.0's ``nullable`` becomes
@@ -10,6 +10,9 @@ a ``null`` type; a boolean ``exclusiveMinimum``/``exclusiveMaximum`` (OpenAPI 3.
 becomes the number; ``format: uri`` is dropped (the docs say image fields take URLs or base64);
 unknown fields are refused (``additionalProperties: false`` on the body, as the API's 400 "Body
 validation error" does). Rules the schemas do not state are in ``batchgen/models/overrides.json``.
+
+It also writes the answer shape each model's page shows (INDEX.md's letters A-G; A where the page
+shows none) to ``batchgen/simulator/answer_shapes.json``, for the simulator to answer in it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO.parent / "shared" / "api-docs" / "models"
 OUT = REPO / "batchgen" / "models" / "schemas"
+SHAPES = REPO / "batchgen" / "simulator" / "answer_shapes.json"
 PATH = "/v1/images/generations"
 DROPPED = {"example", "examples", "format", "xml", "externalDocs", "deprecated", "readOnly", "writeOnly"}
 
@@ -64,6 +68,19 @@ def body_schema(document: dict[str, Any]) -> dict[str, Any] | None:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **converted}
 
 
+def answer_shapes(index: str) -> dict[str, str]:
+    """Model id -> the answer shape its page shows (INDEX.md's table; "A" when it shows none)."""
+    shapes: dict[str, str] = {}
+    for line in index.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 5 or cells[1] != PATH:  # noqa: PLR2004 - the table's columns
+            continue
+        letter = cells[4][:1] if cells[4][:1] in "ABCDEFG" and cells[4][:1] else "A"
+        for model in cells[0].split(","):
+            shapes[model.strip()] = letter
+    return dict(sorted(shapes.items()))
+
+
 def main() -> None:
     docs = Path(sys.argv[1]) if len(sys.argv) > 1 else DOCS
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else OUT  # noqa: PLR2004
@@ -78,7 +95,10 @@ def main() -> None:
         target = out / path.name.replace(".openapi.json", ".json")
         target.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
         written += 1
-    print(f"{written} schemas written to {out}")
+    shapes = out.parent / SHAPES.name if len(sys.argv) > 2 else SHAPES  # noqa: PLR2004 - (beside OUT_DIR)
+    shapes.parent.mkdir(parents=True, exist_ok=True)
+    shapes.write_text(json.dumps(answer_shapes((docs / "INDEX.md").read_text()), indent=1) + "\n")
+    print(f"{written} schemas written to {out}; answer shapes to {shapes}")
 
 
 if __name__ == "__main__":

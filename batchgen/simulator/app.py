@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import ssl
 import time
@@ -21,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from importlib.resources import files
 from typing import Any
 
 import aiohttp
@@ -216,24 +218,44 @@ async def _answer(request: web.Request, body: dict[str, Any]) -> tuple[dict[str,
 
 
 async def _other_answer(request: web.Request, body: dict[str, Any], violation: bool) -> dict[str, Any]:
-    """Every other model's answer, in the shapes its page shows: OpenAI-style (``created``,
-    ``data[{url | b64_json, revised_prompt}]``, ``usage``) for the dall-e and gpt-image models,
-    else ``data[{url}]`` with ``meta.usage.credits_used`` (INDEX.md's shapes D and A)."""
+    """Every other model's answer, in the shape its page shows (INDEX.md's letters, written by
+    ``scripts/convert_model_schemas.py``): A ``data[]`` + ``meta.usage``; B ``images[]`` +
+    ``timings``, ``seed``, ``has_nsfw_concepts``; C both; D OpenAI-style (``created``,
+    ``data[{url | b64_json, revised_prompt}]``, ``usage``); E ``images[{url, content_type,
+    file_name, file_size}]`` + ``description``; F ``images[]`` alone; G ``data[{mime_type, url,
+    prompt}]``."""
     state = request.app[STATE_KEY]
-    count = int(body.get("num_images", body.get("n", 1)) or 1)
-    items: list[dict[str, Any]] = []
-    for _ in range(0 if violation else count):
-        if body.get("response_format") == "b64_json":
-            png = await asyncio.to_thread(render_png, 1024, 1024, state.picture_seed())
-            items.append({"b64_json": base64.b64encode(png).decode("ascii")})
-        else:
-            items.append({"url": _cdn_url(request, 1024, 1024)})
-    model = str(body["model"])
-    if model.startswith(("dall-e", "openai/")):
-        for item in items:
-            item["revised_prompt"] = body.get("prompt")
-        return {"created": int(time.time()), "data": items, "usage": {"total_tokens": 4160}}
-    return {"data": items, "meta": {"usage": {"credits_used": 4200 * max(1, len(items))}}}
+    count = 0 if violation else int(body.get("num_images", body.get("n", 1)) or 1)
+    shape = answer_shapes().get(str(body["model"]), "A")
+    if body.get("response_format") == "b64_json" and shape in "AD":
+        pngs = [await asyncio.to_thread(render_png, 1024, 1024, state.picture_seed()) for _ in range(count)]
+        data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]
+    else:
+        data = [{"url": _cdn_url(request, 1024, 1024)} for _ in range(count)]
+    prompt = body.get("prompt")
+    usage = {"usage": {"credits_used": 4200 * max(1, count)}}
+    images = [{**item, "width": 1024, "height": 1024, "content_type": "image/png"} for item in data]
+    openai = [{**item, "revised_prompt": prompt} for item in data]
+    files_ = [
+        {**item, "content_type": "image/png", "file_name": "output.png", "file_size": 1} for item in data
+    ]
+    answers: dict[str, dict[str, Any]] = {
+        "A": {"data": data, "meta": usage},
+        "B": {"images": images, "timings": {}, "seed": 42, "has_nsfw_concepts": [violation] * count},
+        "C": {"images": images, "data": data, "meta": usage, "seed": 42},
+        "D": {"created": int(time.time()), "data": openai, "usage": {"total_tokens": 4160}},
+        "E": {"images": files_, "description": ""},
+        "F": {"images": data},
+        "G": {"data": [{**item, "mime_type": "image/png", "prompt": prompt} for item in data]},
+    }
+    return answers[shape]
+
+
+@functools.cache
+def answer_shapes() -> dict[str, str]:
+    """Model id -> the answer shape letter its page shows."""
+    shapes: dict[str, str] = json.loads((files("batchgen.simulator") / "answer_shapes.json").read_text())
+    return shapes
 
 
 def _cdn_url(request: web.Request, width: int, height: int) -> str:

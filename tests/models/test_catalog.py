@@ -14,6 +14,7 @@ from conftest import REPO, manifest, run_jobs
 
 from batchgen.cli import ExitCode, main
 from batchgen.models.catalog import IMAGE_FIELDS, check, models
+from batchgen.simulator.app import answer_shapes
 
 DOCS = REPO.parent / "shared" / "api-docs" / "models"
 IMAGE = "https://example.com/reference.png"
@@ -123,6 +124,8 @@ def test_the_converted_schemas_are_those_the_script_makes_from_the_docs(tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in committed.iterdir())
     for made in out.iterdir():
         assert made.read_text() == (committed / made.name).read_text(), made.name
+    shapes = REPO / "batchgen" / "simulator" / "answer_shapes.json"
+    assert (tmp_path / "answer_shapes.json").read_text() == shapes.read_text()
 
 
 async def test_a_job_of_every_model_runs_against_the_simulator_and_records_its_images(simulator, tmp_path):
@@ -134,6 +137,8 @@ async def test_a_job_of_every_model_runs_against_the_simulator_and_records_its_i
     records = manifest(tmp_path / "out")
     assert {r["model"] for r in records} == set(models())
     assert all(r["images"] and r["usd_spent"] for r in records)
+    # (each model answered in the shape its page shows: all seven of them)
+    assert set(answer_shapes().values()) == set("ABCDEFG")
 
 
 async def test_the_simulator_refuses_a_body_its_schema_refuses():
