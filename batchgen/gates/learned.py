@@ -170,11 +170,11 @@ class LearnedLimit:
                 continue
             if kind == 3:  # noqa: PLR2004 - in flight
                 return math.inf, False
-            # the oldest live send in the window must leave it first
+            # the send that makes the count must leave the window first (no copy: this is
+            # the newest ``limit`` sends, counted from the end)
             window = WINDOWS[kind]
-            live = self._alive[bisect.bisect_right(self._alive, now - window) :]
-            index = len(live) - (limit + allowance)
-            wait = max(wait, live[index] + window - now + 1e-6)
+            leaving = self._alive[len(self._alive) - (limit + allowance)]
+            wait = max(wait, leaving + window - now + 1e-6)
         if not lifted:
             wait = max(wait, self._next_start - now)
         probe = lifted and any(counts[kind] >= limit for kind, limit in self.limits.items())

@@ -21,9 +21,13 @@ def all_models() -> tuple[str, ...]:
 
 
 @functools.cache
+def _known_set() -> frozenset[str]:
+    return frozenset(all_models())
+
+
 def is_known(model: Any) -> bool:
-    """Whether a job may name ``model``."""
-    return isinstance(model, str) and model in all_models()
+    """Whether a job may name ``model`` (any value: a list or a mapping is simply not a model)."""
+    return isinstance(model, str) and model in _known_set()
 
 
 @functools.cache
