@@ -120,6 +120,41 @@ def test_2b_an_answer_of_an_unknown_shape_is_paid_once_and_fails_its_job_for_goo
     assert posts(server) == 1  # paid once, then no more
 
 
+def test_2b_killed_as_an_unknown_shape_answers_resumes_to_one_record_and_counts_only_what_was_billed(
+    serve_in_thread, tmp_path
+):
+    answered = threading.Event()
+    bodies: list[dict] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.json())
+        answered.set()  # the test kills the run now: the answer is on its way or just read
+        return web.json_response({"result": "?"}, status=201, headers=COST)
+
+    server = serve_in_thread(handle)
+    job_file, out = write_jsonl(tmp_path / "j.jsonl", create_jobs(1)), tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgen", "run", str(job_file), "--out", str(out), "--base-url", server.url,
+         "--no-progress"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AIMLAPI_KEY": KEY},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert answered.wait(60)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    done = run(job_file, out, server.url)
+
+    (record,) = manifest(out)
+    assert done.returncode == ExitCode.JOBS_FAILED, done.stderr
+    assert record["error"]["kind"] == "UnrecognizedAnswer" and not record["error"]["retryable"]
+    assert posts(server) <= 2  # at most the answer the kill cut off, sent again (reported in flight)
+    assert bodies == [{"model": "reve/create-image", "prompt": "picture number 0"}] * posts(server)
+    spent = Decimal(str(json.loads(cli("status", str(out), "--json").stdout)["spent"]["usd"]))
+    assert spent in (Decimal("0.04"), Decimal("0.08")) and spent <= Decimal("0.04") * posts(server)
+
+
 @pytest.mark.parametrize("value", [None, "abc", "NaN", "-5", "1e400"])
 def test_3_a_budget_without_a_readable_cost_stops_before_the_second_request(serve_in_thread, tmp_path, value):
     headers = {} if value is None else {"x-aimlapi-usd-spent": value, "x-aimlapi-credits-used": value}
