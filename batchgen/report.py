@@ -29,7 +29,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from batchgen.errors import BatchgenError, StorageError
-from batchgen.models.seed import IMAGE_FIELDS
+from batchgen.models.catalog import IMAGE_FIELDS
 from batchgen.money import Spend
 from batchgen.outcome import Status
 from batchgen.store import (

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
-    "IMAGE_FIELDS",
     "MODELS",
     "AspectRatio",
     "FluxDevImageToImage",
@@ -125,5 +124,3 @@ MODELS: dict[str, type[_Request]] = {
 }
 """API model name -> request model, in the order the README documents them."""
 
-IMAGE_FIELDS = ("image_url", "image_urls")
-"""Fields whose values may be local file paths in a job file (sent as data URIs)."""
