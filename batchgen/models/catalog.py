@@ -1,7 +1,14 @@
 """Every image model of the API, as data: the request schemas converted once from the API's own
 OpenAPI documents (``scripts/convert_model_schemas.py`` -> ``schemas/<page>.json``), plus
-``overrides.json`` for rules the docs state only in prose. The four seed models keep their
-pydantic models (:mod:`batchgen.models.seed`); every other model is checked here.
+``overrides.json`` for what the docs state only in prose or on the seed pages (a field added or
+replaced under ``properties``, a rule under ``allOf``, its reason in ``$comment``). The four seed
+models keep their pydantic models (:mod:`batchgen.models.seed`) for validation, and
+``tests/models/test_golden.py`` shows this data accepts and rejects the same bodies as they do;
+every other model is checked here.
+
+Beyond the schemas, two rules of the seed models hold for every model: a field that takes images
+holds http(s) URLs or ``data:...;base64,`` URIs (:func:`image_uri_problem`), and an integer
+field takes no decimal point (``2.0`` is refused, as pydantic's strict mode does).
 
 Validation is compiled (``jsonschema-rs``: a Rust validator, compiled once per model on first
 use) and reports every problem of a body at once, each with its field, the offending value and
@@ -21,10 +28,11 @@ import json
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema_rs
 
-__all__ = ["IMAGE_FIELDS", "FieldProblem", "ModelSchema", "check", "models"]
+__all__ = ["IMAGE_FIELDS", "FieldProblem", "ModelSchema", "check", "image_uri_problem", "models"]
 
 IMAGE_FIELDS = ("image_url", "image_urls", "image")
 """Fields that take images (URLs, base64, or, in a job file, local paths)."""
@@ -39,7 +47,7 @@ class FieldProblem:
     message: str
 
 
-@dataclass(slots=True)
+@dataclass
 class ModelSchema:
     """One model id's request schema (JSON Schema 2020-12), from the docs page ``page``."""
 
@@ -58,6 +66,15 @@ class ModelSchema:
     def required(self) -> list[str]:
         """The fields a body must have."""
         return list(self.schema.get("required", []))
+
+    @functools.cached_property
+    def integer_fields(self) -> tuple[str, ...]:
+        """Top-level fields whose only numeric type is ``integer``."""
+        return tuple(
+            n
+            for n, p in self.schema.get("properties", {}).items()
+            if _types(p) & {"integer", "number"} == {"integer"}
+        )
 
     def validator(self) -> Any:
         """The compiled validator (compiled on first use)."""
@@ -79,12 +96,13 @@ def models() -> dict[str, ModelSchema]:
         for model in schema.get("properties", {}).get("model", {}).get("enum", []):
             if model is None:
                 continue
-            extra = dict(overrides.get(model, {}))
-            note = extra.pop("$comment", None)
+            extra = overrides.get(model, {})
+            note = extra.get("$comment")
             # (one body schema per id: the id itself as `model`, and its overrides)
-            own = {**schema, "properties": {**schema["properties"], "model": {"const": model}}}
-            if extra:
-                own["allOf"] = [*own.get("allOf", []), extra]
+            properties = {**schema["properties"], **extra.get("properties", {}), "model": {"const": model}}
+            own = {**schema, "properties": properties}
+            if "allOf" in extra:
+                own["allOf"] = [*own.get("allOf", []), *extra["allOf"]]
             page = entry.name.removesuffix(".json")
             found[model] = ModelSchema(model, page, own, (note,) if note else ())
     return found
@@ -95,9 +113,45 @@ def check(body: dict[str, Any]) -> list[FieldProblem]:
     :func:`models`; raises ``KeyError`` otherwise). An empty list: the body is valid."""
     schema = models()[body["model"]]
     validator = schema.validator()
-    if validator.is_valid(body):
-        return []
-    return [_explain(error, body, schema) for error in validator.iter_errors(body)]
+    problems = (
+        [] if validator.is_valid(body) else [_explain(e, body, schema) for e in validator.iter_errors(body)]
+    )
+    for name in schema.integer_fields:
+        if isinstance(body.get(name), float):
+            problems.append(
+                FieldProblem(name, f"{body[name]!r} must be a whole number, written without a decimal point")
+            )
+    for name in IMAGE_FIELDS:
+        value = body.get(name)
+        for where, item in (
+            [(name, value)] if isinstance(value, str) else enumerate(value) if isinstance(value, list) else ()
+        ):
+            if isinstance(item, str) and (problem := image_uri_problem(item)):
+                problems.append(
+                    FieldProblem(where if isinstance(where, str) else f"{name}[{where}]", problem)
+                )
+    return problems
+
+
+def image_uri_problem(value: str) -> str | None:
+    """Why ``value`` is not an image the API's image fields take (http(s) URL or base64 ``data:``
+    URI), or None. Local paths never reach this check: the job file turns them into data URIs."""
+    if value.startswith("data:"):  # before urlsplit, whose cache would keep megabytes alive
+        if ";base64," in value[:200]:
+            return None
+    else:
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return None
+    return "must be an http(s) URL, a data: URI, or a path to a local image file"
+
+
+def _types(prop: dict[str, Any]) -> set[str]:
+    kind = prop.get("type")
+    found = {kind} if isinstance(kind, str) else set(kind or ())
+    for branch in prop.get("anyOf", ()):
+        found |= _types(branch)
+    return found
 
 
 def _explain(error: Any, body: dict[str, Any], schema: ModelSchema) -> FieldProblem:

@@ -12,9 +12,10 @@ check them, so no default is ever added that the user did not write (the API app
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+
+from batchgen.models.catalog import image_uri_problem
 
 __all__ = [
     "MODELS",
@@ -35,18 +36,11 @@ FLUX_PROMPT_MAX = 4000  # characters, flux/dev/image-to-image page
 
 
 def _check_image_uri(value: str) -> str:
-    """Accept what the API's ``format: uri`` image fields take: http(s) URLs and data URIs.
-
-    Local paths never reach this check: the job file turns them into data URIs first.
-    """
-    if value.startswith("data:"):  # before urlsplit, whose cache would keep megabytes alive
-        if ";base64," in value[:200]:
-            return value
-    else:
-        parts = urlsplit(value)
-        if parts.scheme in ("http", "https") and parts.netloc:
-            return value
-    raise ValueError("must be an http(s) URL, a data: URI, or a path to a local image file")
+    """Accept what the API's ``format: uri`` image fields take (:func:`image_uri_problem`)."""
+    problem = image_uri_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 ImageUri = Annotated[str, AfterValidator(_check_image_uri)]
@@ -123,4 +117,3 @@ MODELS: dict[str, type[_Request]] = {
     "flux/dev/image-to-image": FluxDevImageToImage,
 }
 """API model name -> request model, in the order the README documents them."""
-

@@ -10,6 +10,7 @@ import yaml
 from conftest import SAMPLES
 
 from batchgen.jobs.schema import job_file_schema
+from batchgen.models.known import all_models
 from batchgen.models.seed import MODELS
 
 
@@ -27,9 +28,23 @@ def test_samples_validate_against_the_schema():
 
 def test_schema_and_models_name_the_same_fields():
     variants = job_file_schema(jsonl=True)["oneOf"]
-    for model, variant in zip(MODELS.values(), variants, strict=True):
+    for model, variant in zip(MODELS.values(), variants[: len(MODELS)], strict=True):
         assert set(variant["properties"]) == set(model.model_fields) | {"id"}
         assert variant["additionalProperties"] is False
+
+
+def test_the_schema_covers_every_model():
+    variants = job_file_schema(jsonl=True)["oneOf"]
+    assert [v["properties"]["model"] for v in variants[len(MODELS) :]] == [
+        {"const": m} for m in all_models() if m not in MODELS
+    ]
+    line = {"model": "flux-pro/v1.1", "prompt": "a cat", "num_images": 2}
+    jsonschema.validate(line, job_file_schema(jsonl=True))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**line, "num_imagez": 2}, job_file_schema(jsonl=True))
+    # a YAML file's common default is checked against any model that has the field
+    document = {"defaults": {"image_size": {"width": 512, "height": 512}}, "jobs": [line]}
+    jsonschema.validate(document, job_file_schema())
 
 
 @pytest.mark.parametrize(
