@@ -55,7 +55,7 @@ class Plan:
     """Jobs by what a run would do with them, and requests, images and cost per model."""
 
     job_file: Path
-    out_dir: Path
+    out_dir: Path | str  # the output as named
     to_send: list[str] = field(default_factory=list)  # new, or tried before without an answer
     changed: list[str] = field(default_factory=list)  # changed since their record: sent anew
     redo: list[str] = field(default_factory=list)  # named by --redo: generated again

@@ -250,3 +250,68 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of the session's S3 server (moto, on 127.0.0.1): ``url`` is ``s3://<bucket>``,
+    ``env`` the standard variables that reach it (set in this process too), ``client`` boto3's."""
+
+    name: str
+    env: dict[str, str]
+    client: Any
+
+    def url(self, prefix: str = "out") -> str:
+        """``s3://<bucket>/<prefix>``."""
+        return f"s3://{self.name}/{prefix}"
+
+    def objects(self, prefix: str = "") -> dict[str, tuple[str, Any]]:
+        """Every object under ``prefix``: key -> (ETag, LastModified)."""
+        found: dict[str, tuple[str, Any]] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found[item["Key"]] = (item["ETag"], item["LastModified"])
+        return found
+
+    def read(self, key: str) -> bytes:
+        """One object's bytes."""
+        return bytes(self.client.get_object(Bucket=self.name, Key=key)["Body"].read())
+
+
+@pytest.fixture(scope="session")
+def _s3_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only S3 tests start it
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(_s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Bucket:
+    """A fresh bucket on the session's moto S3 server, its variables set (a state folder in
+    ``tmp_path`` through ``XDG_STATE_HOME``)."""
+    import boto3  # noqa: PLC0415
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": _s3_server,
+        "AWS_ALLOW_HTTP": "true",
+        "XDG_STATE_HOME": str(tmp_path / "state-home"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client(
+        "s3",
+        endpoint_url=_s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    name = f"bucket-{os.urandom(6).hex()}"
+    client.create_bucket(Bucket=name)
+    return S3Bucket(name, env, client)

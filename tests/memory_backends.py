@@ -374,6 +374,19 @@ class MemoryOutput:
         data = self.objects.get(path)
         return None if data is None else len(data)
 
+    def read_bytes(self, path: str) -> bytes | None:
+        return self.objects.get(path)
+
+    def sha256(self, path: str) -> str | None:
+        data = self.objects.get(path)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    def put_file(self, path: str, data: bytes) -> None:
+        self.objects[path] = data
+
+    def manifest_lines(self) -> Iterator[bytes]:
+        yield from (line.encode() for line in self.manifest)
+
     def manifest_repair(self, known: int) -> tuple[int, list[ManifestRecord]]:
         return len(self.manifest), [
             ManifestRecord.model_validate_json(line) for line in self.manifest[known:]

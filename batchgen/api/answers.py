@@ -1,9 +1,14 @@
-"""The API's two answer shapes, parsed into one normalized :class:`Answer`.
+"""Every answer shape of the image models, parsed into one normalized :class:`Answer`.
 
-* reve models: ``{"data": [{url | b64_json, request_id, content_violation}],
-  "meta": {"usage": {"tokens_used"}}}`` (reve model pages);
-* flux/dev/image-to-image: ``{"images": [{url, width, height, content_type}], seed, timings,
-  has_nsfw_concepts}`` (flux page; it has no ``request_id`` or ``tokens_used``).
+The model pages show seven shapes (``../shared/api-docs/models/INDEX.md``, A-G), all variations on
+two places for images:
+
+* ``data[]``: ``{url | b64_json, request_id, content_violation, revised_prompt, mime_type}`` with
+  usage in ``meta.usage`` (``tokens_used``, ``credits_used``, ``usd_spent``) or, OpenAI style, a
+  top-level ``usage`` (reve pages; A, D, G);
+* ``images[]``: ``{url | b64_json, width, height, content_type, file_name}`` with ``seed`` and
+  ``has_nsfw_concepts`` (flux pages; B, E, F); C sends both lists (the same images): ``data[]`` is
+  used when it holds any image.
 
 An :class:`Answer` is what batchgen makes durable before it fetches anything (write-ahead), so
 it is a pydantic model that round-trips through JSON.
@@ -12,6 +17,7 @@ it is a pydantic model that round-trips through JSON.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -36,6 +42,7 @@ class ImageRef(BaseModel):
     width: int | None = None
     height: int | None = None
     content_type: str | None = None
+    revised_prompt: str | None = None  # the prompt the model actually used (OpenAI-style models)
 
     @model_validator(mode="after")
     def _data_uri_is_inline(self) -> ImageRef:
@@ -46,18 +53,21 @@ class ImageRef(BaseModel):
 
 
 class Answer(BaseModel):
-    """A successful generation, normalized across both response shapes.
+    """A successful generation, normalized across every answer shape.
 
     ``tokens_used`` (reve) and ``seed`` (flux) are ``None`` where the model does not send them;
+    ``usage`` is the answer's own usage object as sent (``meta.usage`` or ``usage``);
     ``content_violation`` is reve's flag or any of flux's ``has_nsfw_concepts``. The header
     fields come from ``x-inference-id``, ``x-aimlapi-credits-used`` and ``x-aimlapi-usd-spent``
-    (NOTES.md, "Request tracing and cost headers").
+    (NOTES.md, "Request tracing and cost headers"); where a header is absent, the cost is the
+    body's ``usd_spent`` / ``credits_used`` from its usage, as exact decimal text.
     """
 
     request_id: str | None = None
     tokens_used: float | int | None = None
     content_violation: bool = False
     seed: int | None = None
+    usage: dict[str, Any] | None = None
     images: list[ImageRef] = []
     inference_id: str | None = None
     credits_used: str | None = None
@@ -73,37 +83,28 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class _ReveItem(_Wire):
+class _Item(_Wire):
     url: str | None = None
     b64_json: str | None = None
     request_id: str | None = None
     content_violation: bool | None = None
-
-
-class _Usage(_Wire):
-    tokens_used: float | int | None = None
-
-
-class _Meta(_Wire):
-    usage: _Usage | None = None
-
-
-class _ReveResponse(_Wire):
-    data: list[_ReveItem] | None  # nullable in the API's OpenAPI schema: no image
-    meta: _Meta | None = None
-
-
-class _FluxImage(_Wire):
-    url: str | None = None
+    revised_prompt: str | None = None
     width: int | None = None
     height: int | None = None
     content_type: str | None = None
 
 
-class _FluxResponse(_Wire):
-    images: list[_FluxImage]
+class _Meta(_Wire):
+    usage: dict[str, Any] | None = None
+
+
+class _Response(_Wire):
+    data: list[_Item] | None = None  # nullable in the API's OpenAPI schema: no image
+    images: list[_Item] | None = None
+    meta: _Meta | None = None
+    usage: dict[str, Any] | None = None
     seed: int | None = None
-    has_nsfw_concepts: list[bool] | None = None
+    has_nsfw_concepts: list[bool | None] | None = None
 
 
 def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
@@ -115,11 +116,10 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
     ``data`` nor ``images``.
     """
     try:
-        document = json.loads(body)
-        if isinstance(document, dict) and "data" in document:
-            answer = _from_reve(_ReveResponse.model_validate(document))
-        elif isinstance(document, dict) and "images" in document:
-            answer = _from_flux(_FluxResponse.model_validate(document))
+        # (numbers with a fraction as Decimal: a cost in the body is read exactly)
+        document = json.loads(body, parse_float=Decimal)
+        if isinstance(document, dict) and ("data" in document or "images" in document):
+            answer = _normalize(_Response.model_validate(document))
         elif isinstance(document, dict):  # JSON, but no image where any page puts one: paid for
             raise UnrecognizedAnswer(
                 # (field names as JSON: escaped, whatever characters an answer holds)
@@ -138,8 +138,10 @@ def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
             f"malformed answer from the API: {reason}", body_excerpt=excerpt, cost=charged(headers)
         ) from exc
     answer.inference_id = headers.get("x-inference-id")
-    answer.credits_used = headers.get("x-aimlapi-credits-used")
-    answer.usd_spent = headers.get("x-aimlapi-usd-spent")
+    usage = answer.usage or {}
+    answer.credits_used = headers.get("x-aimlapi-credits-used", _text(usage.get("credits_used")))
+    answer.usd_spent = headers.get("x-aimlapi-usd-spent", _text(usage.get("usd_spent")))
+    answer.usage = _plain(usage) if answer.usage is not None else None
     return answer
 
 
@@ -149,28 +151,48 @@ def charged(headers: dict[str, str]) -> Spend | None:
     return Spend.of(headers.get("x-aimlapi-usd-spent"), headers.get("x-aimlapi-credits-used"))
 
 
-def _from_reve(wire: _ReveResponse) -> Answer:
-    usage = wire.meta.usage if wire.meta else None
-    tokens = usage.tokens_used if usage else None
-    items = wire.data or []
+def _normalize(wire: _Response) -> Answer:
+    items = wire.data if any(i.url or i.b64_json for i in wire.data or ()) else wire.images or wire.data or []
+    usage = wire.meta.usage if wire.meta and wire.meta.usage is not None else wire.usage
+    tokens = (usage or {}).get("tokens_used")
     return Answer(
         request_id=next((i.request_id for i in items if i.request_id), None),
-        tokens_used=_whole(tokens),
-        content_violation=any(bool(i.content_violation) for i in items),
-        images=[ImageRef(url=i.url, b64_json=i.b64_json) for i in items if i.url or i.b64_json],
-    )
-
-
-def _from_flux(wire: _FluxResponse) -> Answer:
-    return Answer(
+        tokens_used=_whole(tokens) if _is_number(tokens) else None,
+        content_violation=any(bool(i.content_violation) for i in items) or any(wire.has_nsfw_concepts or []),
         seed=wire.seed,
-        content_violation=any(wire.has_nsfw_concepts or []),
-        images=[ImageRef(**image.model_dump()) for image in wire.images if image.url],
+        usage=usage,
+        images=[
+            ImageRef(**i.model_dump(exclude={"request_id", "content_violation"}))
+            for i in items
+            if i.url or i.b64_json
+        ],
     )
 
 
-def _whole(value: float | int | None) -> float | int | None:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def _text(value: Any) -> str | None:
+    """A cost from the body, as the exact text of its number (None for anything else)."""
+    return str(value) if _is_number(value) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    """The body's usage with its decimals back as JSON numbers, for the record."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _whole(value: Decimal | float | int) -> float | int:
+    if isinstance(value, int) or value == int(value):
+        return int(value)
+    return float(value)
 
 
 def error_excerpt(body: bytes) -> tuple[str, str | None]:

@@ -3,7 +3,7 @@
 A command module defines ``add_arguments(parser)`` and ``handle(args) -> int`` (an
 :class:`ExitCode`). :mod:`batchgen.cli` imports only the module of the command being run, so
 commands that send nothing (``validate``, ``plan``, ``status``, ``verify``, ``report``,
-``failed``, ``schema``) start without aiohttp.
+``failed``, ``manifest``, ``export``, ``schema``) start without aiohttp.
 
 Exit codes:
   0   every job of the file has succeeded (in this run or earlier ones)
@@ -69,6 +69,14 @@ COMMANDS: dict[str, Command] = {
     "failed": Command(
         "batchgen.commands.failed",
         "print the failed jobs of an output folder as a JSONL job file, to edit and run again",
+    ),
+    "manifest": Command(
+        "batchgen.commands.manifest",
+        "print the whole manifest of an output (local or object store) as JSONL, every record in order",
+    ),
+    "export": Command(
+        "batchgen.commands.export",
+        "write the succeeded images and their records as a dataset: WebDataset tar shards or Parquet",
     ),
     "schema": Command("batchgen.commands.schema", "print the job file's JSON Schema (for editors)"),
     "models": Command(

@@ -8,9 +8,13 @@ import argparse
 import math
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen.errors import FAILURE_KINDS, UsageError
 from batchgen.settings import Selection
+
+if TYPE_CHECKING:
+    from batchgen.store.location import OutputLocation
 
 __all__ = [
     "DefaultsShown",
@@ -19,6 +23,7 @@ __all__ = [
     "add_selection",
     "money",
     "money_or_off",
+    "output_of",
     "port",
     "positive",
     "positive_int",
@@ -37,11 +42,28 @@ def add_job_file(parser: argparse.ArgumentParser) -> None:
 
 
 def add_output_folder(parser: argparse.ArgumentParser, *, positional: bool = False, help: str) -> None:
-    """The output folder: ``--out`` (required) or, for commands that read one, a positional ``dir``."""
+    """The output: ``--out`` (required) or, for commands that read one, a positional ``dir``; a
+    local folder or an object-store URL, and ``--state`` (read back by :func:`output_of`)."""
+    help += " (a local folder, or s3://BUCKET/PREFIX, gs://..., az://...)"
     if positional:
-        parser.add_argument("dir", type=Path, help=help)
+        parser.add_argument("dir", help=help)
     else:
-        parser.add_argument("--out", type=Path, required=True, help=help)
+        parser.add_argument("--out", required=True, help=help)
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="local folder of the write-ahead state of an object-store output [default: "
+        "$XDG_STATE_HOME/batchgen/<scheme>-<bucket>-<hash of the URL>]",
+    )
+
+
+def output_of(args: argparse.Namespace) -> OutputLocation:
+    """The output the options name (see :func:`add_output_folder`). Raises
+    :class:`~batchgen.errors.UsageError` for ``--state`` with a local folder."""
+    from batchgen.store.location import locate  # noqa: PLC0415 - only commands with an output need it
+
+    return locate(getattr(args, "out", None) or args.dir, args.state)
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:

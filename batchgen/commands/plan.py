@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from batchgen.commands import ExitCode
-from batchgen.commands.options import add_job_file, add_output_folder, add_selection, selection_of
+from batchgen.commands.options import add_job_file, add_output_folder, add_selection, output_of, selection_of
 from batchgen.plan import make_plan
 
 
@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Print the plan (text or ``--json``); writes nothing."""
-    plan = make_plan(args.file, args.out, history=args.history, selection=selection_of(args))
+    where = output_of(args)
+    plan = make_plan(args.file, where.root, history=args.history, selection=selection_of(args))
+    plan.out_dir = where.name  # (an object store's URL, not its state folder)
     print(json.dumps(plan.as_json(), indent=2) if args.json else plan.describe())
     return ExitCode.OK

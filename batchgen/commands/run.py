@@ -18,6 +18,7 @@ from batchgen.commands.options import (
     add_selection,
     money,
     money_or_off,
+    output_of,
     positive,
     positive_int,
     seconds_or_zero,
@@ -28,6 +29,7 @@ from batchgen.commands.run_summary import describe, exit_code, write_summary
 from batchgen.money import Spend
 from batchgen.run.runner import RunReport, run_batch
 from batchgen.settings import Settings, Timeouts, load_api_key, resolve_base_url
+from batchgen.store.location import OutputLocation
 
 FORMATTER = DefaultsShown
 log = logging.getLogger("batchgen")
@@ -198,25 +200,27 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def handle(args: argparse.Namespace) -> int:
     """Run, write ``--summary-json``, print the summary; the exit code says what to do next."""
-    report = asyncio.run(_run(args, settings_of(args)))
+    where = output_of(args)
+    report = asyncio.run(_run(args, settings_of(args), where))
     code = exit_code(report)
     # Files first, words last: a closed stderr (`| head`) must not cost the summary.
     if args.summary_json is not None:
-        write_summary(args.summary_json, report, args.out, code)
+        write_summary(args.summary_json, report, where, code)
     with contextlib.suppress(OSError):  # the exit code is the run's, whatever stderr is
-        print(describe(report, args.out), file=sys.stderr)
+        print(describe(report, where), file=sys.stderr)
     return code
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> RunReport:
+async def _run(args: argparse.Namespace, settings: Settings, where: OutputLocation) -> RunReport:
+    progress = not args.no_progress
     if not args.simulate:
-        return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
+        return await run_batch(args.file, where.root, settings, progress=progress, backends=where.backends())
     from batchgen.simulator import start_simulator  # noqa: PLC0415 - only --simulate needs it
 
     simulator = await start_simulator()
     try:
         settings = dataclasses.replace(settings, base_url=simulator.url)
         log.info("simulated API at %s (no key needed, nothing is billed)", simulator.url)
-        return await run_batch(args.file, args.out, settings, progress=not args.no_progress)
+        return await run_batch(args.file, where.root, settings, progress=progress, backends=where.backends())
     finally:
         await simulator.close()

@@ -13,7 +13,7 @@ from batchgen.commands.text import some
 from batchgen.money import Spend
 from batchgen.outcome import Outcome, StopReason
 from batchgen.run.runner import RunReport
-from batchgen.store import manifest_path
+from batchgen.store.location import OutputLocation
 
 __all__ = ["describe", "exit_code", "write_summary"]
 
@@ -31,7 +31,7 @@ def exit_code(report: RunReport) -> ExitCode:
     return ExitCode.OK
 
 
-def write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
+def write_summary(path: Path, report: RunReport, out: OutputLocation, code: int) -> None:
     """``--summary-json``: the run's summary for wrappers, written whole (temporary file, rename).
     Money: ``usd``/``credits`` this run's answers, ``folder_usd``/``folder_credits`` every
     answer the folder recorded, all runs (exact sums, as ``status`` shows them). A file that
@@ -55,7 +55,7 @@ def write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
         "missing_images": report.missing,
         "crashed": report.crashed,
         "cancelled_in_flight": [{"id": job, "client_request_ids": ids} for job, ids in report.cancelled],
-        "manifest": str(manifest_path(out)),
+        "manifest": out.manifest,
     }
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -66,13 +66,13 @@ def write_summary(path: Path, report: RunReport, out: Path, code: int) -> None:
             print(f"batchgen: cannot write --summary-json {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
-def describe(report: RunReport, out: Path) -> str:
+def describe(report: RunReport, out: OutputLocation) -> str:
     """The run's summary as lines of text: counts, money, then each list worth a look."""
     t = report.tally
     lines = [
         f"{report.total} jobs: {t.succeeded} succeeded now, {t.already_done} earlier, "
         f"{t.failed_final} failed for good, {t.failed_retryable} failed (retried on resume), "
-        f"{t.not_reached} not reached; {t.tokens_used:.0f} tokens used. Manifest: {manifest_path(out)}"
+        f"{t.not_reached} not reached; {t.tokens_used:.0f} tokens used. Manifest: {out.manifest}"
     ]
     if report.folder is not None and (t.spent or report.folder.spent):
         total = report.folder.total_spent

@@ -264,7 +264,7 @@ class JobRun:
 
         def build(saved: list[ImageRecord]) -> ManifestRecord:
             images = [
-                image.model_copy(update={"url": ref.url})
+                image.model_copy(update={"url": ref.url, "revised_prompt": ref.revised_prompt})
                 for image, ref in zip(saved, answer.images, strict=True)
             ]
             return self._record(Status.SUCCEEDED, answer, images=images)
@@ -316,6 +316,7 @@ class JobRun:
             credits_used=source.credits_used,
             usd_spent=source.usd_spent,
             seed=source.seed,
+            usage=source.usage,
             error=error,
             started_at=self._started,
             finished_at=utc_now(),

@@ -8,10 +8,25 @@ Layout of ``DIR``::
     report.html               the report page (batchgen.report), and its thumbnails/
     .batchgen/state.sqlite3   write-ahead job state (store.sqlite)
     .batchgen/lock            held by the live run (flock)
+
+Layout of an object-store output ``s3://BUCKET/PREFIX`` (keys under the prefix)::
+
+    manifest/part-<n>.jsonl   the manifest in immutable parts, read in order (store.objects)
+    images/<name>.<ext>       the images, put once
+    report.html, thumbnails/  the report page
+
+and of its local state folder (``--state``, by default :func:`default_state_root` of the URL)::
+
+    .batchgen/state.sqlite3   write-ahead job state
+    .batchgen/lock            held by the live run
+    .batchgen/scratch/        downloads too large for memory, before their upload
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,12 +34,16 @@ __all__ = [
     "IMAGES",
     "LOCK",
     "MANIFEST",
+    "MANIFEST_PARTS",
     "PRIVATE",
     "REPORT",
+    "SCRATCH",
     "STATE",
     "THUMBNAILS",
     "Meta",
+    "default_state_root",
     "has_state",
+    "manifest_part",
     "manifest_path",
     "report_path",
     "thumbnails_path",
@@ -37,6 +56,24 @@ THUMBNAILS = "thumbnails"
 PRIVATE = ".batchgen"
 STATE = f"{PRIVATE}/state.sqlite3"
 LOCK = f"{PRIVATE}/lock"
+SCRATCH = f"{PRIVATE}/scratch"
+MANIFEST_PARTS = "manifest"
+
+
+def manifest_part(number: int) -> str:
+    """The key of the manifest's part ``number`` (0, 1, ...): names sort in order."""
+    return f"{MANIFEST_PARTS}/part-{number:08d}.jsonl"
+
+
+def default_state_root(url: str) -> Path:
+    """The local state folder of an object-store output ``url`` when ``--state`` is not given:
+    ``$XDG_STATE_HOME/batchgen/<scheme>-<bucket>-<12 hex of the URL's SHA-256>`` (``XDG_STATE_HOME``
+    defaults to ``~/.local/state``), so each output URL has its own."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    normalized = url.rstrip("/")
+    scheme, _, rest = normalized.partition("://")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{scheme}-{rest.split('/', 1)[0]}").strip("-")
+    return base / "batchgen" / f"{readable}-{hashlib.sha256(normalized.encode()).hexdigest()[:12]}"
 
 
 class Meta(StrEnum):

@@ -3,10 +3,12 @@ with one write and fsync per group, the folder lock (layout: :mod:`batchgen.stor
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from batchgen.errors import StorageError
 from batchgen.images import inspect_image
 from batchgen.store.files import (
     SYNCFS,
@@ -106,6 +108,48 @@ class LocalFolder:
             return os.lstat(f"{self.root}/{path}").st_size
         except OSError:
             return None
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes; None when it is absent or a symlink."""
+        target = self.root / path
+        try:
+            return None if target.is_symlink() else target.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {target}: {exc.strerror or exc}") from exc
+
+    def sha256(self, path: str) -> str | None:
+        """The file's SHA-256, read in chunks; None when it is absent or a symlink."""
+        target = self.root / path
+        try:
+            if target.is_symlink() or not target.is_file():
+                return None
+            with target.open("rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as exc:
+            raise StorageError(f"cannot read {target}: {exc.strerror or exc}") from exc
+
+    def put_file(self, path: str, data: bytes) -> None:
+        """Write the file whole (temporary file, then rename)."""
+        target = self.root / path
+        temporary = target.with_name(f".{target.name}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data)
+            temporary.replace(target)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+    def manifest_lines(self) -> Iterator[bytes]:
+        """The manifest file's lines (none when it does not exist)."""
+        try:
+            with self._manifest.path.open("rb") as handle:
+                yield from handle
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._manifest.path}: {exc.strerror or exc}") from exc
 
     def manifest_repair(self, known: int) -> tuple[int, list[ManifestRecord]]:
         """See :meth:`ManifestFile.repair`."""

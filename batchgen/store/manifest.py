@@ -35,6 +35,7 @@ class ImageRecord(BaseModel):
     width: int
     height: int
     url: str | None = None
+    revised_prompt: str | None = None  # the prompt the model says it used (OpenAI-style models)
 
 
 class ErrorInfo(BaseModel):
@@ -71,6 +72,7 @@ class ManifestRecord(BaseModel):
     credits_used: str | None = None
     usd_spent: str | None = None
     seed: int | None = None
+    usage: dict[str, Any] | None = None  # the answer's usage object as sent (meta.usage or usage)
     error: ErrorInfo | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -1,16 +1,16 @@
 """The output backend seam: where images, the manifest and the report land.
 
-Today's backend is a local folder (:mod:`batchgen.store.local`); an object store can implement
-the same interface: every image is put once under its final name (never renamed, never
-rewritten), the manifest grows by whole groups of lines, and everything can be listed and read
+Two backends: a local folder (:mod:`batchgen.store.local`) and an object store
+(:mod:`batchgen.store.objects`): every image is put once under its final name (never renamed,
+never rewritten), the manifest grows by whole groups of lines, and everything can be read
 back. Every method runs on the store's one thread (blocking is fine) and raises
-:class:`~batchgen.errors.StorageError` when the output cannot be written or read. The tests hold
-a second, in-memory implementation.
+:class:`~batchgen.errors.StorageError` when the output cannot be written or read. The tests
+hold a third, in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from batchgen.store.manifest import ImageRecord, ManifestRecord
@@ -62,6 +62,22 @@ class OutputBackend(Protocol):
 
     def image_size(self, path: str) -> int | None:
         """The size in bytes of the image at ``path`` (relative to the output), None if absent."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file at ``path`` (relative to the output), None when there is none."""
+        ...
+
+    def sha256(self, path: str) -> str | None:
+        """The SHA-256 (hex) of the file at ``path``, read in chunks; None when there is none."""
+        ...
+
+    def put_file(self, path: str, data: bytes) -> None:
+        """Write (or replace) a file that is not write-once: the report, a thumbnail."""
+        ...
+
+    def manifest_lines(self) -> Iterator[bytes]:
+        """Every line of the manifest, newline included, in order (bounded memory)."""
         ...
 
     def manifest_repair(self, known: int) -> tuple[int, list[ManifestRecord]]:

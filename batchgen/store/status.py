@@ -20,6 +20,7 @@ from batchgen.outcome import Status
 from batchgen.store.files import DirectoryLock
 from batchgen.store.layout import LOCK, STATE, Meta, has_state
 from batchgen.store.manifest import ManifestRecord
+from batchgen.store.output import OutputBackend
 from batchgen.store.sqlite import SqliteState
 from batchgen.store.state import JobRow
 
@@ -80,14 +81,18 @@ class FolderReader:
         return self._db.request_costs() if self._db is not None else {}
 
 
-def _verify(out_dir: Path) -> tuple[int, list[ImageProblem]]:
+def _verify(out_dir: Path, output: OutputBackend | None) -> tuple[int, list[ImageProblem]]:
     db = _open(out_dir)
     checked, problems = 0, []
     try:
         for record in db.current_records(status=Status.SUCCEEDED):
             for image in record.images:
                 checked += 1
-                problem = _check(out_dir / image.path, image.bytes, image.sha256)
+                problem = (
+                    _check(out_dir / image.path, image.bytes, image.sha256)
+                    if output is None
+                    else _check_object(output, image.path, image.bytes, image.sha256)
+                )
                 if problem:
                     problems.append(ImageProblem(record.job_id, image.path, problem))
     finally:
@@ -107,6 +112,17 @@ def _check(path: Path, size: int, sha256: str) -> str | None:
                 return "altered: its SHA-256 is not the recorded one"
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
+    return None
+
+
+def _check_object(output: OutputBackend, path: str, size: int, sha256: str) -> str | None:
+    found = output.image_size(path)
+    if found is None:
+        return "missing"
+    if found != size:
+        return f"altered: {found} bytes, recorded {size}"
+    if output.sha256(path) != sha256:
+        return "altered: its SHA-256 is not the recorded one"
     return None
 
 
@@ -156,14 +172,13 @@ async def failed_records(out_dir: Path) -> list[ManifestRecord]:
     return await asyncio.to_thread(read_records, out_dir, Status.FAILED)
 
 
-async def verify_folder(out_dir: Path) -> tuple[int, list[ImageProblem]]:
+async def verify_folder(
+    out_dir: Path, *, output: OutputBackend | None = None
+) -> tuple[int, list[ImageProblem]]:
     """Check every image of every job's current record: it exists, and its size and SHA-256
-    are the recorded ones. Returns (images checked, the problems found).
-
-    Raises :class:`UsageError` when ``out_dir`` holds no batchgen state, and
-    :class:`~batchgen.errors.StorageError` when it cannot be read.
-    """
-    return await asyncio.to_thread(_verify, out_dir)
+    are the recorded ones. Returns (images checked, the problems found). ``output``: where the
+    images are when not in ``out_dir`` (an object store; ``out_dir`` then holds the state)."""
+    return await asyncio.to_thread(_verify, out_dir, output)
 
 
 FAILED_SHOWN = 20  # failed jobs listed by status; the rest are counted

@@ -1,4 +1,4 @@
-"""Both answer shapes of the API docs parse into one Answer; anything else is malformed."""
+"""Every answer shape of the API docs parses into one Answer; anything else is malformed."""
 
 from __future__ import annotations
 
@@ -54,9 +54,7 @@ def test_flux_example():
     assert (answer.images[0].width, answer.images[0].height) == (1024, 768)
 
 
-@pytest.mark.parametrize(
-    "body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"data": "x"}']
-)
+@pytest.mark.parametrize("body", [b"", b"{not json", b"[]", b'{"images": "x"}', b'{"data": "x"}'])
 def test_anything_else_is_malformed_with_an_excerpt(body):
     with pytest.raises(MalformedResponse) as caught:
         parse_answer(body, {})
@@ -130,6 +128,51 @@ def test_error_bodies_give_message_and_request_id():
 def test_every_answer_shape_the_model_pages_show_yields_its_images(shape, body):
     answer = parse_answer(json.dumps(body).encode(), {})
     assert len(answer.images) == 1, shape
+
+
+def test_what_each_shape_returns_beyond_images_is_kept():
+    openai = parse_answer(
+        json.dumps(
+            {
+                "created": 1,
+                "data": [{"url": "https://cdn.test/a.png", "revised_prompt": "a red cat"}],
+                "usage": {"total_tokens": 9},
+            }
+        ).encode(),
+        {},
+    )
+    assert openai.images[0].revised_prompt == "a red cat" and openai.usage == {"total_tokens": 9}
+    both = parse_answer(
+        json.dumps(
+            {
+                "images": [{"url": "https://cdn.test/a.png"}],
+                "data": [{"url": "https://cdn.test/a.png"}],
+                "seed": 7,
+                "has_nsfw_concepts": [True],
+            }
+        ).encode(),
+        {},
+    )
+    assert both.seed == 7 and both.content_violation and len(both.images) == 1
+    inline = parse_answer(json.dumps({"images": [{"b64_json": "aGk="}]}).encode(), {})
+    assert inline.images[0].b64_json == "aGk="
+
+
+def test_the_cost_comes_from_the_headers_else_from_the_body_exactly():
+    body = b'{"data": [{"url": "https://cdn.test/a.png"}], "meta": {"usage": {"credits_used": 4200, "usd_spent": 0.045}}}'
+    from_body = parse_answer(body, {})
+    assert from_body.cost is not None
+    assert (from_body.cost.usd, from_body.cost.credits) == (
+        Decimal("0.045"),
+        Decimal(4200),
+    )
+    assert str(from_body.cost.usd) == "0.045"  # the number as written, not a float near it
+    assert from_body.usage == {"credits_used": 4200, "usd_spent": 0.045}
+    from_headers = parse_answer(body, {"x-aimlapi-usd-spent": "0.05", "x-aimlapi-credits-used": "2646"})
+    assert from_headers.cost is not None and (from_headers.cost.usd, from_headers.cost.credits) == (
+        Decimal("0.05"),
+        Decimal(2646),
+    )
 
 
 def test_an_answer_of_an_unknown_shape_is_final_and_keeps_its_cost():

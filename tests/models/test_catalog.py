@@ -139,6 +139,15 @@ async def test_a_job_of_every_model_runs_against_the_simulator_and_records_its_i
     assert all(r["images"] and r["usd_spent"] for r in records)
     # (each model answered in the shape its page shows: all seven of them)
     assert set(answer_shapes().values()) == set("ABCDEFG")
+    # and the record keeps what each shape returns beyond images
+    shape = {r["job_id"]: answer_shapes().get(r["model"], "A") for r in records}
+    for r in records:
+        letter = shape[r["job_id"]]
+        assert (r["usage"] is not None) == (letter in "ACD"), r["model"]
+        assert (r["seed"] is not None) == (letter in "BC"), r["model"]
+        revised = [i["revised_prompt"] for i in r["images"]]
+        prompt = jobs[int(r["job_id"][1:])].get("prompt") if letter == "D" else None
+        assert revised == [prompt] * len(revised)
 
 
 async def test_the_simulator_refuses_a_body_its_schema_refuses():

@@ -25,7 +25,16 @@ BASE: dict[str, dict[str, Any]] = {
     "reve/remix-edit-image": {"prompt": "p", "image_urls": [URL]},
     "flux/dev/image-to-image": {"prompt": "p", "image_url": URL},
 }
-IMAGES = [URL, "http://h.test/x.png", "data:image/png;base64,AAAA", "ftp://x.test/a.png", "a.png", "data:image/png,xx", "", "https://"]
+IMAGES = [
+    URL,
+    "http://h.test/x.png",
+    "data:image/png;base64,AAAA",
+    "ftp://x.test/a.png",
+    "a.png",
+    "data:image/png,xx",
+    "",
+    "https://",
+]
 PALETTE: list[Any] = [
     *(None, True, False, 0, 1, -1, 2, 4, 5, 20, 21, 50, 51, 0.5, 1.5, 20.5, 2.0, float("nan"), float("inf")),
     *("x", "", "3:2", "1:1", "21:9", "json", "png", "x" * 2560, "x" * 2561, "x" * 4000, "x" * 4001),
@@ -33,7 +42,16 @@ PALETTE: list[Any] = [
     *IMAGES,
     *([image] for image in IMAGES),
 ]
-NEAR_MISSES = {"promt", "aspect_ratio", "image_url", "image_urls", "output_format", "seed", "num_images", "size"}
+NEAR_MISSES = {
+    "promt",
+    "aspect_ratio",
+    "image_url",
+    "image_urls",
+    "output_format",
+    "seed",
+    "num_images",
+    "size",
+}
 
 
 def bodies() -> list[dict[str, Any]]:
@@ -74,7 +92,10 @@ def test_the_schema_data_agrees_with_the_seed_models_on_every_generated_body():
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"model": "flux/dev/image-to-image", **BASE["flux/dev/image-to-image"], "num_images": 2.0}, "num_images"),
+        (
+            {"model": "flux/dev/image-to-image", **BASE["flux/dev/image-to-image"], "num_images": 2.0},
+            "num_images",
+        ),
         ({"model": "reve/edit-image", "prompt": "p", "image_url": "ftp://x.test/a.png"}, "image_url"),
         ({"model": "reve/remix-edit-image", "prompt": "p", "image_urls": [URL, "a.png"]}, "image_urls[1]"),
         ({"model": "flux-pro/v1.1", "prompt": "p", "seed": 3.0}, "seed"),

@@ -1,0 +1,195 @@
+"""``batchgen export``: an output's succeeded images and their records as a dataset ML tools load.
+
+* ``webdataset``: tar shards ``shard-000000.tar``, ... (WebDataset's layout: one sample per
+  image, its files ``<key>.<ext>`` (the image bytes) and ``<key>.json`` (the job's record, with
+  ``image_index``), ``key`` the image's name without dots). Load with
+  ``webdataset.WebDataset(...)`` or ``datasets.load_dataset("webdataset", data_files=...)``.
+* ``parquet``: ``part-000000.parquet``, ...: one row per image, the image bytes in ``image``
+  and every manifest column (nested ones as JSON text). Load with
+  ``datasets.load_dataset("parquet", data_files=...)`` or pyarrow / pandas / polars.
+
+The rows are the current record of every job whose record says succeeded (the last record of
+each job in the manifest, as ``batchgen manifest`` prints them), in manifest order, one per
+image. Shards hold ``shard_size`` rows each, so the same output exports to the same shards: a
+shard already at the target with the same bytes is not written again. Memory is bounded by one
+image and one Parquet row group; shards are built in a local temporary folder, then put.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from batchgen.errors import StorageError, UsageError
+from batchgen.outcome import Status
+from batchgen.store import ManifestRecord, OutputBackend
+
+__all__ = ["FORMATS", "Exported", "export_dataset"]
+
+FORMATS = ("webdataset", "parquet")
+ROW_GROUP = 64  # images per Parquet row group: what is held in memory at once
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """What an export did: ``rows`` (images) in ``shards``, of which ``written`` were new or
+    changed (the others were already at the target, byte for byte)."""
+
+    rows: int
+    shards: int
+    written: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    record: ManifestRecord
+    index: int  # which of the record's images
+
+
+def export_dataset(
+    output: OutputBackend,
+    target: Any,
+    fmt: Literal["webdataset", "parquet"],
+    *,
+    shard_size: int = 1000,
+) -> Exported:
+    """Export ``output``'s succeeded images into ``target`` (an obstore store) as ``fmt``.
+
+    Raises :class:`~batchgen.errors.StorageError` when an image is missing from the output or a
+    shard cannot be put, :class:`~batchgen.errors.UsageError` for Parquet without pyarrow, and
+    ``ValueError`` for an unknown ``fmt``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    rows = [_Row(record, i) for record in _succeeded(output) for i in range(len(record.images))]
+    write = _write_tar if fmt == "webdataset" else _write_parquet
+    suffix = "tar" if fmt == "webdataset" else "parquet"
+    prefix = "shard" if fmt == "webdataset" else "part"
+    written = shards = 0
+    with tempfile.TemporaryDirectory(prefix="batchgen-export-") as scratch:
+        for start in range(0, len(rows), shard_size):
+            name = f"{prefix}-{start // shard_size:06d}.{suffix}"
+            path = Path(scratch) / name
+            write(output, rows[start : start + shard_size], path)
+            shards += 1
+            if _put_if_changed(target, name, path):
+                written += 1
+            path.unlink()
+    return Exported(len(rows), shards, written)
+
+
+def _succeeded(output: OutputBackend) -> list[ManifestRecord]:
+    """The current record of each job, in manifest order, where it says succeeded."""
+    current: dict[str, ManifestRecord] = {}
+    for line in output.manifest_lines():
+        if line.endswith(b"\n"):  # (a line a live run is still writing is left out)
+            record = ManifestRecord.model_validate_json(line)
+            current.pop(record.job_id, None)  # (re-inserted: ordered by its last record)
+            current[record.job_id] = record
+    return [r for r in current.values() if r.status == Status.SUCCEEDED]
+
+
+def _image(output: OutputBackend, row: _Row) -> bytes:
+    path = row.record.images[row.index].path
+    data = output.read_bytes(path)
+    if data is None:
+        raise StorageError(
+            f"{path} of job {row.record.job_id} is missing: run `batchgen verify`, then the run again"
+        )
+    return data
+
+
+def _key(row: _Row) -> str:
+    # WebDataset splits a file name at its first dot: the key itself has none
+    return PurePosixPath(row.record.images[row.index].path).stem.replace(".", "_")
+
+
+def _columns(row: _Row) -> dict[str, Any]:
+    """The row's manifest columns: scalars as they are, nested values as JSON text."""
+    image = row.record.images[row.index]
+    flat: dict[str, Any] = {}
+    for name, value in row.record.model_dump(mode="json").items():
+        flat[name] = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+    flat.update(
+        image_index=row.index,
+        image_path=image.path,
+        image_sha256=image.sha256,
+        image_bytes=image.bytes,
+        width=image.width,
+        height=image.height,
+        content_type=image.content_type,
+    )
+    return flat
+
+
+def _write_tar(output: OutputBackend, rows: list[_Row], path: Path) -> None:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for row in rows:
+            key = _key(row)
+            extension = PurePosixPath(row.record.images[row.index].path).suffix.lstrip(".")
+            document = {**row.record.model_dump(mode="json"), "image_index": row.index}
+            for name, data in (
+                (f"{key}.{extension}", _image(output, row)),
+                (f"{key}.json", json.dumps(document, ensure_ascii=False, sort_keys=True).encode()),
+            ):
+                info = tarfile.TarInfo(name)  # (mtime 0, no owner: the same rows, the same bytes)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _write_parquet(output: OutputBackend, rows: list[_Row], path: Path) -> None:
+    try:
+        import pyarrow as pa  # noqa: PLC0415 - only a Parquet export loads pyarrow
+        import pyarrow.parquet as pq  # noqa: PLC0415
+    except ImportError as exc:
+        raise UsageError("--format parquet needs pyarrow: pip install 'batchgen[export]'") from exc
+
+    columns = list(_columns(rows[0])) if rows else []
+    schema = pa.schema(
+        [pa.field("image", pa.binary())] + [pa.field(name, _arrow_type(pa, name)) for name in columns]
+    )
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, len(rows), ROW_GROUP):
+            group = rows[start : start + ROW_GROUP]
+            flat = [_columns(row) for row in group]
+            table = {"image": [_image(output, row) for row in group]}
+            table.update({name: [f.get(name) for f in flat] for name in columns})
+            writer.write_table(pa.Table.from_pydict(table, schema=schema))
+
+
+def _arrow_type(pa: Any, name: str) -> Any:
+    """Each manifest column's Arrow type (fixed, so every shard has the same schema)."""
+    if name in ("image_index", "image_bytes", "width", "height", "attempts", "seed"):
+        return pa.int64()
+    if name == "content_violation":
+        return pa.bool_()
+    if name == "tokens_used":
+        return pa.float64()
+    return pa.string()
+
+
+def _put_if_changed(target: Any, name: str, path: Path) -> bool:
+    """Put the shard unless the target already holds these bytes; True when it was put."""
+    import obstore  # noqa: PLC0415
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        existing = hashlib.sha256(bytes(obstore.get(target, name).bytes())).hexdigest()
+    except FileNotFoundError:
+        existing = None
+    except Exception as exc:
+        raise StorageError(f"cannot read {name} at the export target: {exc}") from exc
+    if existing == digest:
+        return False
+    try:
+        obstore.put(target, name, path)
+    except Exception as exc:
+        raise StorageError(f"cannot put {name} at the export target: {exc}") from exc
+    return True

@@ -1,0 +1,272 @@
+"""The output backend of an object store (S3, GCS, Azure, through obstore): images put once,
+the manifest as immutable part objects, the lock and scratch space in the local state folder.
+
+An object store cannot rename or append, so the write-ahead order is kept another way:
+
+* an image is verified in memory (or in a local scratch file past the memory bound), then put
+  once under its final name with a create-only put (S3 ``If-None-Match: *``). An object already
+  there with the same SHA-256 is a finished upload (a crash came between the put and the record);
+  one with other bytes is listed by no record (records commit after their puts), so it is
+  replaced;
+* a put returns once the object is durable, so :meth:`make_durable` has nothing to do;
+* the manifest is ``manifest/part-<n>.jsonl``: each group of records is one new part, put
+  create-only, numbered in order; readers concatenate the parts by name. A crash loses no line
+  that the state holds: the next open re-puts what the parts lack (as a local folder re-appends).
+
+Object keys are relative to the URL's prefix (:mod:`batchgen.store.layout`). Errors of the store
+become :class:`~batchgen.errors.StorageError` naming the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import StorageError
+from batchgen.images import inspect_image
+from batchgen.store.files import DirectoryLock, TempFile, ensure_real_dir, make_output_dir, remove_temporaries
+from batchgen.store.layout import IMAGES, LOCK, MANIFEST_PARTS, PRIVATE, SCRATCH, manifest_part
+from batchgen.store.manifest import ImageRecord, ManifestRecord
+from batchgen.store.output import Spill
+
+__all__ = ["ObjectStoreOutput", "open_store"]
+
+log = logging.getLogger(__name__)
+
+PART_BYTES = 8 * 1024 * 1024
+"""A rewritten manifest is cut into parts of about this many bytes."""
+
+_PART = re.compile(r"part-(\d+)\.jsonl")
+
+
+def open_store(url: str) -> Any:
+    """The obstore store of ``url`` (``s3://BUCKET/PREFIX``, ``gs://...``, ``az://...``,
+    ``memory://``), configured from the standard environment (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``;
+    ``GOOGLE_*``; ``AZURE_*``). Raises :class:`StorageError` for a URL obstore cannot serve."""
+    from obstore.store import from_url  # noqa: PLC0415 - only runs into an object store load it
+
+    try:
+        return from_url(url)
+    except Exception as exc:  # obstore raises its own errors for a bad URL or configuration
+        raise StorageError(f"cannot open {url}: {exc}") from exc
+
+
+class ObjectStoreOutput:
+    """An :class:`~batchgen.store.output.OutputBackend` in ``store`` (an obstore store, rooted
+    at the output's prefix), named ``url`` in messages, with its lock and scratch space under
+    the local state folder ``state_root`` (``state_root/.batchgen/``)."""
+
+    def __init__(self, store: Any, url: str, state_root: Path) -> None:
+        self.store = store
+        self.url = url.rstrip("/")
+        self._state_root = state_root
+        self._scratch = state_root / SCRATCH
+        self._lock = DirectoryLock(state_root / LOCK)
+        self._next_part = 0
+        self._last_line = b""
+
+    # -- the run's hold on the output ----------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the lock (in the state folder: one host), create the scratch folder, drop the
+        scratch files a crash left."""
+        make_output_dir(self._state_root, parents=True)
+        ensure_real_dir(self._state_root / PRIVATE, self._state_root)
+        self._lock.acquire()
+        try:
+            ensure_real_dir(self._scratch, self._state_root)
+            remove_temporaries(self._scratch)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
+    def spill(self) -> Spill:
+        """A scratch file in the local state folder (uploaded once verified)."""
+        return TempFile(self._scratch)
+
+    # -- images --------------------------------------------------------------------------------
+
+    def put_image(
+        self, stem: str, parts: list[bytes], spilled: Spill | None, *, max_pixels: int
+    ) -> ImageRecord:
+        """Verify an image, then put it once as ``images/<stem>.<ext>`` (see the module)."""
+        if spilled is None:
+            whole = parts[0] if len(parts) == 1 else b"".join(parts)
+            info = inspect_image(whole, max_pixels=max_pixels)
+            digest, size = hashlib.sha256(whole).hexdigest(), len(whole)
+            body: bytes | Path = whole
+        else:
+            if not isinstance(spilled, TempFile):
+                raise TypeError(
+                    f"an object store cannot put {type(spilled).__name__}: spill through its spill()"
+                )
+            try:
+                written = spilled.commit(sync=False)
+                info = inspect_image(written.path, max_pixels=max_pixels)
+            except BaseException:
+                spilled.discard()
+                raise
+            digest, size, body = written.sha256, written.size, written.path
+        key = f"{IMAGES}/{stem}.{info.extension}"
+        try:
+            self._put_once(key, body, digest)
+        finally:
+            if isinstance(body, Path):
+                body.unlink(missing_ok=True)
+        return ImageRecord(
+            path=key,
+            sha256=digest,
+            bytes=size,
+            content_type=info.content_type,
+            width=info.width,
+            height=info.height,
+        )
+
+    def _put_once(self, key: str, body: bytes | Path, digest: str) -> None:
+        import obstore  # noqa: PLC0415
+        from obstore.exceptions import AlreadyExistsError  # noqa: PLC0415
+
+        try:
+            obstore.put(self.store, key, body, mode="create")
+        except AlreadyExistsError:
+            pass
+        except Exception as exc:
+            raise StorageError(f"cannot put {self.url}/{key}: {exc}") from exc
+        else:
+            return
+        if self.sha256(key) == digest:
+            return  # put by a run that crashed before its record: a finished upload
+        log.warning("%s/%s held other bytes that no record lists: replaced", self.url, key)
+        self._call("put", key, lambda: obstore.put(self.store, key, body, mode="overwrite"))
+
+    def make_durable(self) -> None:
+        """Nothing to do: a put returns once its object is durable."""
+
+    def image_size(self, path: str) -> int | None:
+        """The object's size from a HEAD, None when there is none."""
+        import obstore  # noqa: PLC0415
+
+        try:
+            return int(obstore.head(self.store, path)["size"])
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The object at ``path`` (relative to the output), None when there is none."""
+        import obstore  # noqa: PLC0415
+
+        try:
+            return bytes(obstore.get(self.store, path).bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+
+    def sha256(self, path: str) -> str | None:
+        """The SHA-256 of the object at ``path``, streamed; None when there is none."""
+        import obstore  # noqa: PLC0415
+
+        digest = hashlib.sha256()
+        try:
+            for chunk in obstore.get(self.store, path):
+                digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+        return digest.hexdigest()
+
+    def put_file(self, path: str, data: bytes) -> None:
+        """Put (or replace) a file of the output that is not write-once: the report, a thumbnail."""
+        import obstore  # noqa: PLC0415
+
+        self._call("put", path, lambda: obstore.put(self.store, path, data, mode="overwrite"))
+
+    # -- the manifest --------------------------------------------------------------------------
+
+    def manifest_parts(self) -> list[str]:
+        """The manifest's part objects, in order."""
+        import obstore  # noqa: PLC0415
+
+        def listing() -> list[str]:
+            return [
+                entry["path"] for page in obstore.list(self.store, f"{MANIFEST_PARTS}/") for entry in page
+            ]
+
+        keys = self._call("list", f"{MANIFEST_PARTS}/", listing)
+        numbered = sorted(
+            (int(m.group(1)), key) for key in keys if (m := _PART.fullmatch(key.rsplit("/", 1)[-1]))
+        )
+        return [key for _, key in numbered]
+
+    def manifest_lines(self) -> Iterator[bytes]:
+        """Every manifest line, newline included, in order (one part in memory at a time)."""
+        for key in self.manifest_parts():
+            data = self.read_bytes(key)
+            if data is None:
+                raise StorageError(f"{self.url}/{key} vanished while the manifest was read")
+            yield from data.splitlines(keepends=True)
+
+    def manifest_repair(self, known: int) -> tuple[int, list[ManifestRecord]]:
+        """Count the lines of every part; (that count, the records past the first ``known``).
+        Parts are whole (puts are atomic): nothing is ever torn."""
+        parts = self.manifest_parts()
+        self._next_part = int(_PART.fullmatch(parts[-1].rsplit("/", 1)[-1]).group(1)) + 1 if parts else 0  # type: ignore[union-attr]
+        count = 0
+        extra: list[ManifestRecord] = []
+        for line in self.manifest_lines():
+            if count >= known:
+                extra.append(ManifestRecord.model_validate_json(line))
+            count += 1
+            self._last_line = line
+        return count, extra
+
+    def manifest_last_line(self) -> bytes:
+        """The last line of the last part (b"" when there is none)."""
+        return self._last_line
+
+    def manifest_append(self, lines: list[str]) -> None:
+        """Put ``lines`` as the next part, create-only."""
+        import obstore  # noqa: PLC0415
+
+        data = "".join(lines).encode()
+        key = manifest_part(self._next_part)
+        self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))
+        self._next_part += 1
+        self._last_line = data.splitlines(keepends=True)[-1] if data else self._last_line
+
+    def manifest_rewrite(self, lines: Iterable[str]) -> None:
+        """Delete every part, then put ``lines`` as new parts. A crash in between leaves fewer
+        lines than the state holds: the next open puts the rest again."""
+        import obstore  # noqa: PLC0415
+
+        for key in self.manifest_parts():
+            self._call("delete", key, lambda key=key: obstore.delete(self.store, key))  # type: ignore[misc]
+        self._next_part, self._last_line = 0, b""
+        group: list[str] = []
+        held = 0
+        for line in lines:
+            group.append(line)
+            held += len(line)
+            if held >= PART_BYTES:
+                self.manifest_append(group)
+                group, held = [], 0
+        if group:
+            self.manifest_append(group)
+
+    def _call(self, verb: str, key: str, call: Any) -> Any:
+        try:
+            return call()
+        except Exception as exc:
+            raise StorageError(f"cannot {verb} {self.url}/{key}: {exc}") from exc

@@ -1,0 +1,185 @@
+"""The object-store output backend: images put once, the manifest in immutable parts, the lock
+in the local state folder; against obstore's memory store, then a real S3 API (moto)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import obstore
+import pytest
+from conftest import create_jobs, run_cli, write_jsonl
+from obstore.store import MemoryStore
+from PIL import Image
+
+from batchgen.errors import OutputLockedError
+from batchgen.simulator import SIMULATOR_KEY
+from batchgen.store.layout import STATE, default_state_root
+from batchgen.store.location import locate
+from batchgen.store.objects import ObjectStoreOutput
+
+
+def png(colour: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def output(tmp_path):
+    backend = ObjectStoreOutput(MemoryStore(), "memory://test", tmp_path / "state")
+    backend.open()
+    yield backend
+    backend.close()
+
+
+def test_an_image_is_verified_then_put_once_under_its_name(output):
+    record = output.put_image("job-1", [png()], None, max_pixels=10**6)
+    assert (record.path, record.width, record.content_type) == ("images/job-1.png", 8, "image/png")
+    assert output.sha256(record.path) == record.sha256 == hashlib.sha256(png()).hexdigest()
+    assert output.image_size(record.path) == record.bytes and output.image_size("images/none.png") is None
+
+
+def test_the_same_bytes_already_there_are_a_finished_upload_and_other_bytes_are_replaced(output):
+    first = output.put_image("job-1", [png()], None, max_pixels=10**6)
+    again = output.put_image("job-1", [png()], None, max_pixels=10**6)  # a crash came before the record
+    assert again == first
+    other = output.put_image("job-1", [png("blue")], None, max_pixels=10**6)  # listed by no record
+    assert output.read_bytes(other.path) == png("blue")
+
+
+def test_a_spilled_download_is_verified_from_its_scratch_file_and_the_file_removed(output, tmp_path):
+    spill = output.spill()
+    spill.write(png()[:20])
+    spill.write(png()[20:])
+    record = output.put_image("big", [], spill, max_pixels=10**6)
+    assert output.read_bytes(record.path) == png()
+    assert list((tmp_path / "state" / ".batchgen" / "scratch").iterdir()) == []
+
+
+def test_the_manifest_is_parts_read_in_order_and_a_rewrite_replaces_them(output):
+    output.manifest_append(['{"a": 1}\n', '{"a": 2}\n'])
+    output.manifest_append(['{"a": 3}\n'])
+    assert list(output.manifest_lines()) == [b'{"a": 1}\n', b'{"a": 2}\n', b'{"a": 3}\n']
+    assert output.manifest_parts() == ["manifest/part-00000000.jsonl", "manifest/part-00000001.jsonl"]
+    output.manifest_rewrite(['{"a": 9}\n'])
+    assert list(output.manifest_lines()) == [b'{"a": 9}\n'] and output.manifest_last_line() == b'{"a": 9}\n'
+
+
+def test_a_part_is_never_overwritten(output):
+    output.manifest_append(['{"a": 1}\n'])
+    obstore.put(output.store, "manifest/part-00000001.jsonl", b"put by someone else\n")
+    with pytest.raises(Exception, match="part-00000001"):
+        output.manifest_append(['{"a": 2}\n'])
+
+
+def test_the_lock_is_held_in_the_state_folder(output, tmp_path):
+    second = ObjectStoreOutput(output.store, "memory://test", tmp_path / "state")
+    with pytest.raises(OutputLockedError):
+        second.open()
+
+
+def test_an_object_store_url_keeps_its_state_in_a_folder_keyed_by_the_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    where = locate("s3://bucket-one/nightly/")
+    assert where.url == "s3://bucket-one/nightly" and where.root == default_state_root(
+        "s3://bucket-one/nightly"
+    )
+    assert where.root.parent == tmp_path / "batchgen" and where.root.name.startswith("s3-bucket-one-")
+    assert locate("s3://bucket-one/other").root != where.root
+    assert locate("s3://bucket-one/nightly", tmp_path / "mine").root == tmp_path / "mine"
+    assert locate(tmp_path / "local").url is None
+
+
+# -- against a real S3 API (moto) ---------------------------------------------------------------
+
+
+def cli(s3, *args: str, timeout: float = 120):
+    return run_cli(*args, key=SIMULATOR_KEY, env=s3.env, timeout=timeout)
+
+
+def manifest_of(s3, url: str) -> list[dict]:
+    done = cli(s3, "manifest", url)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_run_into_s3_then_every_reading_command_on_the_url(s3, simulator, tmp_path):
+    jobs = [*create_jobs(6), {"id": "bad", "model": "reve/create-image", "prompt": "x", "aspect_ratio": "1:1"}]
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", jobs)
+    url = s3.url("nightly")
+    done = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Manifest: {url}/manifest/" in done.stderr
+
+    records = manifest_of(s3, url)
+    assert sorted(r["job_id"] for r in records) == sorted([f"job-{i}" for i in range(6)] + ["bad"])
+    objects = s3.objects("nightly/")
+    for r in records:
+        for image in r["images"]:
+            assert hashlib.sha256(s3.read(f"nightly/{image['path']}")).hexdigest() == image["sha256"]
+    listed = {f"nightly/{i['path']}" for r in records for i in r["images"]}
+    assert {k for k in objects if k.startswith("nightly/images/")} == listed  # nothing unreferenced
+    assert not list((tmp_path / "state-home").rglob("*.png"))  # no image left on the local disk
+
+    assert cli(s3, "verify", url).returncode == 0
+    status = json.loads(cli(s3, "status", url, "--json").stdout)
+    assert (status["succeeded"], status["total"]) == (7, 7)
+    assert cli(s3, "failed", url).stdout == ""
+    plan = cli(s3, "plan", str(job_file), "--out", url, "--json")
+    assert plan.returncode == 0 and json.loads(plan.stdout)["counts"]["to_send"] == 0, plan.stdout
+    assert json.loads(plan.stdout)["out"] == url
+    report = cli(s3, "report", url)
+    assert report.returncode == 0 and report.stdout.strip() == f"{url}/report.html"
+    assert b"job-3" in s3.read("nightly/report.html")
+
+    # Run again: nothing sent, nothing put
+    posts = simulator.state.posts
+    again = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
+    assert again.returncode == 0 and simulator.state.posts == posts
+    assert {k: v for k, v in s3.objects("nightly/").items() if k != "nightly/report.html"} == {
+        k: v for k, v in objects.items() if k != "nightly/report.html"
+    }
+
+    # An image deleted from the bucket: verify says so, a run fetches it again for free
+    key = sorted(listed)[0]
+    s3.client.delete_object(Bucket=s3.name, Key=key)
+    assert cli(s3, "verify", url).returncode == 1
+    restored = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
+    assert restored.returncode == 0 and simulator.state.posts == posts
+    assert cli(s3, "verify", url).returncode == 0
+
+
+def test_the_state_folder_lost_between_runs_pays_for_nothing_recorded(s3, simulator, tmp_path):
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(8))
+    url = s3.url("lost")
+    state = tmp_path / "my-state"
+    first = cli(s3, "run", str(job_file), "--out", url, "--state", str(state), "--base-url", simulator.url)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (state / STATE).is_file()
+    posts = simulator.state.posts
+    for path in sorted(state.rglob("*"), reverse=True):  # the state folder deleted
+        path.unlink() if path.is_file() else path.rmdir()
+    second = cli(s3, "run", str(job_file), "--out", url, "--state", str(state), "--base-url", simulator.url)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert simulator.state.posts == posts
+    assert "8 earlier" in second.stderr
+    assert len(manifest_of(s3, url)) == 8
+
+
+def test_a_second_run_on_the_same_url_is_refused_while_the_first_holds_it(s3, tmp_path):
+    where = locate(s3.url("held"))
+    held = where.output()
+    held.open()
+    try:
+        job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(1))
+        done = cli(s3, "run", str(job_file), "--out", s3.url("held"), "--base-url", "http://127.0.0.1:9")
+        assert done.returncode == 73, done.stderr
+    finally:
+        held.close()
+
+
+def test_state_is_refused_for_a_local_output(tmp_path):
+    done = run_cli("status", str(tmp_path), "--state", str(tmp_path / "s"), key="k")
+    assert done.returncode == 2 and "--state is for an object-store --out" in done.stderr
