@@ -1,8 +1,11 @@
 """``batchgen export``: an output's succeeded images and their records as a dataset ML tools load.
 
 * ``webdataset``: tar shards ``shard-000000.tar``, ... (WebDataset's layout: one sample per
-  image, its files ``<key>.<ext>`` (the image bytes) and ``<key>.json`` (the job's record, with
-  ``image_index``), ``key`` the image's name without dots). Load with
+  image, its files ``<key>.<ext>`` (the image bytes) and ``<key>.json``, ``key`` the image's name
+  without dots). The JSON holds fields of one type in every sample (``job_id``, ``model``,
+  ``image_index``, ``image_path``, ``image_sha256``, ``width``, ``height``, ``content_type``) and
+  ``record``, the whole manifest record as JSON text: a loader that infers types from the first
+  samples (``datasets``) would fail on a field that is null there and a number later. Load with
   ``webdataset.WebDataset(...)`` or ``datasets.load_dataset("webdataset", data_files=...)``.
 * ``parquet``: ``part-000000.parquet``, ...: one row per image, the image bytes in ``image``
   and every manifest column (nested ones as JSON text). Load with
@@ -133,7 +136,18 @@ def _write_tar(output: OutputBackend, rows: list[_Row], path: Path) -> None:
         for row in rows:
             key = _key(row)
             extension = PurePosixPath(row.record.images[row.index].path).suffix.lstrip(".")
-            document = {**row.record.model_dump(mode="json"), "image_index": row.index}
+            image = row.record.images[row.index]
+            document = {  # type-stable fields (a loader infers types from the first samples)
+                "job_id": row.record.job_id,
+                "model": row.record.model,
+                "image_index": row.index,
+                "image_path": image.path,
+                "image_sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
+                "content_type": image.content_type,
+                "record": row.record.model_dump_json(),  # the whole manifest record, as JSON text
+            }
             for name, data in (
                 (f"{key}.{extension}", _image(output, row)),
                 (f"{key}.json", json.dumps(document, ensure_ascii=False, sort_keys=True).encode()),

@@ -31,7 +31,9 @@ from batchgen.store.sqlite import SqliteState
 JOBS = 24
 
 
-def start_run(job_file: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
+def start_run(
+    job_file: Path, out: Path | str, url: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -50,14 +52,15 @@ def start_run(job_file: Path, out: Path, url: str, *extra: str) -> subprocess.Po
             "--no-progress",
             *extra,
         ],
-        env={"AIMLAPI_KEY": SIMULATOR_KEY, "PATH": "/usr/bin:/bin"},
+        env={"AIMLAPI_KEY": SIMULATOR_KEY, "PATH": "/usr/bin:/bin", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
 
 
 def dispatched_jobs(out: Path) -> set[str]:
-    """Jobs the state database shows as sent with no recorded answer (possibly charged)."""
+    """Jobs the state database shows as sent with no recorded answer (possibly charged);
+    ``out``: the output folder, or the state folder of an object-store output."""
     path = out / ".batchgen" / "state.sqlite3"
     if not path.exists():
         return set()
@@ -172,3 +175,52 @@ def test_kill_during_startup_or_repair_is_harmless(simulator, tmp_path, delay):
     resumed.communicate(timeout=120)
     assert resumed.returncode == 0
     check_folder(out, {f"job-{i}" for i in range(5)})
+
+
+def test_random_kills_of_a_run_into_s3_end_with_every_job_once_and_no_stray_object(
+    make_simulator, s3, tmp_path
+):
+    sim = make_simulator(seed=3, error_500=0.03, cdn_fail=0.05, latency=0.01)
+    jobs = 300
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", mixed_jobs(jobs))
+    url, state = s3.url("crash"), tmp_path / "state"
+    extra = ("--state", str(state), "--rpm", "6000", "--max-retries", "10")
+    rng = random.Random(11)
+    in_flight: set[str] = set()
+    for _ in range(3):
+        proc = start_run(job_file, url, sim.url, *extra, env=s3.env)
+        target = sim.state.posts + rng.randrange(20, 80)
+        sim.state.wait_for(lambda s, t=target: s.posts >= t, timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        in_flight |= dispatched_jobs(state)
+    final = start_run(job_file, url, sim.url, *extra, env=s3.env)
+    _, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr.decode()[-2000:]
+
+    # every job: exactly one succeeded record, its images under the prefix with their SHA-256
+    records = [json.loads(line) for line in read_parts(s3, "crash/manifest/")]
+    succeeded = Counter(r["job_id"] for r in records if r["status"] == "succeeded")
+    assert set(succeeded) == {f"job-{i}" for i in range(jobs)} and set(succeeded.values()) == {1}
+    listed = set()
+    for r in records:
+        for image in r["images"]:
+            listed.add(f"crash/{image['path']}")
+            assert hashlib.sha256(s3.read(f"crash/{image['path']}")).hexdigest() == image["sha256"]
+    # no generation repeated for a job whose answer was recorded
+    regenerated = {f"job-{n}" for n, count in generations_per_job(sim).items() if count > 1}
+    assert regenerated <= in_flight
+    # no unreferenced object
+    objects = s3.objects("crash/")
+    assert {k for k in objects if k.startswith("crash/images/")} == listed
+    # a further run sends nothing and puts nothing
+    posts = sim.state.posts
+    again = start_run(job_file, url, sim.url, *extra, env=s3.env)
+    again.communicate(timeout=120)
+    assert again.returncode == 0 and sim.state.posts == posts and s3.objects("crash/") == objects
+
+
+def read_parts(s3, prefix: str) -> list[str]:
+    """The manifest's lines, part after part, read straight from the bucket."""
+    keys = sorted(k for k in s3.objects(prefix) if k.endswith(".jsonl"))
+    return [line for key in keys for line in s3.read(key).decode().splitlines()]

@@ -106,7 +106,10 @@ def manifest_of(s3, url: str) -> list[dict]:
 
 
 def test_a_run_into_s3_then_every_reading_command_on_the_url(s3, simulator, tmp_path):
-    jobs = [*create_jobs(6), {"id": "bad", "model": "reve/create-image", "prompt": "x", "aspect_ratio": "1:1"}]
+    jobs = [
+        *create_jobs(6),
+        {"id": "bad", "model": "reve/create-image", "prompt": "x", "aspect_ratio": "1:1"},
+    ]
     job_file = write_jsonl(tmp_path / "jobs.jsonl", jobs)
     url = s3.url("nightly")
     done = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
