@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -282,6 +283,7 @@ class S3Bucket:
 def _s3_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only S3 tests start it
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # (a line per request otherwise)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -47,6 +47,8 @@ def folder(tmp_path: Path) -> Path:
         ["verify", "{out}"],
         ["report", "{out}"],
         ["failed", "{out}"],
+        ["manifest", "{out}"],
+        ["export", "{out}", "--format", "webdataset", "--to", "{out}/wds"],
         ["schema"],
         ["models"],
     ],
@@ -134,7 +136,7 @@ LAYERS = [
     {"models", "jobs"},
     {"api"},
     {"store"},
-    {"gates", "report"},
+    {"gates", "report", "export"},
     {"run", "plan"},  # (plan judges jobs as a run does: run.selection)
     {"commands", "cli", "__main__", "__init__"},
 ]

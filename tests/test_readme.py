@@ -73,7 +73,9 @@ def test_every_batchgen_command_of_the_shell_examples_runs(simulator, site):
         line.split("#")[0].strip()
         for text in blocks("sh")[1:]  # (the first block is the quick start's install)
         for line in text.splitlines()
-        if line.startswith("batchgen ") and "simulate-server" not in line  # (that one serves until stopped)
+        if line.startswith("batchgen ")
+        and "simulate-server" not in line  # (that one serves until stopped)
+        and "s3://" not in line  # (test_the_object_store_examples_run)
     ]
     assert len(commands) >= 10
     env = {**os.environ, "AIMLAPI_KEY": SIMULATOR_KEY, "AIMLAPI_BASE_URL": simulator.url}
@@ -125,3 +127,25 @@ def test_the_quick_starts_run_works_in_a_fresh_checkout(site):
         assert done.returncode == 0, done.stderr
     assert (site / "srv" / "out" / "quickstart" / "report.html").is_file()
     assert "succeeded now, 0 earlier" not in done.stderr and " 0 succeeded now" in done.stderr
+
+
+def test_the_object_store_examples_run(simulator, site, s3):
+    commands = [
+        line.split("#")[0].strip()
+        for text in blocks("sh")
+        for line in text.splitlines()
+        if line.startswith("batchgen ") and "s3://" in line
+    ]
+    assert len(commands) >= 5
+    s3.client.create_bucket(Bucket="my-bucket")
+    env = {**os.environ, **s3.env, "AIMLAPI_KEY": SIMULATOR_KEY, "AIMLAPI_BASE_URL": simulator.url}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    for command in commands:
+        done = subprocess.run(
+            ["sh", "-c", moved(command, site)], cwd=site / "srv", env=env, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    assert simulator.state.generations == 2
+    listed = s3.client.list_objects_v2(Bucket="my-bucket", Prefix="datasets/nightly/")["Contents"]
+    assert [item["Key"] for item in listed] == ["datasets/nightly/part-000000.parquet"]

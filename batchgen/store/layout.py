@@ -12,6 +12,7 @@ Layout of ``DIR``::
 Layout of an object-store output ``s3://BUCKET/PREFIX`` (keys under the prefix)::
 
     manifest/part-<n>.jsonl   the manifest in immutable parts, read in order (store.objects)
+    .batchgen/lease.json      the live run's lease (store.lease)
     images/<name>.<ext>       the images, put once
     report.html, thumbnails/  the report page
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 __all__ = [
     "IMAGES",
+    "LEASE",
     "LOCK",
     "MANIFEST",
     "MANIFEST_PARTS",
@@ -57,6 +59,7 @@ PRIVATE = ".batchgen"
 STATE = f"{PRIVATE}/state.sqlite3"
 LOCK = f"{PRIVATE}/lock"
 SCRATCH = f"{PRIVATE}/scratch"
+LEASE = f"{PRIVATE}/lease.json"
 MANIFEST_PARTS = "manifest"
 
 

@@ -1,6 +1,9 @@
 """The output backend of an object store (S3, GCS, Azure, through obstore): images put once,
 the manifest as immutable part objects, the lock and scratch space in the local state folder.
 
+One run writes an output at a time: the state folder's lock, and the output's lease in the
+store (:mod:`batchgen.store.lease`) for runs on other hosts or from other state folders.
+
 An object store cannot rename or append, so the write-ahead order is kept another way:
 
 * an image is verified in memory (or in a local scratch file past the memory bound), then put
@@ -30,6 +33,7 @@ from batchgen.errors import StorageError
 from batchgen.images import inspect_image
 from batchgen.store.files import DirectoryLock, TempFile, ensure_real_dir, make_output_dir, remove_temporaries
 from batchgen.store.layout import IMAGES, LOCK, MANIFEST_PARTS, PRIVATE, SCRATCH, manifest_part
+from batchgen.store.lease import LEASE_SECONDS, BucketLease
 from batchgen.store.manifest import ImageRecord, ManifestRecord
 from batchgen.store.output import Spill
 
@@ -61,32 +65,39 @@ class ObjectStoreOutput:
     at the output's prefix), named ``url`` in messages, with its lock and scratch space under
     the local state folder ``state_root`` (``state_root/.batchgen/``)."""
 
-    def __init__(self, store: Any, url: str, state_root: Path) -> None:
+    def __init__(
+        self, store: Any, url: str, state_root: Path, *, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
         self.store = store
         self.url = url.rstrip("/")
         self._state_root = state_root
         self._scratch = state_root / SCRATCH
         self._lock = DirectoryLock(state_root / LOCK)
+        self.lease = BucketLease(store, self.url, state_root, ttl=lease_seconds)  # (held while open)
         self._next_part = 0
         self._last_line = b""
 
     # -- the run's hold on the output ----------------------------------------------------------
 
     def open(self) -> None:
-        """Take the lock (in the state folder: one host), create the scratch folder, drop the
-        scratch files a crash left."""
+        """Take the state folder's lock (one host), then the output's lease (every host: see
+        :mod:`batchgen.store.lease`); create the scratch folder, drop the scratch files a crash
+        left."""
         make_output_dir(self._state_root, parents=True)
         ensure_real_dir(self._state_root / PRIVATE, self._state_root)
         self._lock.acquire()
         try:
+            self.lease.acquire()
             ensure_real_dir(self._scratch, self._state_root)
             remove_temporaries(self._scratch)
         except BaseException:
+            self.lease.release()
             self._lock.release()
             raise
 
     def close(self) -> None:
-        """Release the lock."""
+        """Release the lease, then the lock."""
+        self.lease.release()
         self._lock.release()
 
     def spill(self) -> Spill:
@@ -135,6 +146,7 @@ class ObjectStoreOutput:
         import obstore  # noqa: PLC0415
         from obstore.exceptions import AlreadyExistsError  # noqa: PLC0415
 
+        self.lease.check()
         try:
             obstore.put(self.store, key, body, mode="create")
         except AlreadyExistsError:
@@ -240,6 +252,7 @@ class ObjectStoreOutput:
         """Put ``lines`` as the next part, create-only."""
         import obstore  # noqa: PLC0415
 
+        self.lease.check()
         data = "".join(lines).encode()
         key = manifest_part(self._next_part)
         self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))

@@ -29,6 +29,9 @@ __all__ = ["GroupWriter", "ImageWrite", "SaveImages", "StagedImage"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+PUTS_AT_ONCE = 8
+"""Images of one group put at the same time (threads; each image already in memory or spilled)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StagedImage:
@@ -80,6 +83,8 @@ class GroupWriter:
         self._output = output
         self._thread = thread
         self._max_pixels = max_pixels
+        # Puts of one group go out together: an object store answers each in tens of ms
+        self._puts = ThreadPoolExecutor(max_workers=PUTS_AT_ONCE, thread_name_prefix="batchgen-put")
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -96,6 +101,7 @@ class GroupWriter:
         self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
+        self._puts.shutdown(wait=True)
 
     async def on_thread(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the store's thread (reads of the state)."""
@@ -138,9 +144,11 @@ class GroupWriter:
         Returns, per item, None or the exception that failed that item alone."""
         outcomes: list[object] = [None] * len(group)
         events: list[tuple[int, Event]] = []
+        saves = [work for work in group if isinstance(work, SaveImages)]
+        puts = iter(self._puts.map(self._put_all, saves) if len(saves) > 1 else map(self._put_all, saves))
         for i, work in enumerate(group):
             if isinstance(work, SaveImages):
-                event = self._save(work, outcomes, i)
+                event = self._saved(work, next(puts), outcomes, i)
                 if event is not None:
                     events.append((i, event))
             else:
@@ -149,11 +157,10 @@ class GroupWriter:
             self._commit(events, outcomes)
         return outcomes
 
-    def _save(self, work: SaveImages, outcomes: list[object], i: int) -> Event | None:
-        """Put a job's images; the event that records its success (and its answer, if new).
-        A bad image is that job's outcome; a new answer is recorded all the same."""
+    def _put_all(self, work: SaveImages) -> list[ImageRecord] | Exception:
+        """Put a job's images (on a put thread): their records, or what failed them."""
         try:
-            saved = [
+            return [
                 self._output.put_image(w.stem, w.image.parts, w.image.spilled, max_pixels=self._max_pixels)
                 for w in work.images
             ]
@@ -161,7 +168,15 @@ class GroupWriter:
             for w in work.images:
                 if w.image.spilled is not None:
                     w.image.spilled.discard()
-            outcomes[i] = exc
+            return exc
+
+    def _saved(
+        self, work: SaveImages, saved: list[ImageRecord] | Exception, outcomes: list[object], i: int
+    ) -> Event | None:
+        """The event that records a job's success (and its answer, if new). A bad image is
+        that job's outcome; a new answer is recorded all the same."""
+        if isinstance(saved, Exception):
+            outcomes[i] = saved
             return Answered(work.job_id, work.answer) if work.answer else None
         record = work.record(saved)
         return Finished(record, record.model_dump_json() + "\n", answer=work.answer)

@@ -13,9 +13,10 @@ from conftest import create_jobs, run_cli, write_jsonl
 from obstore.store import MemoryStore
 from PIL import Image
 
-from batchgen.errors import OutputLockedError
+from batchgen.errors import OutputLockedError, StorageError
 from batchgen.simulator import SIMULATOR_KEY
 from batchgen.store.layout import STATE, default_state_root
+from batchgen.store.lease import BucketLease
 from batchgen.store.location import locate
 from batchgen.store.objects import ObjectStoreOutput
 
@@ -186,3 +187,62 @@ def test_a_second_run_on_the_same_url_is_refused_while_the_first_holds_it(s3, tm
 def test_state_is_refused_for_a_local_output(tmp_path):
     done = run_cli("status", str(tmp_path), "--state", str(tmp_path / "s"), key="k")
     assert done.returncode == 2 and "--state is for an object-store --out" in done.stderr
+
+
+def foreign_lease(store) -> None:
+    obstore.put(
+        store, ".batchgen/lease.json", json.dumps({"host": "elsewhere", "pid": 7, "state": "/x"}).encode()
+    )
+
+
+def test_a_live_lease_of_another_host_refuses_the_run_and_a_stale_one_is_taken_over(tmp_path):
+    store = MemoryStore()
+    foreign_lease(store)
+    with pytest.raises(OutputLockedError, match="in use by a batchgen run on elsewhere"):
+        BucketLease(store, "memory://x", tmp_path).acquire()
+    stale = BucketLease(store, "memory://x", tmp_path, ttl=0.0)  # (every lease is old by then)
+    stale.acquire()
+    assert json.loads(bytes(obstore.get(store, ".batchgen/lease.json").bytes()))["state"] == str(
+        tmp_path.resolve()
+    )
+    stale.release()
+    with pytest.raises(FileNotFoundError):
+        obstore.head(store, ".batchgen/lease.json")
+
+
+def test_a_lease_taken_over_meanwhile_stops_every_further_put(tmp_path):
+    store = MemoryStore()
+    output = ObjectStoreOutput(store, "memory://x", tmp_path / "state", lease_seconds=0.03)
+    output.open()
+    try:
+        foreign_lease(store)  # (an unconditional put: the next renewal's ETag no longer matches)
+        assert output.lease.lost.wait(10)  # (a renewal comes every 10 ms)
+        with pytest.raises(StorageError, match="took over"):
+            output.manifest_append(['{"a": 1}\n'])
+    finally:
+        output.close()
+    assert obstore.get(store, ".batchgen/lease.json").bytes()  # the other run's lease stays
+
+
+def test_a_run_from_another_state_folder_is_refused_by_the_lease(s3, tmp_path):
+    where = locate(s3.url("leased"))
+    held = where.output()
+    held.open()
+    try:
+        job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(1))
+        done = cli(
+            s3,
+            "run",
+            str(job_file),
+            "--out",
+            s3.url("leased"),
+            "--state",
+            str(tmp_path / "other"),
+            "--base-url",
+            "http://127.0.0.1:9",
+        )
+        assert done.returncode == 73, done.stderr
+        assert "in use by a batchgen run on" in done.stderr
+    finally:
+        held.close()
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.name, Prefix="leased/.batchgen/")
