@@ -336,6 +336,8 @@ class MemoryOutput:
     """An :class:`~batchgen.store.output.OutputBackend` in memory: ``objects`` by path (put
     once, never replaced but by a restore of the same name), ``manifest`` lines."""
 
+    puts_at_once = 2  # (the writer's concurrent puts exercised)
+
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.manifest: list[str] = []

@@ -65,6 +65,8 @@ class ObjectStoreOutput:
     at the output's prefix), named ``url`` in messages, with its lock and scratch space under
     the local state folder ``state_root`` (``state_root/.batchgen/``)."""
 
+    puts_at_once = 8  # (each put waits tens of milliseconds on the network)
+
     def __init__(
         self, store: Any, url: str, state_root: Path, *, lease_seconds: float = LEASE_SECONDS
     ) -> None:

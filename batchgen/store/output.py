@@ -33,6 +33,10 @@ class Spill(Protocol):
 class OutputBackend(Protocol):
     """Images and manifest of one run's output, behind the store's facade."""
 
+    puts_at_once: int
+    """How many of a group's images the writer puts at the same time (threads): 1 puts them
+    one after the other."""
+
     def open(self) -> None:
         """Take the output for this run (its lock: raises
         :class:`~batchgen.errors.OutputLockedError` when a live run holds it), create its layout

@@ -29,9 +29,6 @@ __all__ = ["GroupWriter", "ImageWrite", "SaveImages", "StagedImage"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PUTS_AT_ONCE = 8
-"""Images of one group put at the same time (threads; each image already in memory or spilled)."""
-
 
 @dataclass(frozen=True, slots=True)
 class StagedImage:
@@ -83,8 +80,11 @@ class GroupWriter:
         self._output = output
         self._thread = thread
         self._max_pixels = max_pixels
-        # Puts of one group go out together: an object store answers each in tens of ms
-        self._puts = ThreadPoolExecutor(max_workers=PUTS_AT_ONCE, thread_name_prefix="batchgen-put")
+        # Puts of one group go out together where the output gains by it (an object store
+        # answers each in tens of ms; a local folder's rename is quicker than a thread hop)
+        self._puts = ThreadPoolExecutor(
+            max_workers=max(1, output.puts_at_once), thread_name_prefix="batchgen-put"
+        )
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -145,7 +145,8 @@ class GroupWriter:
         outcomes: list[object] = [None] * len(group)
         events: list[tuple[int, Event]] = []
         saves = [work for work in group if isinstance(work, SaveImages)]
-        puts = iter(self._puts.map(self._put_all, saves) if len(saves) > 1 else map(self._put_all, saves))
+        together = len(saves) > 1 and self._output.puts_at_once > 1
+        puts = iter(self._puts.map(self._put_all, saves) if together else map(self._put_all, saves))
         for i, work in enumerate(group):
             if isinstance(work, SaveImages):
                 event = self._saved(work, next(puts), outcomes, i)
