@@ -51,9 +51,9 @@ def add_output_folder(parser: argparse.ArgumentParser, *, positional: bool = Fal
         parser.add_argument("--out", required=True, help=help)
     parser.add_argument(
         "--state",
-        type=Path,
-        metavar="DIR",
-        help="local folder of the write-ahead state of an object-store output [default: "
+        metavar="DIR|URL",
+        help="where the write-ahead state lives: postgresql://... (a database), or a local folder for an "
+        "object-store output [default: beside a local output; for an object store "
         "$XDG_STATE_HOME/batchgen/<scheme>-<bucket>-<hash of the URL>]",
     )
 

@@ -41,13 +41,16 @@ __all__ = [
     "REPORT",
     "SCRATCH",
     "STATE",
+    "STATE_URL",
     "THUMBNAILS",
     "Meta",
     "default_state_root",
     "has_state",
+    "keep_state_url",
     "manifest_part",
     "manifest_path",
     "report_path",
+    "state_url",
     "thumbnails_path",
 ]
 
@@ -59,6 +62,7 @@ PRIVATE = ".batchgen"
 STATE = f"{PRIVATE}/state.sqlite3"
 LOCK = f"{PRIVATE}/lock"
 SCRATCH = f"{PRIVATE}/scratch"
+STATE_URL = f"{PRIVATE}/state-url"  # where the state is when not here: a PostgreSQL URL, no password
 LEASE = f"{PRIVATE}/lease.json"
 MANIFEST_PARTS = "manifest"
 
@@ -91,8 +95,23 @@ class Meta(StrEnum):
 
 
 def has_state(root: Path) -> bool:
-    """Whether ``root`` holds a batchgen run's state (a folder some run has opened)."""
-    return (root / STATE).is_file()
+    """Whether ``root`` holds a batchgen run's state, or says where it is (a folder some run
+    has opened)."""
+    return (root / STATE).is_file() or (root / STATE_URL).is_file()
+
+
+def state_url(root: Path) -> str | None:
+    """The PostgreSQL URL a run with ``--state postgresql://...`` left in ``root`` (its
+    password is not kept: libpq reads ``PGPASSWORD`` or ``~/.pgpass``), or None."""
+    try:
+        return (root / STATE_URL).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def keep_state_url(root: Path, url: str) -> None:
+    """Note in ``root`` where its state lives (see :func:`state_url`)."""
+    (root / STATE_URL).write_text(url + "\n")
 
 
 def manifest_path(root: Path) -> Path:

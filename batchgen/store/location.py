@@ -5,7 +5,9 @@ A local folder keeps its state beside it (``DIR/.batchgen/``). An object store c
 database, so its state lives in a local state folder: ``--state DIR``, by default one keyed by
 the URL (:func:`~batchgen.store.layout.default_state_root`). Either way :attr:`OutputLocation.root`
 is a local folder laid out as an output folder's private part, so every read of the state works
-the same for both.
+the same for both. ``--state postgresql://...`` puts the state in a PostgreSQL database instead
+(:mod:`batchgen.store.postgres`); the local folder then notes where it is (``.batchgen/state-url``,
+no password), so ``status`` and the other reading commands find it from ``--out`` alone.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 
 from batchgen.errors import UsageError
 from batchgen.store.folder import Backends
-from batchgen.store.layout import MANIFEST_PARTS, STATE, default_state_root, manifest_path
+from batchgen.store.layout import MANIFEST_PARTS, STATE, default_state_root, keep_state_url, manifest_path
 from batchgen.store.local import LocalFolder
 from batchgen.store.objects import ObjectStoreOutput, open_store
 from batchgen.store.output import OutputBackend
+from batchgen.store.postgres import is_postgres_url, without_password
+from batchgen.store.state import StateBackend
 
 __all__ = ["URL_SCHEMES", "OutputLocation", "is_url", "locate"]
 
@@ -40,6 +44,7 @@ class OutputLocation:
     name: str
     root: Path
     url: str | None = None
+    database: str | None = None  # the state's PostgreSQL URL, when not in ``root``
 
     def output(self) -> OutputBackend:
         """The output backend, unopened (nothing is contacted before its first call)."""
@@ -48,13 +53,24 @@ class OutputLocation:
         return ObjectStoreOutput(open_store(self.url), self.url, self.root)
 
     def backends(self) -> Backends | None:
-        """The run's backends: None for a local folder (the default ones)."""
+        """The run's backends: None for a local folder with its state beside it (the default)."""
+        if self.database is not None:
+            return Backends(state=self._open_database, output=self.output())
         if self.url is None:
             return None
         from batchgen.store.sqlite import SqliteState  # noqa: PLC0415
 
         state_path = self.root / STATE
         return Backends(state=lambda: SqliteState.open(state_path), output=self.output())
+
+    def _open_database(self) -> StateBackend:
+        """(On the store's thread, once the output is open and locked.)"""
+        from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - only then the driver
+
+        assert self.database is not None
+        state = PostgresState.open(self.database)
+        keep_state_url(self.root, without_password(self.database))
+        return state
 
     @property
     def manifest(self) -> str:
@@ -67,14 +83,18 @@ class OutputLocation:
 
 
 def locate(out: str | Path, state: str | Path | None = None) -> OutputLocation:
-    """Resolve ``--out`` and ``--state``. Raises :class:`UsageError` for ``--state`` with a
-    local ``--out`` (its state stays beside it, where every later command looks for it)."""
+    """Resolve ``--out`` and ``--state`` (a folder, or a ``postgresql://`` URL). Raises
+    :class:`UsageError` for a state folder with a local ``--out`` (its state stays beside it,
+    where every later command looks for it)."""
     name = str(out)
+    database = str(state) if state is not None and is_postgres_url(str(state)) else None
     if not is_url(name):
-        if state is not None:
+        if state is not None and database is None:
             raise UsageError(
                 f"--state is for an object-store --out; {name} keeps its state in {name}/.batchgen"
+                " (or give --state postgresql://...)"
             )
-        return OutputLocation(name, Path(out))
+        return OutputLocation(name, Path(out), database=database)
     url = name.rstrip("/")
-    return OutputLocation(name, Path(state) if state is not None else default_state_root(url), url)
+    root = Path(state) if state is not None and database is None else default_state_root(url)
+    return OutputLocation(name, root, url, database)

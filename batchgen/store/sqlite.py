@@ -18,12 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from batchgen.api.answers import Answer
 from batchgen.errors import StorageError
 from batchgen.money import Spend, from_units
-from batchgen.outcome import JobState, Status
+from batchgen.outcome import Status
 from batchgen.store.events import (
     Event,
 )
@@ -31,7 +28,14 @@ from batchgen.store.layout import Meta
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.sqlite_effects import EFFECTS
 from batchgen.store.sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade, view_as_current
-from batchgen.store.state import SHOWN_NOT_IN_FILE, JobRow, StateCounts, apply_each_alone_if_refused
+from batchgen.store.state import (
+    SHOWN_NOT_IN_FILE,
+    JobRow,
+    StateCounts,
+    apply_each_alone_if_refused,
+    job_row,
+    state_counts,
+)
 
 __all__ = ["SqliteState"]
 
@@ -114,28 +118,7 @@ class SqliteState:
             marks = ",".join("?" * len(chunk))  # only '?' marks are formatted into the query
             query = _ROWS_QUERY + f"WHERE jobs.job_id IN ({marks})"
             for row in self._read(query, (source, *chunk)):
-                answer, damaged = None, None
-                try:
-                    # A succeeded job's answer is not used again (a job generated anew gets a new one).
-                    answer = Answer.model_validate_json(row[5]) if row[5] and row[1] != "succeeded" else None
-                except ValidationError as exc:
-                    damaged = f"the recorded answer cannot be read: {str(exc).splitlines()[0]}"
-                found[row[0]] = JobRow(
-                    row[0],
-                    JobState(row[1]),
-                    bool(row[2]),
-                    row[3],
-                    row[4],
-                    answer,
-                    row[6],
-                    damaged,
-                    row[7],
-                    row[8],
-                    row[9],
-                    row[10],
-                    row[11],
-                    frozenset(row[12].split(" ")) if row[12] else frozenset(),
-                )
+                found[row[0]] = job_row(row)
         return found
 
     def current_records(self, *, status: Status | None = None) -> Iterator[ManifestRecord]:
@@ -189,33 +172,20 @@ class SqliteState:
         and the others are listed in :attr:`StateCounts.not_in_file`."""
         listed = self.get_meta(Meta.LISTED) is not None
         scope = _IN_FILE if listed else ""
-        totals: dict[str, int] = {}
-        for state, final, count in self._read(
+        by_state = self._read(
             f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final"  # noqa: S608
-        ):
-            key = f"{state}:{int(final)}" if state == JobState.FAILED else state
-            totals[key] = totals.get(key, 0) + count
+        )
         tokens, anew = self._read(
             "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
         )[0]
-        outside = self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else []
-        outside_count = (
-            self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0  # noqa: S608
-        )
-        return StateCounts(
-            succeeded=totals.get(JobState.SUCCEEDED, 0),
-            failed_final=totals.get("failed:1", 0),
-            failed_retryable=totals.get("failed:0", 0),
-            in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
-            # (a folder from before job files were counted: at least the jobs it has seen finish)
-            total=max(
-                int(self.get_meta(Meta.TOTAL_JOBS) or 0), sum(n for k, n in totals.items() if k != "pending")
-            ),
-            tokens_used=float(tokens),
-            generated_anew=anew,
+        return state_counts(
+            by_state,
+            total_jobs=int(self.get_meta(Meta.TOTAL_JOBS) or 0),
+            tokens=tokens,
+            anew=anew,
             spent=self.spent_by_model(),
-            not_in_file=outside,
-            not_in_file_count=outside_count,
+            outside=self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else [],
+            outside_count=self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0,  # noqa: S608
         )
 
     def not_in_file(self, *, limit: int = -1) -> list[str]:

@@ -1,8 +1,8 @@
 """The state backend seam: what the store asks of wherever the write-ahead job state lives.
 
-Today's backend is SQLite beside the output folder (:mod:`batchgen.store.sqlite`); a shared SQL
-database can implement the same interface (each event a guarded transition, a group of events
-one transaction). Every method runs on the store's one thread (blocking is fine) and raises
+Two backends: SQLite beside the output folder (:mod:`batchgen.store.sqlite`) and PostgreSQL
+(:mod:`batchgen.store.postgres`), each event a guarded transition, a group of events one
+transaction. Every method runs on the store's one thread (blocking is fine) and raises
 :class:`~batchgen.errors.StorageError` when the state cannot be read or written. The tests hold
 a second, in-memory implementation.
 """
@@ -14,13 +14,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from batchgen.api.answers import Answer
 from batchgen.money import Spend
 from batchgen.outcome import JobState, Status
 from batchgen.store.events import Event, TransitionError
 from batchgen.store.manifest import ManifestRecord
 
-__all__ = ["SHOWN_NOT_IN_FILE", "JobRow", "StateBackend", "StateCounts", "apply_each_alone_if_refused"]
+__all__ = [
+    "SHOWN_NOT_IN_FILE",
+    "JobRow",
+    "StateBackend",
+    "StateCounts",
+    "apply_each_alone_if_refused",
+    "job_row",
+    "state_counts",
+]
 
 SHOWN_NOT_IN_FILE = 20  # ids of jobs not in the job file that counts list
 
@@ -164,3 +174,50 @@ def apply_each_alone_if_refused(
                 outcomes.append(None)
         return outcomes
     return [None] * len(events)
+
+
+def job_row(row: tuple[Any, ...]) -> JobRow:
+    """A :class:`JobRow` from the columns every SQL backend's rows query selects: job id, state,
+    final, attempts, X-Client-Request-Ids (JSON), answer (JSON), started_at, fingerprint,
+    generation, last record, its images (JSON, succeeded jobs), the fingerprint the job file
+    being run asked, and every fingerprint any job file asked (space-separated)."""
+    answer, damaged = None, None
+    try:
+        # A succeeded job's answer is not used again (a job generated anew gets a new one).
+        answer = Answer.model_validate_json(row[5]) if row[5] and row[1] != "succeeded" else None
+    except ValidationError as exc:
+        damaged = f"the recorded answer cannot be read: {str(exc).splitlines()[0]}"
+    return JobRow(
+        row[0], JobState(row[1]), bool(row[2]), row[3], row[4], answer, row[6], damaged,
+        row[7], row[8], row[9], row[10], row[11], frozenset(row[12].split(" ")) if row[12] else frozenset(),
+    )  # fmt: skip
+
+
+def state_counts(
+    by_state: Iterable[tuple[str, Any, int]],
+    *,
+    total_jobs: int,
+    tokens: float,
+    anew: int,
+    spent: dict[str, Spend],
+    outside: list[str],
+    outside_count: int,
+) -> StateCounts:
+    """The :class:`StateCounts` of ``(state, final, count)`` rows and the other sums."""
+    totals: dict[str, int] = {}
+    for state, final, count in by_state:
+        key = f"{state}:{int(final)}" if state == JobState.FAILED else state
+        totals[key] = totals.get(key, 0) + count
+    return StateCounts(
+        succeeded=totals.get(JobState.SUCCEEDED, 0),
+        failed_final=totals.get("failed:1", 0),
+        failed_retryable=totals.get("failed:0", 0),
+        in_progress=sum(totals.get(s, 0) for s in (JobState.DISPATCHED, JobState.ANSWERED)),
+        # (a folder from before job files were counted: at least the jobs it has seen finish)
+        total=max(total_jobs, sum(n for k, n in totals.items() if k != "pending")),
+        tokens_used=float(tokens),
+        generated_anew=int(anew),
+        spent=spent,
+        not_in_file=outside,
+        not_in_file_count=int(outside_count),
+    )

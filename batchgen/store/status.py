@@ -18,11 +18,11 @@ from batchgen.errors import UsageError
 from batchgen.money import Spend
 from batchgen.outcome import Status
 from batchgen.store.files import DirectoryLock
-from batchgen.store.layout import LOCK, STATE, Meta, has_state
+from batchgen.store.layout import LOCK, STATE, Meta, has_state, state_url
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.output import OutputBackend
 from batchgen.store.sqlite import SqliteState
-from batchgen.store.state import JobRow
+from batchgen.store.state import JobRow, StateBackend
 
 __all__ = [
     "FolderReader",
@@ -46,7 +46,12 @@ class ImageProblem:
     problem: str
 
 
-def _open(out_dir: Path) -> SqliteState:
+def _open(out_dir: Path) -> StateBackend:
+    shared = state_url(out_dir)
+    if shared is not None:
+        from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - only then the driver
+
+        return PostgresState.open(shared)
     path = out_dir / STATE
     if not path.is_file():
         raise UsageError(f"{out_dir} holds no batchgen run (no {path})")

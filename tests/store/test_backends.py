@@ -1,5 +1,6 @@
-"""The store's seams hold: the run's core promises, run through ``run_batch`` on both state
-and output backends (SQLite in a local folder; the in-memory pair of ``memory_backends``),
+"""The store's seams hold: the run's core promises, run through ``run_batch`` on every state
+and output backend (SQLite in a local folder; the in-memory pair of ``memory_backends``; a
+PostgreSQL state, on a private server, beside a local folder),
 with the same assertions. What a backend must keep: one record per finished attempt, images
 put once and measured, nothing paid twice on a resume, a job in flight reported, a lost state
 rebuilt from the manifest, a budget that stops the run, a changed job generated anew."""
@@ -16,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import create_jobs, fast_settings, write_jsonl
 from memory_backends import MemoryBackends, MemoryState
@@ -27,6 +29,8 @@ from batchgen.outcome import JobState, Status, StopReason
 from batchgen.run.runner import RunReport, run_batch
 from batchgen.store import Backends, ManifestRecord, OutputFolder, TransitionError
 from batchgen.store.folder import SPILL_BYTES
+from batchgen.store.local import LocalFolder
+from batchgen.store.postgres import PostgresState
 
 
 @dataclass
@@ -36,8 +40,12 @@ class Output:
     kind: str
     out: Path
     memory: MemoryBackends | None = None
+    database: str | None = None  # a PostgreSQL state's URL (the images and manifest local)
 
     def backends(self) -> Backends | None:
+        if self.database is not None:
+            database = self.database
+            return Backends(state=lambda: PostgresState.open(database), output=LocalFolder(self.out))
         return self.memory.backends() if self.memory else None
 
     async def run(self, job_file: Path, url: str, **overrides: Any) -> RunReport:
@@ -70,15 +78,20 @@ class Output:
             path.write_text("".join(kept))
 
     def lose_state(self) -> None:
-        if self.memory:
+        if self.database is not None:
+            with psycopg.connect(self.database, autocommit=True) as db:
+                db.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        elif self.memory:
             self.memory.state = MemoryState()
         else:
             for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
                 (self.out / ".batchgen" / name).unlink(missing_ok=True)
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "postgres"])
 def output(request: pytest.FixtureRequest, tmp_path: Path) -> Output:
+    if request.param == "postgres":
+        return Output("postgres", tmp_path / "out", database=request.getfixturevalue("postgres")())
     return Output(request.param, tmp_path / "out", MemoryBackends() if request.param == "memory" else None)
 
 

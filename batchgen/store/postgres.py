@@ -1,0 +1,240 @@
+"""The write-ahead job state in PostgreSQL (``--state postgresql://...``), committed in groups:
+the same state machine and guarded transitions as SQLite (:mod:`batchgen.store.sqlite`), in a
+database a team can keep on another machine than the one that runs.
+
+Driver: psycopg 3, used synchronously. The state backend seam is synchronous by design (every
+call runs on the store's one thread, a group of events is one transaction), so asyncpg's event
+loop would only be bridged back to a thread; psycopg 3 is the maintained driver with a plain
+blocking API, server-side parameter binding and ``executemany`` pipelining.
+
+This backend serves one run at a time, as SQLite does (the output's lock or lease keeps a second
+one out); one database (or one schema, through ``options=-csearch_path=...`` in the URL) per
+output. Workers sharing one run through it (claims, leases, a shared rate and budget) are the
+next step (issue 22).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from batchgen.errors import StorageError, UsageError
+from batchgen.money import Spend, from_units
+from batchgen.outcome import Status
+from batchgen.store.events import Event
+from batchgen.store.layout import Meta
+from batchgen.store.manifest import ManifestRecord
+from batchgen.store.postgres_effects import EFFECTS, SCHEMA
+from batchgen.store.state import (
+    SHOWN_NOT_IN_FILE,
+    JobRow,
+    StateCounts,
+    apply_each_alone_if_refused,
+    job_row,
+    state_counts,
+)
+
+__all__ = ["PostgresState", "is_postgres_url", "without_password"]
+
+_IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
+_OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
+
+
+def is_postgres_url(value: str) -> bool:
+    """Whether ``--state`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+class PostgresState:
+    """The state of one output in PostgreSQL: a :class:`~batchgen.store.state.StateBackend`.
+
+    Every method runs on one thread. Writes happen only inside :meth:`apply` (one transaction
+    for all of its events). Raises :class:`StorageError` when the database cannot be reached,
+    read or written.
+    """
+
+    def __init__(self, connection: Any, where: str) -> None:
+        self._db = connection
+        self._where = where  # the URL without its password, for messages
+
+    @classmethod
+    def open(cls, url: str) -> PostgresState:
+        """Connect to ``url`` and create the tables where missing. Raises :class:`StorageError`,
+        and :class:`UsageError` when psycopg is not installed."""
+        try:
+            import psycopg  # noqa: PLC0415 - only a PostgreSQL state loads the driver
+        except ImportError as exc:
+            raise UsageError(
+                "--state postgresql://... needs psycopg: pip install 'batchgen[postgres]'"
+            ) from exc
+
+        where = without_password(url)
+        try:
+            connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(8231)")  # (one creator at a time)
+                connection.execute(SCHEMA)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
+        return cls(connection, where)
+
+    def close(self) -> None:
+        """Close the connection (everything is already committed)."""
+        self._db.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def rows(self, job_ids: Iterable[str], *, source: str = "") -> dict[str, JobRow]:
+        """The rows of those of ``job_ids`` the database knows, by id (one query per 1,000 ids)."""
+        ids = list(job_ids)
+        found: dict[str, JobRow] = {}
+        for start in range(0, len(ids), 1000):
+            for row in self._read(_ROWS_QUERY, (source, ids[start : start + 1000])):
+                found[row[0]] = job_row(row)
+        return found
+
+    def current_records(self, *, status: Status | None = None) -> Iterator[ManifestRecord]:
+        """Each job's last record, in job id order; with ``status``, only those of that status."""
+        rows = self._read(
+            "SELECT r.record FROM jobs JOIN records r ON r.seq = jobs.record_seq"
+            " WHERE %(status)s::text IS NULL OR r.record::jsonb ->> 'status' = %(status)s"
+            " ORDER BY jobs.job_id",
+            {"status": status.value if status else None},
+        )
+        for (text,) in rows:
+            yield ManifestRecord.model_validate_json(text)
+
+    def failed_jobs(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The first ``limit`` failed jobs (id, kind, message, whether a plain resume retries
+        it), by id, and how many failed jobs there are in all."""
+        rows = self._read(
+            "SELECT jobs.job_id, r.record::jsonb #>> '{error,kind}', r.record::jsonb #>> '{error,message}',"
+            " jobs.final FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq"
+            " WHERE jobs.state = 'failed' ORDER BY jobs.job_id LIMIT %s",
+            (limit,),
+        )
+        total = self._read("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")[0][0]
+        jobs = [
+            {"id": job, "kind": kind, "message": message, "retried_on_resume": not final}
+            for job, kind, message, final in rows
+        ]
+        return jobs, int(total)
+
+    def count_records(self) -> int:
+        """How many manifest records the database holds."""
+        return int(self._read("SELECT COUNT(*) FROM records")[0][0])
+
+    def record_lines(self, offset: int) -> Iterator[str]:
+        """The manifest's lines as the database holds them, in order, skipping the first ``offset``
+        (read 1,000 at a time)."""
+        last = self._read("SELECT seq FROM records ORDER BY seq LIMIT 1 OFFSET %s", (offset,))
+        after = last[0][0] - 1 if last else None
+        while after is not None:
+            rows = self._read(
+                "SELECT seq, record FROM records WHERE seq > %s ORDER BY seq LIMIT 1000", (after,)
+            )
+            for _, text in rows:
+                yield text if text.endswith("\n") else text + "\n"
+            after = rows[-1][0] if len(rows) == 1000 else None  # noqa: PLR2004
+
+    def in_flight(self) -> list[tuple[str, list[str]]]:
+        """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
+        rows = self._read(
+            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched' ORDER BY job_id"
+        )
+        return [(row[0], json.loads(row[1])) for row in rows]
+
+    def counts(self) -> StateCounts:
+        """As :meth:`batchgen.store.sqlite.SqliteState.counts`."""
+        listed = self.get_meta(Meta.LISTED) is not None
+        scope = _IN_FILE if listed else ""
+        by_state = self._read(f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final")  # noqa: S608
+        tokens, anew = self._read(
+            "SELECT COALESCE(SUM(tokens_used), 0), COUNT(*) FILTER (WHERE generation > 0) FROM jobs"
+        )[0]
+        return state_counts(
+            by_state,
+            total_jobs=int(self.get_meta(Meta.TOTAL_JOBS) or 0),
+            tokens=tokens,
+            anew=anew,
+            spent=self.spent_by_model(),
+            outside=self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else [],
+            outside_count=self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0,  # noqa: S608
+        )
+
+    def not_in_file(self, *, limit: int = -1) -> list[str]:
+        """Finished jobs the last full pass of the job file did not list, by id."""
+        if self.get_meta(Meta.LISTED) is None:
+            return []
+        query = f"SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id LIMIT %s"  # noqa: S608
+        return [job for (job,) in self._read(query, (None if limit < 0 else limit,))]
+
+    def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
+        """What the answers charged, by model: all, or those of ``day`` (UTC). Exact: PostgreSQL
+        sums integers into ``numeric``."""
+        return {
+            model: Spend(from_units(int(usd)), from_units(int(credits)))
+            for model, usd, credits in self._read(
+                "SELECT model, SUM(usd), SUM(credits) FROM charges"
+                " WHERE %(day)s::text IS NULL OR day = %(day)s GROUP BY model ORDER BY model",
+                {"day": day},
+            )
+        }
+
+    def request_costs(self) -> dict[str, list[Spend]]:
+        """What one request of each model cost: each job's last charged answer, by model."""
+        costs: dict[str, list[Spend]] = {}
+        for model, usd, credits in self._read(
+            "SELECT model, usd, credits FROM charges"
+            " WHERE seq IN (SELECT MAX(seq) FROM charges GROUP BY job_id)"
+        ):
+            costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
+        return costs
+
+    def get_meta(self, key: str) -> str | None:
+        """A run-level value, or None."""
+        rows = self._read("SELECT value FROM meta WHERE key=%s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        import psycopg  # noqa: PLC0415
+
+        try:
+            return list(self._db.execute(sql, params).fetchall())
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot read the state database {self._where}: {exc}") from exc
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply(self, events: list[Event]) -> list[BaseException | None]:
+        """Apply ``events`` in one transaction (see :meth:`batchgen.store.sqlite.SqliteState.apply`)."""
+        import psycopg  # noqa: PLC0415
+
+        try:
+            return apply_each_alone_if_refused(self._transaction, events)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot write the state database {self._where}: {exc}") from exc
+
+    def _transaction(self, events: list[Event]) -> None:
+        with self._db.transaction(), self._db.cursor() as cursor:
+            for event in events:
+                EFFECTS[type(event)](cursor, event)
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of its user part dropped (for messages and files)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}{at}{host}" if at else url
+
+
+_ROWS_QUERY = (
+    "SELECT jobs.job_id, state, final, attempts, client_request_ids, answer, started_at, jobs.fingerprint,"
+    " generation, r.record, CASE WHEN state = 'succeeded' THEN (r.record::jsonb -> 'images')::text END,"
+    " a.fingerprint, (SELECT string_agg(o.fingerprint, ' ') FROM asked o WHERE o.job_id = jobs.job_id)"
+    " FROM jobs"
+    " LEFT JOIN records r ON r.seq = jobs.record_seq"
+    " LEFT JOIN asked a ON a.job_id = jobs.job_id AND a.source = %s"
+    " WHERE jobs.job_id = ANY(%s)"
+)
