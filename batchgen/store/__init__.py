@@ -1,15 +1,19 @@
 """The store: where every result lands, durably, and where a resume starts from.
 
-Everything outside this package goes through :class:`OutputFolder` (a run) or the read-only
-views (``status``, ``verify``, ``plan``, ``report``); nothing else touches the state or the
+Everything outside this package goes through :class:`OutputFolder` (a run), an
+:class:`~batchgen.store.location.OutputLocation`, or the read-only views (``status``, ``verify``,
+``plan``, ``report``); nothing else touches the state or the
 files, or names a path or a run-level value of the folder.
 
     layout.py         every path of the folder and every run-level value's key
     events.py         one class per state change, and the table of job state moves
     state.py          the state backend seam (Protocol), and the rows it answers with
-    sqlite.py         ... today's backend: SQLite beside the folder (sqlite_schema.py: tables, upgrades)
+    sqlite.py         ... SQLite beside the folder (sqlite_schema.py: tables, upgrades)
+    postgres.py       ... PostgreSQL, --state postgresql://... (postgres_effects.py: tables, statements)
     output.py         the output backend seam (Protocol)
-    local.py          ... today's backend: a local folder (files.py: names, durable writes, the lock)
+    local.py          ... a local folder (files.py: names, durable writes, the lock)
+    objects.py        ... an object store through obstore (lease.py: one run per output URL)
+    location.py       --out and --state resolved: which backends, where the state is
     manifest.py       manifest records and the append-only file
     writer.py         group commit: many jobs' events, images and records in one transaction
     folder.py         the facade of a run: OutputFolder
