@@ -17,10 +17,11 @@ it is a pydantic model that round-trips through JSON.
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
 
 from batchgen.errors import MalformedResponse, UnrecognizedAnswer
 from batchgen.money import Spend
@@ -84,27 +85,44 @@ class _Wire(BaseModel):
 
 
 class _Item(_Wire):
+    # Only where the image is must be right; anything else an answer holds is kept when it
+    # reads as documented and dropped when not (the answer was paid: never refused for it).
     url: str | None = None
     b64_json: str | None = None
-    request_id: str | None = None
-    content_violation: bool | None = None
-    revised_prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    content_type: str | None = None
-
-
-class _Meta(_Wire):
-    usage: dict[str, Any] | None = None
+    request_id: Any = None
+    content_violation: Any = None
+    revised_prompt: Any = None
+    width: Any = None
+    height: Any = None
+    content_type: Any = None
 
 
 class _Response(_Wire):
     data: list[_Item] | None = None  # nullable in the API's OpenAPI schema: no image
     images: list[_Item] | None = None
-    meta: _Meta | None = None
-    usage: dict[str, Any] | None = None
-    seed: int | None = None
-    has_nsfw_concepts: list[bool | None] | None = None
+    meta: Any = None
+    usage: Any = None
+    seed: Any = None
+    has_nsfw_concepts: Any = None
+
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+_INT: TypeAdapter[int] = TypeAdapter(int)
+_FLOAT: TypeAdapter[float] = TypeAdapter(float)
+
+
+def _lax(adapter: TypeAdapter[Any], value: Any) -> Any:
+    """``value`` as the adapter's type (pydantic's lax rules: ``"123"`` is 123), else None."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def parse_answer(body: bytes, headers: dict[str, str]) -> Answer:
@@ -153,16 +171,30 @@ def charged(headers: dict[str, str]) -> Spend | None:
 
 def _normalize(wire: _Response) -> Answer:
     items = wire.data if any(i.url or i.b64_json for i in wire.data or ()) else wire.images or wire.data or []
-    usage = wire.meta.usage if wire.meta and wire.meta.usage is not None else wire.usage
-    tokens = (usage or {}).get("tokens_used")
+    meta_usage = wire.meta.get("usage") if isinstance(wire.meta, dict) else None
+    usage = (
+        meta_usage if isinstance(meta_usage, dict) else wire.usage if isinstance(wire.usage, dict) else None
+    )
+    tokens = _lax(_FLOAT, (usage or {}).get("tokens_used"))
+    flags = wire.has_nsfw_concepts if isinstance(wire.has_nsfw_concepts, list) else []
     return Answer(
-        request_id=next((i.request_id for i in items if i.request_id), None),
-        tokens_used=_whole(tokens) if _is_number(tokens) else None,
-        content_violation=any(bool(i.content_violation) for i in items) or any(wire.has_nsfw_concepts or []),
-        seed=wire.seed,
+        request_id=next(
+            (i.request_id for i in items if isinstance(i.request_id, str) and i.request_id), None
+        ),
+        tokens_used=_whole(tokens) if tokens is not None and math.isfinite(tokens) else None,
+        content_violation=any(_lax(_BOOL, i.content_violation) for i in items)
+        or any(f is True for f in flags),
+        seed=_lax(_INT, wire.seed),
         usage=usage,
         images=[
-            ImageRef(**i.model_dump(exclude={"request_id", "content_violation"}))
+            ImageRef(
+                url=i.url,
+                b64_json=i.b64_json,
+                width=_lax(_INT, i.width),
+                height=_lax(_INT, i.height),
+                content_type=_text_or_none(i.content_type),
+                revised_prompt=_text_or_none(i.revised_prompt),
+            )
             for i in items
             if i.url or i.b64_json
         ],
@@ -189,10 +221,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _whole(value: Decimal | float | int) -> float | int:
-    if isinstance(value, int) or value == int(value):
-        return int(value)
-    return float(value)
+def _whole(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
 
 
 def error_excerpt(body: bytes) -> tuple[str, str | None]:

@@ -199,3 +199,35 @@ async def test_a_job_answered_in_an_unknown_shape_fails_once_paid_and_is_not_sen
     (record,) = manifest(tmp_path / "out")
     assert record["error"]["kind"] == "UnrecognizedAnswer" and record["usd_spent"] is None
     assert first.folder is not None and first.folder.total_spent.usd == Decimal("0.04")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"seed": "abc"},
+        {"usage": "n/a"},
+        {"has_nsfw_concepts": "no"},
+        {"meta": "none"},
+        {"meta": {"usage": {"tokens_used": "Infinity"}}},
+        {"meta": {"usage": {"tokens_used": float("nan")}}},
+    ],
+)
+def test_an_odd_field_beside_the_image_is_dropped_never_a_reason_to_pay_again(extra):
+    item = {
+        "url": "https://cdn.test/a.png",
+        "width": "auto",
+        "revised_prompt": {"en": "x"},
+        "content_type": 5,
+    }
+    answer = parse_answer(json.dumps({"data": [item], **extra}).encode(), {})
+    (image,) = answer.images
+    assert image.url == "https://cdn.test/a.png" and image.width is None and image.revised_prompt is None
+    assert answer.seed is None and answer.tokens_used is None and not answer.content_violation
+
+
+def test_numbers_written_as_text_are_read_as_before():
+    answer = parse_answer(
+        b'{"data": [{"url": "https://cdn.test/a.png"}], "meta": {"usage": {"tokens_used": "123"}}, "seed": "7"}',
+        {},
+    )
+    assert (answer.tokens_used, answer.seed) == (123, 7)
