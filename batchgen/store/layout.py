@@ -20,6 +20,7 @@ and of its local state folder (``--state``, by default :func:`default_state_root
 
     .batchgen/state.sqlite3   write-ahead job state
     .batchgen/lock            held by the live run
+    .batchgen/holder          the random id its runs hold the output's lease by
     .batchgen/scratch/        downloads too large for memory, before their upload
 """
 
@@ -32,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 
 __all__ = [
+    "HOLDER",
     "IMAGES",
     "LEASE",
     "LOCK",
@@ -64,6 +66,7 @@ LOCK = f"{PRIVATE}/lock"
 SCRATCH = f"{PRIVATE}/scratch"
 STATE_URL = f"{PRIVATE}/state-url"  # where the state is when not here: a PostgreSQL URL, no password
 LEASE = f"{PRIVATE}/lease.json"
+HOLDER = f"{PRIVATE}/holder"  # in a state folder: the random id its runs hold an output's lease by
 MANIFEST_PARTS = "manifest"
 
 

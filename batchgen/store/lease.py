@@ -1,15 +1,22 @@
 """The lease of an object-store output: one live run per output URL, whatever host or state
 folder it runs from (the state folder's own lock covers one host only).
 
-The lease is the object ``.batchgen/lease.json`` under the output's prefix, naming its holder
-(host, pid, state folder). It is taken with a create-only put, renewed every ``ttl / 3`` seconds
-with a put conditional on its ETag (S3 ``If-Match``), and deleted at the end. A lease found there
-is taken over at once when its holder is this host with this state folder (that run is dead:
-this one holds the state folder's lock), or when it was not renewed for ``ttl`` seconds (the
-store's ``last_modified`` against this host's clock: hosts' clocks are assumed within seconds
-of each other). A live lease refuses the run (:class:`~batchgen.errors.OutputLockedError`,
-exit 73). A renewal refused because another run took the lease over marks it lost: the output
-then refuses every further put, so two runs never write the same output.
+The lease is the object ``.batchgen/lease.json`` under the output's prefix, naming its holder:
+a random id kept in the state folder (``.batchgen/holder``), with host and pid for messages.
+It is taken with a create-only put, renewed every ``ttl / 3`` seconds with a put conditional on
+its version (S3 ``If-Match`` on the ETag; GCS the generation), and released at the end by a
+conditional put that marks it released (never an unconditional delete: a run that lost its
+lease must not remove the next holder's).
+
+A lease found there is free when released, ours when its holder id is this state folder's (that
+run is dead: this one holds the state folder's lock), and stale when not renewed for ``ttl``
+seconds by the store's ``last_modified`` against this host's clock (hosts' clocks are assumed
+within a few seconds of each other, as NTP keeps them); those are taken over with a conditional
+put. A live lease refuses the run (:class:`~batchgen.errors.OutputLockedError`, exit 73).
+
+A run stops writing (:meth:`BucketLease.check` raises) when another run took its lease over, or
+when no renewal has succeeded for two thirds of ``ttl`` (on a clock that counts suspended time):
+before anyone else may take it, so two runs never write the same output.
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import OutputLockedError, StorageError
-from batchgen.store.layout import LEASE
+from batchgen.store.layout import HOLDER, LEASE
 
 __all__ = ["LEASE_SECONDS", "BucketLease"]
 
@@ -32,6 +41,11 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
 """How long a lease holds without a renewal (seconds)."""
+
+
+def _now() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 class BucketLease:
@@ -43,92 +57,102 @@ class BucketLease:
         self.store = store
         self.url = url
         self.ttl = ttl
-        self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "state": str(state_root.resolve())}
         self.lost = threading.Event()  # set when another run took the lease over
-        self._e_tag: str | None = None
+        self._state_root = state_root
+        self._holder: dict[str, Any] = {}
+        self._version: dict[str, str] | None = None  # e_tag and version of our last put
+        self._renewed = 0.0  # _now() of the last successful put
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
         """Take the lease (see the module), then renew it in a background thread. Raises
         :class:`OutputLockedError` for a live lease of another run, :class:`StorageError` when
-        the store cannot be reached."""
-        import obstore  # noqa: PLC0415
-        from obstore.exceptions import AlreadyExistsError, PreconditionError  # noqa: PLC0415
+        the store cannot be reached or written."""
+        from obstore.exceptions import AlreadyExistsError  # noqa: PLC0415
 
+        self._holder = {"holder": self._holder_id(), "host": socket.gethostname(), "pid": os.getpid()}
         try:
-            self._e_tag = obstore.put(self.store, LEASE, self._body(), mode="create")["e_tag"]
+            self._put("create")
         except AlreadyExistsError:
-            self._take_over(obstore, PreconditionError)
+            self._take_over()
+        except OutputLockedError:
+            raise
         except Exception as exc:
-            raise StorageError(f"cannot put {self.url}/{LEASE}: {exc}") from exc
+            raise StorageError(f"cannot put {self.url}/{LEASE}: {_first_line(exc)}") from exc
         self._renewer = threading.Thread(
             target=self._renew_until_released, name="batchgen-lease", daemon=True
         )
         self._renewer.start()
 
-    def release(self) -> None:
-        """Stop renewing and delete the lease (unless it was lost to another run)."""
-        import obstore  # noqa: PLC0415
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the lease is surely still ours (before any put)."""
+        if self.lost.is_set():
+            raise StorageError(f"another batchgen run took over {self.url}: this run stops writing to it")
+        silent = _now() - self._renewed
+        if silent > self.ttl * 2 / 3:
+            raise StorageError(
+                f"the lease of {self.url} could not be renewed for {silent:.0f} s: this run stops writing"
+                " to it before another run may take it over"
+            )
 
+    def release(self) -> None:
+        """Stop renewing; mark the lease released (a put conditional on it being still ours)."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
             self._renewer = None
-        if self._e_tag is not None and not self.lost.is_set():
+        if self._version is not None and not self.lost.is_set():
             try:
-                obstore.delete(self.store, LEASE)
+                self._put(self._version, released=True)
             except Exception as exc:  # it expires by itself: say so, do not fail the run's end
                 log.warning(
-                    "could not delete the lease %s/%s (it expires in %.0f s): %s",
-                    self.url,
-                    LEASE,
-                    self.ttl,
-                    exc,
-                )
-        self._e_tag = None
+                    "could not release the lease %s/%s (it expires in %.0f s): %s",
+                    self.url, LEASE, self.ttl, _first_line(exc),
+                )  # fmt: skip
+        self._version = None
 
-    def check(self) -> None:
-        """Raise :class:`StorageError` if the lease was lost (before any put of the output)."""
-        if self.lost.is_set():
-            raise StorageError(f"another batchgen run took over {self.url}: this run stops writing to it")
+    def _take_over(self) -> None:
+        import obstore  # noqa: PLC0415
+        from obstore.exceptions import PreconditionError  # noqa: PLC0415
 
-    def _take_over(self, obstore: Any, precondition: type[Exception]) -> None:
         try:
             found = obstore.get(self.store, LEASE)
             meta, text = found.meta, bytes(found.bytes())
-        except FileNotFoundError:  # released meanwhile: try again from the start
-            self._e_tag = obstore.put(self.store, LEASE, self._body(), mode="create")["e_tag"]
+        except FileNotFoundError:  # released and deleted meanwhile: from the start
+            self._put("create")
             return
+        except Exception as exc:
+            raise StorageError(f"cannot read {self.url}/{LEASE}: {_first_line(exc)}") from exc
         try:
             other = json.loads(text)
         except ValueError:
             other = {}
-        ours = other.get("host") == self.holder["host"] and other.get("state") == self.holder["state"]
+        other = other if isinstance(other, dict) else {}
         age = (dt.datetime.now(dt.UTC) - meta["last_modified"]).total_seconds()
-        if not ours and age < self.ttl:
+        free = other.get("released") is True or other.get("holder") == self._holder["holder"]
+        if not free and age < self.ttl:
             raise OutputLockedError(
                 f"{self.url} is in use by a batchgen run on {other.get('host', '?')}"
-                f" (pid {other.get('pid', '?')},"
-                f" state {other.get('state', '?')}; lease renewed {max(age, 0):.0f} s ago)"
+                f" (pid {other.get('pid', '?')}; lease renewed {max(age, 0):.0f} s ago)"
             )
         try:
-            self._e_tag = obstore.put(self.store, LEASE, self._body(), mode={"e_tag": meta["e_tag"]})["e_tag"]
-        except precondition:
+            self._put({"e_tag": meta["e_tag"], "version": meta["version"]})
+        except PreconditionError:
             raise OutputLockedError(f"{self.url} was just taken by another batchgen run") from None
-        log.warning(
-            "took over the lease of %s from a run that is gone (%s)", self.url, other or "unreadable lease"
-        )
+        except Exception as exc:
+            raise StorageError(f"cannot put {self.url}/{LEASE}: {_first_line(exc)}") from exc
+        if not other.get("released"):
+            log.warning(
+                "took over the lease of %s from a run that is gone (%s)", self.url, other or "unreadable"
+            )
 
     def _renew_until_released(self) -> None:
-        import obstore  # noqa: PLC0415
         from obstore.exceptions import PreconditionError  # noqa: PLC0415
 
         while not self._stop.wait(self.ttl / 3):
             try:
-                self._e_tag = obstore.put(self.store, LEASE, self._body(), mode={"e_tag": self._e_tag})[
-                    "e_tag"
-                ]
+                self._put(self._version or "create")
             except PreconditionError:
                 self.lost.set()
                 log.error(  # noqa: TRY400 - no traceback: the message says it all
@@ -136,7 +160,31 @@ class BucketLease:
                 )
                 return
             except Exception as exc:  # a blip: the next renewal may pass, well within the lease
-                log.warning("could not renew the lease of %s: %s", self.url, exc)
+                log.warning("could not renew the lease of %s: %s", self.url, _first_line(exc))
 
-    def _body(self) -> bytes:
-        return json.dumps(self.holder).encode()
+    def _put(self, mode: Any, *, released: bool = False) -> None:
+        """Put our lease with ``mode`` ("create", or the version to replace); keep its version."""
+        import obstore  # noqa: PLC0415
+
+        if isinstance(mode, dict):  # (S3 matches the ETag, GCS the generation: give both)
+            mode = {k: v for k, v in mode.items() if v is not None}
+        body = json.dumps({**self._holder, "released": released}).encode()
+        started = _now()
+        result = obstore.put(self.store, LEASE, body, mode=mode)
+        self._version = {"e_tag": result["e_tag"], "version": result["version"]}
+        self._renewed = started
+
+    def _holder_id(self) -> str:
+        """This state folder's random id (made on first use)."""
+        path = self._state_root / HOLDER
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            made = secrets.token_hex(16)
+            path.write_text(made + "\n")
+            return made
+
+
+def _first_line(exc: BaseException) -> str:
+    """An obstore error's first line (the rest is a debug dump of the request)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

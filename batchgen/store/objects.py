@@ -262,8 +262,11 @@ class ObjectStoreOutput:
         self._last_line = data.splitlines(keepends=True)[-1] if data else self._last_line
 
     def manifest_rewrite(self, lines: Iterable[str]) -> None:
-        """Delete every part, then put ``lines`` as new parts. A crash in between leaves fewer
-        lines than the state holds: the next open puts the rest again."""
+        """Delete every part, then put ``lines`` as new parts. Only a part deleted by hand calls
+        for this. A crash in between leaves fewer lines than the state holds: the next open puts
+        the rest again. (Putting the new parts first would show no gap to a reader meanwhile, but
+        a crash then leaves every record twice, which the next open would take for records of a
+        lost state.)"""
         import obstore  # noqa: PLC0415
 
         for key in self.manifest_parts():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import time
 
 import obstore
 import pytest
@@ -96,6 +98,11 @@ def test_an_object_store_url_keeps_its_state_in_a_folder_keyed_by_the_url(tmp_pa
 # -- against a real S3 API (moto) ---------------------------------------------------------------
 
 
+def data_objects(objects: dict) -> dict:
+    """The output's images and manifest parts (not its report nor the run's lease)."""
+    return {k: v for k, v in objects.items() if "/images/" in k or "/manifest/" in k}
+
+
 def cli(s3, *args: str, timeout: float = 120):
     return run_cli(*args, key=SIMULATOR_KEY, env=s3.env, timeout=timeout)
 
@@ -142,9 +149,7 @@ def test_a_run_into_s3_then_every_reading_command_on_the_url(s3, simulator, tmp_
     posts = simulator.state.posts
     again = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
     assert again.returncode == 0 and simulator.state.posts == posts
-    assert {k: v for k, v in s3.objects("nightly/").items() if k != "nightly/report.html"} == {
-        k: v for k, v in objects.items() if k != "nightly/report.html"
-    }
+    assert data_objects(s3.objects("nightly/")) == data_objects(objects)
 
     # An image deleted from the bucket: verify says so, a run fetches it again for free
     key = sorted(listed)[0]
@@ -191,23 +196,59 @@ def test_state_is_refused_for_a_local_output(tmp_path):
 
 def foreign_lease(store) -> None:
     obstore.put(
-        store, ".batchgen/lease.json", json.dumps({"host": "elsewhere", "pid": 7, "state": "/x"}).encode()
+        store, ".batchgen/lease.json", json.dumps({"holder": "elsewhere", "host": "h2", "pid": 7}).encode()
     )
 
 
-def test_a_live_lease_of_another_host_refuses_the_run_and_a_stale_one_is_taken_over(tmp_path):
+def lease_of(store) -> dict:
+    return json.loads(bytes(obstore.get(store, ".batchgen/lease.json").bytes()))
+
+
+def test_a_live_lease_of_another_run_refuses_the_run_and_a_stale_one_is_taken_over(tmp_path):
     store = MemoryStore()
+    (tmp_path / ".batchgen").mkdir()
     foreign_lease(store)
-    with pytest.raises(OutputLockedError, match="in use by a batchgen run on elsewhere"):
+    with pytest.raises(OutputLockedError, match="in use by a batchgen run on h2"):
         BucketLease(store, "memory://x", tmp_path).acquire()
     stale = BucketLease(store, "memory://x", tmp_path, ttl=0.0)  # (every lease is old by then)
     stale.acquire()
-    assert json.loads(bytes(obstore.get(store, ".batchgen/lease.json").bytes()))["state"] == str(
-        tmp_path.resolve()
-    )
+    ours = lease_of(store)
+    assert ours["holder"] == (tmp_path / ".batchgen" / "holder").read_text().strip() != "elsewhere"
     stale.release()
-    with pytest.raises(FileNotFoundError):
-        obstore.head(store, ".batchgen/lease.json")
+    assert lease_of(store)["released"] is True
+    again = BucketLease(store, "memory://x", tmp_path)  # a released lease is free at once
+    again.acquire()
+    again.release()
+
+
+def test_a_lease_left_by_a_dead_run_of_the_same_state_folder_is_taken_over_at_once(tmp_path):
+    store = MemoryStore()
+    (tmp_path / ".batchgen").mkdir()
+    first = BucketLease(store, "memory://x", tmp_path)
+    first.acquire()
+    first._stop.set()  # (the run is SIGKILLed: no renewal, no release)
+    second = BucketLease(store, "memory://x", tmp_path)
+    second.acquire()
+    assert lease_of(store)["pid"] == os.getpid() and not lease_of(store)["released"]
+    second.release()
+
+
+def test_a_run_whose_renewals_fail_stops_writing_before_its_lease_can_be_taken(tmp_path):
+    store = MemoryStore()
+    (tmp_path / ".batchgen").mkdir()
+    lease = BucketLease(store, "memory://x", tmp_path, ttl=0.03)
+    lease.acquire()
+    lease._stop.set()  # (renewals stop: a network cut, a suspended process)
+    lease._renewer.join()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # (bounded: two thirds of 30 ms pass long before)
+        try:
+            lease.check()
+        except StorageError as exc:
+            assert "could not be renewed" in str(exc)
+            break
+    else:
+        pytest.fail("the lease was trusted past two thirds of its time")
 
 
 def test_a_lease_taken_over_meanwhile_stops_every_further_put(tmp_path):
@@ -245,4 +286,4 @@ def test_a_run_from_another_state_folder_is_refused_by_the_lease(s3, tmp_path):
         assert "in use by a batchgen run on" in done.stderr
     finally:
         held.close()
-    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.name, Prefix="leased/.batchgen/")
+    assert json.loads(s3.read("leased/.batchgen/lease.json"))["released"] is True
