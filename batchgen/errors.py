@@ -4,7 +4,8 @@ The tree::
 
     BatchgenError                    .hint: what the user can do about it
     ├── UsageError                   bad command line or settings (exit 2)
-    │   └── OutputFolderError        an output folder that can never be written as named (exit 2)
+    │   ├── OutputFolderError        an output folder that can never be written as named (exit 2)
+    │   └── OutputStoreError         an object-store output with no bucket or no access (exit 2)
     ├── JobFileError                 one or more problems in a job file (exit 2)
     ├── JobFileChanged               the job file was edited during a run (the run stops, exit 75)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
@@ -59,6 +60,7 @@ __all__ = [
     "MalformedResponse",
     "OutputFolderError",
     "OutputLockedError",
+    "OutputStoreError",
     "RateLimited",
     "RequestCapReached",
     "RequestError",
@@ -92,6 +94,16 @@ class UsageError(BatchgenError):
     """The command line or the settings are invalid; nothing was sent."""
 
     hint = "see `batchgen --help`"
+
+
+class OutputStoreError(UsageError):
+    """An object-store output cannot be used as named, and waiting will not change that: no such
+    bucket, or access refused. Nothing was sent or written."""
+
+    hint = (
+        "check --out, that the bucket exists, and the store's credentials in the environment"
+        " (AWS_*, GOOGLE_*, AZURE_*)"
+    )
 
 
 class OutputFolderError(UsageError):

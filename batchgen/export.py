@@ -14,8 +14,10 @@
 The rows are the current record of every job whose record says succeeded (the last record of
 each job in the manifest, as ``batchgen manifest`` prints them), in manifest order, one per
 image. Shards hold ``shard_size`` rows each, so the same output exports to the same shards: a
-shard already at the target with the same bytes is not written again. Memory is bounded by one
-image and one Parquet row group; shards are built in a local temporary folder, then put.
+shard already at the target with the same bytes is not written again, and shards an earlier
+export left beyond the last one are removed. Memory: each job's last line number, one shard's
+records, one image and one Parquet row group; shards are built in a local temporary folder,
+then put (streamed).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -42,11 +46,13 @@ ROW_GROUP = 64  # images per Parquet row group: what is held in memory at once
 @dataclass(frozen=True, slots=True)
 class Exported:
     """What an export did: ``rows`` (images) in ``shards``, of which ``written`` were new or
-    changed (the others were already at the target, byte for byte)."""
+    changed (the others were already at the target, byte for byte), and ``removed`` shards an
+    earlier export left beyond the last one (a loader globbing the folder would read them)."""
 
     rows: int
     shards: int
     written: int
+    removed: int = 0  # shards of an earlier export beyond this one's last (fewer rows, other size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,32 +76,49 @@ def export_dataset(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
-    rows = [_Row(record, i) for record in _succeeded(output) for i in range(len(record.images))]
     write = _write_tar if fmt == "webdataset" else _write_parquet
     suffix = "tar" if fmt == "webdataset" else "parquet"
     prefix = "shard" if fmt == "webdataset" else "part"
-    written = shards = 0
+    rows = written = shards = 0
     with tempfile.TemporaryDirectory(prefix="batchgen-export-") as scratch:
-        for start in range(0, len(rows), shard_size):
-            name = f"{prefix}-{start // shard_size:06d}.{suffix}"
+        for shard in _shards(output, shard_size):
+            name = f"{prefix}-{shards:06d}.{suffix}"
             path = Path(scratch) / name
-            write(output, rows[start : start + shard_size], path)
-            shards += 1
+            write(output, shard, path)
+            rows, shards = rows + len(shard), shards + 1
             if _put_if_changed(target, name, path):
                 written += 1
             path.unlink()
-    return Exported(len(rows), shards, written)
+    removed = _remove_beyond(target, prefix, suffix, shards)
+    return Exported(rows, shards, written, removed)
 
 
-def _succeeded(output: OutputBackend) -> list[ManifestRecord]:
-    """The current record of each job, in manifest order, where it says succeeded."""
-    current: dict[str, ManifestRecord] = {}
-    for line in output.manifest_lines():
+def _shards(output: OutputBackend, size: int) -> Iterator[list[_Row]]:
+    """The rows, ``size`` at a time: the current record of each job, in manifest order, where
+    it says succeeded, one row per image. Two passes over the manifest, so that only each job's
+    last line number is held, not its records."""
+    last: dict[str, int] = {}
+    for number, line in enumerate(output.manifest_lines()):
         if line.endswith(b"\n"):  # (a line a live run is still writing is left out)
-            record = ManifestRecord.model_validate_json(line)
-            current.pop(record.job_id, None)  # (re-inserted: ordered by its last record)
-            current[record.job_id] = record
-    return [r for r in current.values() if r.status == Status.SUCCEEDED]
+            last[_job_id(line)] = number
+    shard: list[_Row] = []
+    for number, line in enumerate(output.manifest_lines()):
+        if not line.endswith(b"\n") or last.get(_job_id(line)) != number:
+            continue
+        record = ManifestRecord.model_validate_json(line)
+        if record.status != Status.SUCCEEDED:
+            continue
+        for index in range(len(record.images)):
+            shard.append(_Row(record, index))
+            if len(shard) == size:
+                yield shard
+                shard = []
+    if shard:
+        yield shard
+
+
+def _job_id(line: bytes) -> str:
+    return str(json.loads(line)["job_id"])
 
 
 def _image(output: OutputBackend, row: _Row) -> bytes:
@@ -190,20 +213,39 @@ def _arrow_type(pa: Any, name: str) -> Any:
 
 
 def _put_if_changed(target: Any, name: str, path: Path) -> bool:
-    """Put the shard unless the target already holds these bytes; True when it was put."""
+    """Put the shard unless the target already holds these bytes (compared by SHA-256, both
+    read in chunks); True when it was put."""
     import obstore  # noqa: PLC0415
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    existing: Any = hashlib.sha256()
     try:
-        existing = hashlib.sha256(bytes(obstore.get(target, name).bytes())).hexdigest()
+        for chunk in obstore.get(target, name):
+            existing.update(chunk)
     except FileNotFoundError:
         existing = None
     except Exception as exc:
         raise StorageError(f"cannot read {name} at the export target: {exc}") from exc
-    if existing == digest:
+    if existing is not None and existing.hexdigest() == digest:
         return False
     try:
         obstore.put(target, name, path)
     except Exception as exc:
         raise StorageError(f"cannot put {name} at the export target: {exc}") from exc
     return True
+
+
+def _remove_beyond(target: Any, prefix: str, suffix: str, count: int) -> int:
+    """Delete ``<prefix>-<n>.<suffix>`` shards numbered ``count`` and up; how many there were."""
+    import obstore  # noqa: PLC0415
+
+    pattern = re.compile(rf"{prefix}-(\d{{6}})\.{suffix}")
+    try:
+        names = [entry["path"] for entry in obstore.list_with_delimiter(target)["objects"]]
+        stale = [n for n in names if (m := pattern.fullmatch(n)) and int(m.group(1)) >= count]
+        for name in stale:
+            obstore.delete(target, name)
+    except Exception as exc:
+        raise StorageError(f"cannot remove the shards of an earlier export at the target: {exc}") from exc
+    return len(stale)

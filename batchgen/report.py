@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,12 +35,14 @@ from batchgen.money import Spend
 from batchgen.outcome import Status
 from batchgen.store import (
     ManifestRecord,
+    OutputBackend,
     manifest_path,
     read_report_view,
     report_path,
     thumbnails_path,
     utc_now,
 )
+from batchgen.store.layout import MANIFEST_PARTS, THUMBNAILS
 
 __all__ = ["REPORT_AT_RUN_END", "THUMBNAIL_PIXELS", "make_report", "refresh_report"]
 
@@ -100,29 +103,34 @@ def refresh_report(out_dir: Path, jobs: int) -> None:
         log.warning("report.html not refreshed: %s", exc)
 
 
-def make_report(out_dir: Path) -> Path:
+def make_report(out_dir: Path, *, output: OutputBackend | None = None, name: str | None = None) -> Path:
     """Write ``out_dir/report.html`` (and any missing thumbnails); return its path.
+
+    ``output``: where the images are when not in ``out_dir`` (an object store, named ``name``;
+    ``out_dir`` is then its state folder): each image is looked up there, fetched once for its
+    thumbnail, and the page and the new thumbnails are put beside the images.
 
     An image that cannot be read (damaged, not an image) is marked on its card; the page is
     made all the same. Raises :class:`~batchgen.errors.UsageError` when ``out_dir`` holds no
     batchgen run, and :class:`~batchgen.errors.StorageError` when the page or a thumbnail
     cannot be written.
     """
+    started = time.time()
     view = read_report_view(out_dir)
-    cards = [_card(out_dir, record, record.job_id in view.not_in_file) for record in view.records]
+    cards = [_card(out_dir, record, record.job_id in view.not_in_file, output) for record in view.records]
     cards.sort(key=lambda card: (not card.problem, card.job_id))
     environment = Environment(
         loader=PackageLoader("batchgen", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
     page = environment.get_template("report.html.j2").render(
-        title=out_dir.resolve().name,
+        title=name or out_dir.resolve().name,
         cards=cards,
         counts=dict(Counter(card.status for card in cards)),
         problems=sum(card.problem for card in cards),
         models=sorted({card.model for card in cards}),
         spent=view.spent,
         made_at=utc_now(),
-        manifest=manifest_path(out_dir).name,
+        manifest=f"{name}/{MANIFEST_PARTS}/" if output is not None else manifest_path(out_dir).name,
         page=PAGE,
     )
     target = report_path(out_dir)
@@ -132,17 +140,23 @@ def make_report(out_dir: Path) -> Path:
         temporary.replace(target)
     except OSError as exc:
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    if output is not None:
+        thumbnails = thumbnails_path(out_dir)
+        for made in sorted(thumbnails.glob("*.jpg")) if thumbnails.is_dir() else []:
+            if made.stat().st_mtime >= started - 1:  # (new ones: the others were put before)
+                output.put_file(f"{THUMBNAILS}/{made.name}", made.read_bytes())
+        output.put_file(target.name, target.read_bytes())
     return target
 
 
-def _card(out_dir: Path, record: ManifestRecord, not_in_file: bool) -> _Card:
+def _card(out_dir: Path, record: ManifestRecord, not_in_file: bool, output: OutputBackend | None) -> _Card:
     request = dict(record.request or {})
     prompt = str(request.pop("prompt", ""))
     request.pop("model", None)
     cost = Spend.of(record.usd_spent, record.credits_used)
     error = f"{record.error.kind}: {record.error.message}" if record.error else ""
     images = (
-        [_result_thumbnail(out_dir, image.path) for image in record.images]
+        [_result_thumbnail(out_dir, image.path, output) for image in record.images]
         if record.status is Status.SUCCEEDED
         else []
     )
@@ -206,9 +220,26 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _result_thumbnail(out_dir: Path, image_path: str) -> _Image | None:
-    name = PurePosixPath(image_path).stem + ".jpg"
-    return _thumbnail(out_dir / image_path, thumbnails_path(out_dir) / name, image_path)
+def _result_thumbnail(out_dir: Path, image_path: str, output: OutputBackend | None) -> _Image | None:
+    target = thumbnails_path(out_dir) / (PurePosixPath(image_path).stem + ".jpg")
+    if output is None:
+        return _thumbnail(out_dir / image_path, target, image_path)
+    if output.image_size(image_path) is None:
+        return None
+    if target.is_file():  # (made from it before: an image is put once, never changed)
+        return _thumbnail(target, target, image_path)
+    data = output.read_bytes(image_path)
+    if data is None:
+        return None
+    fetched = target.with_name(f".{target.stem}.fetched")
+    try:
+        target.parent.mkdir(exist_ok=True)
+        fetched.write_bytes(data)
+        return _thumbnail(fetched, target, image_path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {fetched}: {exc.strerror or exc}") from exc
+    finally:
+        fetched.unlink(missing_ok=True)
 
 
 def _thumbnail(source: Path, target: Path, href: str) -> _Image | None:

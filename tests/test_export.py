@@ -88,6 +88,9 @@ def test_webdataset_shards_load_in_webdataset_and_datasets(exported_run, tmp_pat
 
     again = export(s3, url, "webdataset", str(target), "--shard-size", "3")
     assert "0 written, 3 already there" in again
+    fewer = export(s3, url, "webdataset", str(target), "--shard-size", "8")  # (a loader globs the folder)
+    assert "1 written" in fewer and "2 shard(s) of an earlier export removed" in fewer
+    assert sorted(p.name for p in target.iterdir()) == ["shard-000000.tar"]
 
 
 def test_parquet_files_into_the_bucket_load_in_datasets_with_every_manifest_column(

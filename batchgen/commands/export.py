@@ -44,5 +44,6 @@ def handle(args: argparse.Namespace) -> int:
     print(
         f"{done.rows} images in {done.shards} {args.format} shard(s) at {args.to}; {done.written} written, "
         f"{done.shards - done.written} already there"
+        + (f"; {done.removed} shard(s) of an earlier export removed" if done.removed else "")
     )
     return ExitCode.OK

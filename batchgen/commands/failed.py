@@ -8,7 +8,7 @@ import json
 import sys
 
 from batchgen.commands import ExitCode
-from batchgen.commands.options import add_output_folder, output_of
+from batchgen.commands.options import add_output_folder, recorded_output_of
 from batchgen.commands.text import some
 from batchgen.store import failed_records
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Print one job line per failed job (its id and recorded request) on stdout."""
-    records = asyncio.run(failed_records(output_of(args).root))
+    records = asyncio.run(failed_records(recorded_output_of(args).root))
     unknown, inline = [], []
     for record in records:
         if record.request is None:  # recorded by a release that did not keep the request

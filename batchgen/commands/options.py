@@ -28,6 +28,7 @@ __all__ = [
     "positive",
     "positive_int",
     "probability",
+    "recorded_output_of",
     "seconds_or_zero",
     "selection_of",
     "whole",
@@ -56,6 +57,22 @@ def add_output_folder(parser: argparse.ArgumentParser, *, positional: bool = Fal
         "object-store output [default: beside a local output; for an object store "
         "$XDG_STATE_HOME/batchgen/<scheme>-<bucket>-<hash of the URL>]",
     )
+
+
+def recorded_output_of(args: argparse.Namespace) -> OutputLocation:
+    """:func:`output_of` for commands that read what runs recorded: an object-store output
+    whose state is not on this host is refused with what to do
+    (:class:`~batchgen.errors.UsageError`)."""
+    from batchgen.store import has_state  # noqa: PLC0415
+
+    where = output_of(args)
+    if where.url is not None and where.database is None and not has_state(where.root):
+        raise UsageError(
+            f"{where.name} has no state on this host (looked in {where.root}): run the same `batchgen run ..."
+            f" --out {where.name}` here first (it rebuilds the state from the manifest parts and pays for"
+            " nothing they record), or give --state the folder of the host that ran it"
+        )
+    return where
 
 
 def output_of(args: argparse.Namespace) -> OutputLocation:

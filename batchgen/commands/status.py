@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from batchgen.commands import ExitCode
-from batchgen.commands.options import add_output_folder, output_of
+from batchgen.commands.options import add_output_folder, recorded_output_of
 from batchgen.commands.text import json_number, some
 from batchgen.errors import failure_kind
 from batchgen.money import Spend, usd
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Print the folder's counts, spend, last run and failures (text or ``--json``)."""
-    status = asyncio.run(read_status(output_of(args).root))
+    status = asyncio.run(read_status(recorded_output_of(args).root))
     print(json.dumps(status, indent=2, default=json_number) if args.json else describe(status))
     return ExitCode.OK
 

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from batchgen.commands import ExitCode
-from batchgen.commands.options import add_output_folder, output_of
+from batchgen.commands.options import add_output_folder, recorded_output_of
 from batchgen.store import verify_folder
 
 
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Print each image that is not as recorded; exit 1 if any."""
-    where = output_of(args)
+    where = recorded_output_of(args)
     checked, problems = asyncio.run(verify_folder(where.root, output=where.output() if where.url else None))
     for problem in problems:
         print(f"{problem.path}: {problem.problem} (job {problem.job_id})")

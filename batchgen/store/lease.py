@@ -34,6 +34,7 @@ from typing import Any
 
 from batchgen.errors import OutputLockedError, StorageError
 from batchgen.store.layout import HOLDER, LEASE
+from batchgen.store.object_errors import first_line, store_error
 
 __all__ = ["LEASE_SECONDS", "BucketLease"]
 
@@ -79,7 +80,7 @@ class BucketLease:
         except OutputLockedError:
             raise
         except Exception as exc:
-            raise StorageError(f"cannot put {self.url}/{LEASE}: {_first_line(exc)}") from exc
+            raise store_error(self.url, "put", LEASE, exc) from exc
         self._renewer = threading.Thread(
             target=self._renew_until_released, name="batchgen-lease", daemon=True
         )
@@ -108,7 +109,7 @@ class BucketLease:
             except Exception as exc:  # it expires by itself: say so, do not fail the run's end
                 log.warning(
                     "could not release the lease %s/%s (it expires in %.0f s): %s",
-                    self.url, LEASE, self.ttl, _first_line(exc),
+                    self.url, LEASE, self.ttl, first_line(exc),
                 )  # fmt: skip
         self._version = None
 
@@ -123,7 +124,7 @@ class BucketLease:
             self._put("create")
             return
         except Exception as exc:
-            raise StorageError(f"cannot read {self.url}/{LEASE}: {_first_line(exc)}") from exc
+            raise store_error(self.url, "read", LEASE, exc) from exc
         try:
             other = json.loads(text)
         except ValueError:
@@ -141,7 +142,7 @@ class BucketLease:
         except PreconditionError:
             raise OutputLockedError(f"{self.url} was just taken by another batchgen run") from None
         except Exception as exc:
-            raise StorageError(f"cannot put {self.url}/{LEASE}: {_first_line(exc)}") from exc
+            raise store_error(self.url, "put", LEASE, exc) from exc
         if not other.get("released"):
             log.warning(
                 "took over the lease of %s from a run that is gone (%s)", self.url, other or "unreadable"
@@ -160,7 +161,7 @@ class BucketLease:
                 )
                 return
             except Exception as exc:  # a blip: the next renewal may pass, well within the lease
-                log.warning("could not renew the lease of %s: %s", self.url, _first_line(exc))
+                log.warning("could not renew the lease of %s: %s", self.url, first_line(exc))
 
     def _put(self, mode: Any, *, released: bool = False) -> None:
         """Put our lease with ``mode`` ("create", or the version to replace); keep its version."""
@@ -183,8 +184,3 @@ class BucketLease:
             made = secrets.token_hex(16)
             path.write_text(made + "\n")
             return made
-
-
-def _first_line(exc: BaseException) -> str:
-    """An obstore error's first line (the rest is a debug dump of the request)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

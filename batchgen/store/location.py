@@ -12,6 +12,7 @@ no password), so ``status`` and the other reading commands find it from ``--out`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ __all__ = ["URL_SCHEMES", "OutputLocation", "is_url", "locate"]
 
 URL_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "azure://", "memory://")
 """Prefixes that make ``--out`` an object-store URL (what obstore's ``from_url`` serves)."""
+
+
+_SCHEME_TYPO = re.compile(r"(?i)(s3|gs|gcs|az|abfss?|azure|memory):/?(?!/)")  # s3:/bucket, s3:bucket
 
 
 def is_url(value: str) -> bool:
@@ -87,6 +91,9 @@ def locate(out: str | Path, state: str | Path | None = None) -> OutputLocation:
     :class:`UsageError` for a state folder with a local ``--out`` (its state stays beside it,
     where every later command looks for it)."""
     name = str(out)
+    if _SCHEME_TYPO.match(name):
+        scheme, _, rest = name.partition(":")
+        raise UsageError(f"--out {name}: did you mean {scheme.lower()}://{rest.lstrip('/')}?")
     database = str(state) if state is not None and is_postgres_url(str(state)) else None
     if not is_url(name):
         if state is not None and database is None:
@@ -95,6 +102,7 @@ def locate(out: str | Path, state: str | Path | None = None) -> OutputLocation:
                 " (or give --state postgresql://...)"
             )
         return OutputLocation(name, Path(out), database=database)
-    url = name.rstrip("/")
+    scheme, sep, rest = name.rstrip("/").partition("://")
+    url = scheme.lower() + sep + rest  # (S3://b/x and s3://b/x are one output, with one state)
     root = Path(state) if state is not None and database is None else default_state_root(url)
     return OutputLocation(name, root, url, database)

@@ -29,12 +29,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import StorageError
+from batchgen.errors import OutputStoreError, StorageError
 from batchgen.images import inspect_image
 from batchgen.store.files import DirectoryLock, TempFile, ensure_real_dir, make_output_dir, remove_temporaries
 from batchgen.store.layout import IMAGES, LOCK, MANIFEST_PARTS, PRIVATE, SCRATCH, manifest_part
 from batchgen.store.lease import LEASE_SECONDS, BucketLease
 from batchgen.store.manifest import ImageRecord, ManifestRecord
+from batchgen.store.object_errors import first_line, store_error
 from batchgen.store.output import Spill
 
 __all__ = ["ObjectStoreOutput", "open_store"]
@@ -57,7 +58,7 @@ def open_store(url: str) -> Any:
     try:
         return from_url(url)
     except Exception as exc:  # obstore raises its own errors for a bad URL or configuration
-        raise StorageError(f"cannot open {url}: {exc}") from exc
+        raise OutputStoreError(f"cannot open {url}: {first_line(exc)}") from exc
 
 
 class ObjectStoreOutput:
@@ -154,7 +155,7 @@ class ObjectStoreOutput:
         except AlreadyExistsError:
             pass
         except Exception as exc:
-            raise StorageError(f"cannot put {self.url}/{key}: {exc}") from exc
+            raise store_error(self.url, "put", key, exc) from exc
         else:
             return
         if self.sha256(key) == digest:
@@ -174,7 +175,7 @@ class ObjectStoreOutput:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+            raise store_error(self.url, "read", path, exc) from exc
 
     def read_bytes(self, path: str) -> bytes | None:
         """The object at ``path`` (relative to the output), None when there is none."""
@@ -185,7 +186,7 @@ class ObjectStoreOutput:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+            raise store_error(self.url, "read", path, exc) from exc
 
     def sha256(self, path: str) -> str | None:
         """The SHA-256 of the object at ``path``, streamed; None when there is none."""
@@ -198,7 +199,7 @@ class ObjectStoreOutput:
         except FileNotFoundError:
             return None
         except Exception as exc:
-            raise StorageError(f"cannot read {self.url}/{path}: {exc}") from exc
+            raise store_error(self.url, "read", path, exc) from exc
         return digest.hexdigest()
 
     def put_file(self, path: str, data: bytes) -> None:
@@ -287,4 +288,4 @@ class ObjectStoreOutput:
         try:
             return call()
         except Exception as exc:
-            raise StorageError(f"cannot {verb} {self.url}/{key}: {exc}") from exc
+            raise store_error(self.url, verb, key, exc) from exc

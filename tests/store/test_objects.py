@@ -91,6 +91,7 @@ def test_an_object_store_url_keeps_its_state_in_a_folder_keyed_by_the_url(tmp_pa
     )
     assert where.root.parent == tmp_path / "batchgen" and where.root.name.startswith("s3-bucket-one-")
     assert locate("s3://bucket-one/other").root != where.root
+    assert locate("S3://bucket-one/nightly").root == where.root
     assert locate("s3://bucket-one/nightly", tmp_path / "mine").root == tmp_path / "mine"
     assert locate(tmp_path / "local").url is None
 
@@ -143,7 +144,10 @@ def test_a_run_into_s3_then_every_reading_command_on_the_url(s3, simulator, tmp_
     assert json.loads(plan.stdout)["out"] == url
     report = cli(s3, "report", url)
     assert report.returncode == 0 and report.stdout.strip() == f"{url}/report.html"
-    assert b"job-3" in s3.read("nightly/report.html")
+    page = s3.read("nightly/report.html").decode()
+    assert "job-3" in page and "missing" not in page and url in page
+    thumbnails = [k for k in s3.objects("nightly/thumbnails/")]
+    assert len(thumbnails) == 7 and all(f'src="thumbnails/{k.rsplit("/", 1)[1]}"' in page for k in thumbnails)
 
     # Run again: nothing sent, nothing put
     posts = simulator.state.posts
@@ -287,3 +291,15 @@ def test_a_run_from_another_state_folder_is_refused_by_the_lease(s3, tmp_path):
     finally:
         held.close()
     assert json.loads(s3.read("leased/.batchgen/lease.json"))["released"] is True
+
+
+def test_a_missing_bucket_or_a_scheme_typo_is_a_clear_error_and_nothing_is_written(s3, tmp_path):
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(1))
+    missing = cli(
+        s3, "run", str(job_file), "--out", "s3://no-such-bucket-here/x", "--base-url", "http://127.0.0.1:9"
+    )
+    assert (
+        missing.returncode == 2 and "no such bucket" in missing.stderr and "Traceback" not in missing.stderr
+    )
+    typo = cli(s3, "status", "s3:/bucket/x")
+    assert typo.returncode == 2 and "did you mean s3://bucket/x?" in typo.stderr
