@@ -218,6 +218,11 @@ def test_random_kills_of_a_run_into_s3_end_with_every_job_once_and_no_stray_obje
     again = start_run(job_file, url, sim.url, *extra, env=s3.env)
     again.communicate(timeout=120)
     assert again.returncode == 0 and sim.state.posts == posts
+    verify = subprocess.run(
+        [sys.executable, "-m", "batchgen", "verify", url, "--state", str(state)],
+        env={"PATH": "/usr/bin:/bin", **s3.env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     unchanged = {
         k: v for k, v in s3.objects("crash/").items() if "/.batchgen/" not in k
     }  # (the lease is put)
