@@ -31,10 +31,22 @@ from typing import Any
 
 import jsonschema_rs
 
-__all__ = ["IMAGE_FIELDS", "FieldProblem", "ModelSchema", "check", "image_uri_problem", "models"]
+__all__ = [
+    "COUNT_FIELDS",
+    "IMAGE_FIELDS",
+    "FieldProblem",
+    "ModelSchema",
+    "check",
+    "image_uri_problem",
+    "models",
+]
 
-IMAGE_FIELDS = ("image_url", "image_urls", "image")
-"""Fields that take images (URLs, base64, or, in a job file, local paths)."""
+IMAGE_FIELDS = ("image_url", "image_urls", "image", "reference_image_url", "alpha_url")
+"""Fields that take images (URLs, base64, or, in a job file, local paths): the docs' three, and
+the reference image and the mask of ``beeble/switchx`` (its page: "URL of the alpha mask")."""
+
+COUNT_FIELDS = ("num_images", "n")
+"""How many images to make: whole numbers wherever a schema types them ``number``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +95,7 @@ class ModelSchema:
     def validator(self) -> Any:
         """The compiled validator (compiled on first use)."""
         if self._validator is None:
-            self._validator = jsonschema_rs.validator_for(_with_image_uris(self.schema))
+            self._validator = jsonschema_rs.validator_for(_compiled(self.schema))
         return self._validator
 
 
@@ -136,9 +148,11 @@ IMAGE_URI = r"^(?:[Hh][Tt][Tt][Pp][Ss]?://[^/?#]|data:[\s\S]{0,187};base64,)"
 _IMAGE_URI_PROBLEM = "must be an http(s) URL, a data: URI, or a path to a local image file"
 
 
-def _with_image_uris(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with :data:`IMAGE_URI` on every string of an image field (for the compiled
-    validator only: a job file may name local files there)."""
+def _compiled(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as the compiled validator checks it: :data:`IMAGE_URI` on every string of an
+    image field (not in the schema users see: a job file may name local files there), and
+    ``multipleOf: 1`` on the :data:`COUNT_FIELDS` (``2.0`` passes, as the API's own ``number``
+    does; ``2.5`` images cannot be made)."""
 
     def patterned(prop: Any) -> Any:
         if not isinstance(prop, dict):
@@ -153,11 +167,14 @@ def _with_image_uris(schema: dict[str, Any]) -> dict[str, Any]:
             prop["items"] = patterned(prop["items"])
         return prop
 
-    properties = schema.get("properties", {})
-    return {
-        **schema,
-        "properties": {k: patterned(v) if k in IMAGE_FIELDS else v for k, v in properties.items()},
+    def whole(prop: Any) -> Any:
+        return {**prop, "multipleOf": 1} if isinstance(prop, dict) and prop.get("type") == "number" else prop
+
+    properties = {
+        k: patterned(v) if k in IMAGE_FIELDS else whole(v) if k in COUNT_FIELDS else v
+        for k, v in schema.get("properties", {}).items()
     }
+    return {**schema, "properties": properties}
 
 
 def image_uri_problem(value: str) -> str | None:

@@ -103,3 +103,20 @@ def test_the_schema_data_agrees_with_the_seed_models_on_every_generated_body():
 )
 def test_rules_beyond_the_schemas_name_the_field(body, field):
     assert [p.field for p in catalog.check(body)] == [field]
+
+
+def test_a_count_of_images_is_a_whole_number_wherever_the_schema_says_number():
+    assert [p.field for p in catalog.check({"model": "flux/dev", "prompt": "p", "num_images": 2.5})] == [
+        "num_images"
+    ]
+    assert catalog.check({"model": "flux/dev", "prompt": "p", "num_images": 2.0}) == []
+
+
+def test_the_mask_and_the_reference_of_switchx_are_image_fields():
+    body = {
+        "model": "beeble/switchx-image-to-image",
+        "image_url": URL,
+        "reference_image_url": "ftp://x.test/r.png",
+        "alpha_url": URL,
+    }
+    assert [p.field for p in catalog.check(body)] == ["reference_image_url"]
