@@ -12,9 +12,11 @@ An object store cannot rename or append, so the write-ahead order is kept anothe
   one with other bytes is listed by no record (records commit after their puts), so it is
   replaced;
 * a put returns once the object is durable, so :meth:`make_durable` has nothing to do;
-* the manifest is ``manifest/part-<n>.jsonl``: each group of records is one new part, put
-  create-only, numbered in order; readers concatenate the parts by name. A crash loses no line
-  that the state holds: the next open re-puts what the parts lack (as a local folder re-appends).
+* the manifest is ``manifest/part-<n>.jsonl``: records gather in a part that is put,
+  create-only, once it holds 4 MiB or its first record is 5 s old, and at the run's end;
+  readers concatenate the parts by name. A crash loses no line that the state holds: the next
+  open puts what the parts lack (as a local folder re-appends). Only if the state is lost too
+  are the records of the last few seconds lost with it (those jobs would be generated again).
 
 Object keys are relative to the URL's prefix (:mod:`batchgen.store.layout`). Errors of the store
 become :class:`~batchgen.errors.StorageError` naming the object.
@@ -25,11 +27,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import OutputStoreError, StorageError
+from batchgen.errors import BatchgenError, OutputStoreError, StorageError
 from batchgen.images import inspect_image
 from batchgen.store.files import DirectoryLock, TempFile, ensure_real_dir, make_output_dir, remove_temporaries
 from batchgen.store.layout import IMAGES, LOCK, MANIFEST_PARTS, PRIVATE, SCRATCH, manifest_part
@@ -44,6 +47,10 @@ log = logging.getLogger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 """A rewritten manifest is cut into parts of about this many bytes."""
+
+ROLL_BYTES = 4 * 1024 * 1024
+ROLL_SECONDS = 5.0
+"""A part is put once it holds this many bytes, or its first line is this old (seconds)."""
 
 _PART = re.compile(r"part-(\d+)\.jsonl")
 
@@ -79,6 +86,9 @@ class ObjectStoreOutput:
         self.lease = BucketLease(store, self.url, state_root, ttl=lease_seconds)  # (held while open)
         self._next_part = 0
         self._last_line = b""
+        self._pending: list[str] = []  # lines of the part being filled
+        self._pending_bytes = 0
+        self._pending_since = 0.0
 
     # -- the run's hold on the output ----------------------------------------------------------
 
@@ -99,9 +109,14 @@ class ObjectStoreOutput:
             raise
 
     def close(self) -> None:
-        """Release the lease, then the lock."""
-        self.lease.release()
-        self._lock.release()
+        """Put the part being filled, then release the lease and the lock."""
+        try:
+            self.flush_manifest()
+        except BatchgenError as exc:  # (its lines are in the state: the next open puts them)
+            log.warning("the last manifest part of %s is not put (the next run puts it): %s", self.url, exc)
+        finally:
+            self.lease.release()
+            self._lock.release()
 
     def spill(self) -> Spill:
         """A scratch file in the local state folder (uploaded once verified)."""
@@ -252,15 +267,32 @@ class ObjectStoreOutput:
         return self._last_line
 
     def manifest_append(self, lines: list[str]) -> None:
-        """Put ``lines`` as the next part, create-only."""
+        """Add ``lines`` to the part being filled; put it (create-only) once it holds
+        :data:`ROLL_BYTES` or its first line is :data:`ROLL_SECONDS` old (and at :meth:`close`).
+        The lines are already committed in the state: a crash before the put loses none of
+        them, the next open puts them again."""
+        if not lines:
+            return
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending += lines
+        self._pending_bytes += sum(len(line) for line in lines)
+        self._last_line = lines[-1].encode()
+        if self._pending_bytes >= ROLL_BYTES or time.monotonic() - self._pending_since >= ROLL_SECONDS:
+            self.flush_manifest()
+
+    def flush_manifest(self) -> None:
+        """Put the part being filled, if any, as the next part (create-only)."""
         import obstore  # noqa: PLC0415
 
+        if not self._pending:
+            return
         self.lease.check()
-        data = "".join(lines).encode()
+        data = "".join(self._pending).encode()
         key = manifest_part(self._next_part)
         self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))
         self._next_part += 1
-        self._last_line = data.splitlines(keepends=True)[-1] if data else self._last_line
+        self._pending, self._pending_bytes = [], 0
 
     def manifest_rewrite(self, lines: Iterable[str]) -> None:
         """Delete every part, then put ``lines`` as new parts. Only a part deleted by hand calls
@@ -273,6 +305,7 @@ class ObjectStoreOutput:
         for key in self.manifest_parts():
             self._call("delete", key, lambda key=key: obstore.delete(self.store, key))  # type: ignore[misc]
         self._next_part, self._last_line = 0, b""
+        self._pending, self._pending_bytes = [], 0
         group: list[str] = []
         held = 0
         for line in lines:
@@ -280,9 +313,11 @@ class ObjectStoreOutput:
             held += len(line)
             if held >= PART_BYTES:
                 self.manifest_append(group)
+                self.flush_manifest()
                 group, held = [], 0
         if group:
             self.manifest_append(group)
+            self.flush_manifest()
 
     def _call(self, verb: str, key: str, call: Any) -> Any:
         try:

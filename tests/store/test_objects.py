@@ -63,7 +63,10 @@ def test_a_spilled_download_is_verified_from_its_scratch_file_and_the_file_remov
 
 def test_the_manifest_is_parts_read_in_order_and_a_rewrite_replaces_them(output):
     output.manifest_append(['{"a": 1}\n', '{"a": 2}\n'])
+    assert list(output.manifest_lines()) == []  # (the part fills: 4 MiB or 5 s, or the end)
+    output.flush_manifest()
     output.manifest_append(['{"a": 3}\n'])
+    output.flush_manifest()
     assert list(output.manifest_lines()) == [b'{"a": 1}\n', b'{"a": 2}\n', b'{"a": 3}\n']
     assert output.manifest_parts() == ["manifest/part-00000000.jsonl", "manifest/part-00000001.jsonl"]
     output.manifest_rewrite(['{"a": 9}\n'])
@@ -72,9 +75,11 @@ def test_the_manifest_is_parts_read_in_order_and_a_rewrite_replaces_them(output)
 
 def test_a_part_is_never_overwritten(output):
     output.manifest_append(['{"a": 1}\n'])
+    output.flush_manifest()
     obstore.put(output.store, "manifest/part-00000001.jsonl", b"put by someone else\n")
+    output.manifest_append(['{"a": 2}\n'])
     with pytest.raises(Exception, match="part-00000001"):
-        output.manifest_append(['{"a": 2}\n'])
+        output.flush_manifest()
 
 
 def test_the_lock_is_held_in_the_state_folder(output, tmp_path):
@@ -262,8 +267,9 @@ def test_a_lease_taken_over_meanwhile_stops_every_further_put(tmp_path):
     try:
         foreign_lease(store)  # (an unconditional put: the next renewal's ETag no longer matches)
         assert output.lease.lost.wait(10)  # (a renewal comes every 10 ms)
+        output.manifest_append(['{"a": 1}\n'])
         with pytest.raises(StorageError, match="took over"):
-            output.manifest_append(['{"a": 1}\n'])
+            output.flush_manifest()
     finally:
         output.close()
     assert obstore.get(store, ".batchgen/lease.json").bytes()  # the other run's lease stays
