@@ -10,6 +10,7 @@ The tree::
     ├── JobFileChanged               the job file was edited during a run (the run stops, exit 75)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
     ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
+    │   └── LeaseLost                an object-store output's lease taken over or not renewed (exit 75)
     └── RequestError                 one job's request failed; .transient, .stops_run, .kind
         ├── ApiError                 the API answered with an HTTP error status
         │   ├── RequestRejected      400/422 and other 4xx: the job itself is wrong (permanent)
@@ -57,6 +58,7 @@ __all__ = [
     "JobFileChanged",
     "JobFileError",
     "JobFileProblem",
+    "LeaseLost",
     "MalformedResponse",
     "OutputFolderError",
     "OutputLockedError",
@@ -169,6 +171,15 @@ class StorageError(BatchgenError):
     """The output folder could not be written (disk full, permissions, planted symlink)."""
 
     hint = "free space or fix the folder, then run the same command again to resume"
+
+
+class LeaseLost(StorageError):
+    """This run may no longer write its object-store output: another run took its lease over,
+    or the lease could not be renewed in time."""
+
+    hint = (
+        "another run may hold the output now (`.batchgen/lease.json` names it): let it finish, then run again"
+    )
 
 
 class RequestError(BatchgenError):

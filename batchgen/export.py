@@ -142,6 +142,8 @@ def _columns(row: _Row) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for name, value in row.record.model_dump(mode="json").items():
         flat[name] = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+    if isinstance(flat.get("seed"), int) and not -(2**63) <= flat["seed"] < 2**63:
+        flat["seed"] = None  # (Parquet's int64 cannot hold it: null here; the manifest keeps it)
     flat.update(
         image_index=row.index,
         image_path=image.path,

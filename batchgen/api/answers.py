@@ -98,8 +98,8 @@ class _Item(_Wire):
 
 
 class _Response(_Wire):
-    data: list[_Item] | None = None  # nullable in the API's OpenAPI schema: no image
-    images: list[_Item] | None = None
+    data: Any = None  # a list of items; nullable in the API's OpenAPI schema: no image
+    images: Any = None
     meta: Any = None
     usage: Any = None
     seed: Any = None
@@ -169,8 +169,24 @@ def charged(headers: dict[str, str]) -> Spend | None:
     return Spend.of(headers.get("x-aimlapi-usd-spent"), headers.get("x-aimlapi-credits-used"))
 
 
+def _items(value: Any) -> list[_Item]:
+    """The items of ``data`` or ``images`` that read as items (a null, a number, an item whose
+    ``url`` is not text: dropped; another list may still hold the images)."""
+    found = []
+    for item in value if isinstance(value, list) else ():
+        try:
+            found.append(_Item.model_validate(item))
+        except ValidationError:
+            continue
+    return found
+
+
 def _normalize(wire: _Response) -> Answer:
-    items = wire.data if any(i.url or i.b64_json for i in wire.data or ()) else wire.images or wire.data or []
+    given = [v for v in (wire.data, wire.images) if v is not None]
+    if given and not any(isinstance(v, list) for v in given):
+        raise ValueError("neither `data` nor `images` is a list")
+    data, listed = _items(wire.data), _items(wire.images)
+    items = data if any(i.url or i.b64_json for i in data) else listed or data
     meta_usage = wire.meta.get("usage") if isinstance(wire.meta, dict) else None
     usage = (
         meta_usage if isinstance(meta_usage, dict) else wire.usage if isinstance(wire.usage, dict) else None
@@ -183,7 +199,7 @@ def _normalize(wire: _Response) -> Answer:
         ),
         tokens_used=_whole(tokens) if tokens is not None and math.isfinite(tokens) else None,
         content_violation=any(_lax(_BOOL, i.content_violation) for i in items)
-        or any(f is True for f in flags),
+        or any(_lax(_BOOL, f) for f in flags),
         seed=_lax(_INT, wire.seed),
         usage=usage,
         images=[

@@ -16,6 +16,7 @@ from batchgen.errors import (
     EndpointNotFound,
     JobFileChanged,
     JobFileError,
+    OutputStoreError,
     RateLimited,
     RetryBudgetExhausted,
     StorageError,
@@ -47,6 +48,7 @@ _STOPS: list[tuple[type[BaseException], StopReason]] = [
     (CreditsExhausted, StopReason.NO_CREDITS),
     (RateLimited, StopReason.HOURLY_LIMIT),
     (StorageError, StopReason.STORAGE),
+    (OutputStoreError, StopReason.STORAGE),
     (RetryBudgetExhausted, StopReason.RETRY_BUDGET),
     (BudgetReached, StopReason.BUDGET),
 ]

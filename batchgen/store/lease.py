@@ -3,16 +3,18 @@ folder it runs from (the state folder's own lock covers one host only).
 
 The lease is the object ``.batchgen/lease.json`` under the output's prefix, naming its holder:
 a random id kept in the state folder (``.batchgen/holder``), with host and pid for messages.
-It is taken with a create-only put, renewed every ``ttl / 3`` seconds with a put conditional on
-its version (S3 ``If-Match`` on the ETag; GCS the generation), and released at the end by a
-conditional put that marks it released (never an unconditional delete: a run that lost its
-lease must not remove the next holder's).
+It is taken with a create-only put, renewed every ``ttl / 6`` seconds (a failed renewal is
+tried again every ``ttl / 12``) with a put conditional on its version (S3 ``If-Match`` on the
+ETag; GCS the generation), and released at the end by a conditional put that marks it released
+(never an unconditional delete: a run that lost its lease must not remove the next holder's).
+Its calls are bounded to 10 s, retries included.
 
-A lease found there is free when released, ours when its holder id is this state folder's (that
-run is dead: this one holds the state folder's lock), and stale when not renewed for ``ttl``
-seconds by the store's ``last_modified`` against this host's clock (hosts' clocks are assumed
-within a few seconds of each other, as NTP keeps them); those are taken over with a conditional
-put. A live lease refuses the run (:class:`~batchgen.errors.OutputLockedError`, exit 73).
+A lease found there is free when released, ours when its holder id and host are this state
+folder's and this host's (that run is dead: this one holds the state folder's lock), and stale
+when not renewed for ``ttl`` seconds by the store's ``last_modified`` against this host's clock
+(hosts' clocks are assumed within a few seconds of each other, as NTP keeps them); those are
+taken over with a conditional put. A live lease refuses the run
+(:class:`~batchgen.errors.OutputLockedError`, exit 73).
 
 A run stops writing (:meth:`BucketLease.check` raises) when another run took its lease over, or
 when no renewal has succeeded for two thirds of ``ttl`` (on a clock that counts suspended time):
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import OutputLockedError, StorageError
+from batchgen.errors import LeaseLost, OutputLockedError
 from batchgen.store.layout import HOLDER, LEASE
 from batchgen.store.object_errors import first_line, store_error
 
@@ -89,10 +91,10 @@ class BucketLease:
     def check(self) -> None:
         """Raise :class:`StorageError` unless the lease is surely still ours (before any put)."""
         if self.lost.is_set():
-            raise StorageError(f"another batchgen run took over {self.url}: this run stops writing to it")
+            raise LeaseLost(f"another batchgen run took over {self.url}: this run stops writing to it")
         silent = _now() - self._renewed
         if silent > self.ttl * 2 / 3:
-            raise StorageError(
+            raise LeaseLost(
                 f"the lease of {self.url} could not be renewed for {silent:.0f} s: this run stops writing"
                 " to it before another run may take it over"
             )
@@ -131,7 +133,8 @@ class BucketLease:
             other = {}
         other = other if isinstance(other, dict) else {}
         age = (dt.datetime.now(dt.UTC) - meta["last_modified"]).total_seconds()
-        free = other.get("released") is True or other.get("holder") == self._holder["holder"]
+        ours = other.get("holder") == self._holder["holder"] and other.get("host") == self._holder["host"]
+        free = other.get("released") is True or ours
         if not free and age < self.ttl:
             raise OutputLockedError(
                 f"{self.url} is in use by a batchgen run on {other.get('host', '?')}"
@@ -151,7 +154,9 @@ class BucketLease:
     def _renew_until_released(self) -> None:
         from obstore.exceptions import PreconditionError  # noqa: PLC0415
 
-        while not self._stop.wait(self.ttl / 3):
+        wait = self.ttl / 6
+        while not self._stop.wait(wait):
+            wait = self.ttl / 6
             try:
                 self._put(self._version or "create")
             except PreconditionError:
@@ -160,8 +165,9 @@ class BucketLease:
                     "the lease of %s was taken over by another run: this run stops writing to it", self.url
                 )
                 return
-            except Exception as exc:  # a blip: the next renewal may pass, well within the lease
+            except Exception as exc:  # a blip: tried again soon; check() stops the writes in time
                 log.warning("could not renew the lease of %s: %s", self.url, first_line(exc))
+                wait = self.ttl / 12
 
     def _put(self, mode: Any, *, released: bool = False) -> None:
         """Put our lease with ``mode`` ("create", or the version to replace); keep its version."""
@@ -179,8 +185,13 @@ class BucketLease:
         """This state folder's random id (made on first use)."""
         path = self._state_root / HOLDER
         try:
-            return path.read_text().strip()
+            found = path.read_text().strip()
         except FileNotFoundError:
-            made = secrets.token_hex(16)
-            path.write_text(made + "\n")
-            return made
+            found = ""
+        if len(found) == 32:  # noqa: PLR2004 - (an empty or torn file is made anew)
+            return found
+        made = secrets.token_hex(16)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(made + "\n")
+        temporary.replace(path)
+        return made

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from batchgen.errors import UsageError
 from batchgen.store.folder import Backends
-from batchgen.store.layout import MANIFEST_PARTS, STATE, default_state_root, keep_state_url, manifest_path
+from batchgen.store.layout import (
+    MANIFEST_PARTS,
+    STATE,
+    default_state_root,
+    keep_state_url,
+    manifest_path,
+    state_url,
+)
 from batchgen.store.local import LocalFolder
 from batchgen.store.objects import ObjectStoreOutput, open_store
 from batchgen.store.output import OutputBackend
@@ -54,7 +61,9 @@ class OutputLocation:
         """The output backend, unopened (nothing is contacted before its first call)."""
         if self.url is None:
             return LocalFolder(self.root)
-        return ObjectStoreOutput(open_store(self.url), self.url, self.root)
+        return ObjectStoreOutput(
+            open_store(self.url), self.url, self.root, lease_store=open_store(self.url, quick=True)
+        )
 
     def backends(self) -> Backends | None:
         """The run's backends: None for a local folder with its state beside it (the default)."""
@@ -72,7 +81,7 @@ class OutputLocation:
         from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - only then the driver
 
         assert self.database is not None
-        state = PostgresState.open(self.database)
+        state = PostgresState.open(self.database, output=self.url or str(self.root.resolve()))
         keep_state_url(self.root, without_password(self.database))
         return state
 
@@ -101,7 +110,8 @@ def locate(out: str | Path, state: str | Path | None = None) -> OutputLocation:
                 f"--state is for an object-store --out; {name} keeps its state in {name}/.batchgen"
                 " (or give --state postgresql://...)"
             )
-        return OutputLocation(name, Path(out), database=database)
+        # (a folder whose runs kept their state in PostgreSQL goes on doing so)
+        return OutputLocation(name, Path(out), database=database or state_url(Path(out)))
     scheme, sep, rest = name.rstrip("/").partition("://")
     url = scheme.lower() + sep + rest  # (S3://b/x and s3://b/x are one output, with one state)
     root = Path(state) if state is not None and database is None else default_state_root(url)

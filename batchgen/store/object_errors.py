@@ -20,14 +20,15 @@ def store_error(url: str, verb: str, key: str, exc: Exception) -> BatchgenError:
     (a later run may not meet it)."""
     from obstore.exceptions import NotFoundError, PermissionDeniedError, UnauthenticatedError  # noqa: PLC0415
 
-    text, line = str(exc), first_line(exc)
+    line = first_line(exc)  # (not the whole dump: it names keys, which are job ids)
     if isinstance(exc, PermissionError | PermissionDeniedError | UnauthenticatedError) or any(
-        code in text
+        code in line
         for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")
     ):
         return OutputStoreError(f"{url}: access refused ({line})")
-    if "NoSuchBucket" in text or (verb != "read" and isinstance(exc, FileNotFoundError | NotFoundError)):
+    missing = isinstance(exc, FileNotFoundError | NotFoundError)
+    if "NoSuchBucket" in line or (missing and verb in ("put", "list")):
         return OutputStoreError(f"{url}: no such bucket, or the endpoint does not serve it ({line})")
-    if "builder error" in text and "http://" in text:
+    if "builder error" in line and "http://" in line:
         return OutputStoreError(f"{url}: a plain-http endpoint needs AWS_ALLOW_HTTP=true ({line})")
     return StorageError(f"cannot {verb} {url}/{key}: {line}")

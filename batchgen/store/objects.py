@@ -13,7 +13,8 @@ An object store cannot rename or append, so the write-ahead order is kept anothe
   replaced;
 * a put returns once the object is durable, so :meth:`make_durable` has nothing to do;
 * the manifest is ``manifest/part-<n>.jsonl``: records gather in a part that is put,
-  create-only, once it holds 4 MiB or its first record is 5 s old, and at the run's end;
+  create-only, once it holds 4 MiB or its first record is 5 s old (a timer thread sees to it),
+  and at the run's end;
   readers concatenate the parts by name. A crash loses no line that the state holds: the next
   open puts what the parts lack (as a local folder re-appends). Only if the state is lost too
   are the records of the last few seconds lost with it (those jobs would be generated again).
@@ -24,9 +25,12 @@ become :class:`~batchgen.errors.StorageError` naming the object.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,15 +59,28 @@ ROLL_SECONDS = 5.0
 _PART = re.compile(r"part-(\d+)\.jsonl")
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str, *, quick: bool = False) -> Any:
     """The obstore store of ``url`` (``s3://BUCKET/PREFIX``, ``gs://...``, ``az://...``,
     ``memory://``), configured from the standard environment (``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``;
-    ``GOOGLE_*``; ``AZURE_*``). Raises :class:`StorageError` for a URL obstore cannot serve."""
+    ``GOOGLE_*``; ``AZURE_*``). ``quick``: for the lease, calls bounded to 10 s retries
+    included (obstore's default retries for up to 3 minutes). Raises :class:`OutputStoreError`
+    for a URL obstore cannot serve."""
     from obstore.store import from_url  # noqa: PLC0415 - only runs into an object store load it
 
+    bounds: dict[str, Any] = {}
+    if quick:
+        bounds = {
+            # (given client options replace those of the environment: AWS_ALLOW_HTTP kept)
+            "client_options": {
+                "timeout": "5s",
+                "connect_timeout": "3s",
+                "allow_http": os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true",
+            },
+            "retry_config": {"max_retries": 2, "retry_timeout": dt.timedelta(seconds=10)},
+        }
     try:
-        return from_url(url)
+        return from_url(url, **bounds)
     except Exception as exc:  # obstore raises its own errors for a bad URL or configuration
         raise OutputStoreError(f"cannot open {url}: {first_line(exc)}") from exc
 
@@ -76,19 +93,30 @@ class ObjectStoreOutput:
     puts_at_once = 8  # (each put waits tens of milliseconds on the network)
 
     def __init__(
-        self, store: Any, url: str, state_root: Path, *, lease_seconds: float = LEASE_SECONDS
+        self,
+        store: Any,
+        url: str,
+        state_root: Path,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        lease_store: Any = None,
     ) -> None:
         self.store = store
         self.url = url.rstrip("/")
         self._state_root = state_root
         self._scratch = state_root / SCRATCH
         self._lock = DirectoryLock(state_root / LOCK)
-        self.lease = BucketLease(store, self.url, state_root, ttl=lease_seconds)  # (held while open)
+        self.lease = BucketLease(
+            lease_store or store, self.url, state_root, ttl=lease_seconds
+        )  # (held while open)
         self._next_part = 0
         self._last_line = b""
         self._pending: list[str] = []  # lines of the part being filled
         self._pending_bytes = 0
         self._pending_since = 0.0
+        self._parts = threading.Lock()  # (the store's thread fills the part; a timer puts it when due)
+        self._stop = threading.Event()
+        self._roller: threading.Thread | None = None
 
     # -- the run's hold on the output ----------------------------------------------------------
 
@@ -103,6 +131,8 @@ class ObjectStoreOutput:
             self.lease.acquire()
             ensure_real_dir(self._scratch, self._state_root)
             remove_temporaries(self._scratch)
+            self._roller = threading.Thread(target=self._roll_when_due, name="batchgen-parts", daemon=True)
+            self._roller.start()
         except BaseException:
             self.lease.release()
             self._lock.release()
@@ -110,6 +140,10 @@ class ObjectStoreOutput:
 
     def close(self) -> None:
         """Put the part being filled, then release the lease and the lock."""
+        self._stop.set()
+        if self._roller is not None:
+            self._roller.join()
+            self._roller = None
         try:
             self.flush_manifest()
         except BatchgenError as exc:  # (its lines are in the state: the next open puts them)
@@ -175,6 +209,7 @@ class ObjectStoreOutput:
             return
         if self.sha256(key) == digest:
             return  # put by a run that crashed before its record: a finished upload
+        self.lease.check()  # (a put that outlasted the lease must not replace what another run put)
         log.warning("%s/%s held other bytes that no record lists: replaced", self.url, key)
         self._call("put", key, lambda: obstore.put(self.store, key, body, mode="overwrite"))
 
@@ -273,26 +308,39 @@ class ObjectStoreOutput:
         them, the next open puts them again."""
         if not lines:
             return
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending += lines
-        self._pending_bytes += sum(len(line) for line in lines)
-        self._last_line = lines[-1].encode()
-        if self._pending_bytes >= ROLL_BYTES or time.monotonic() - self._pending_since >= ROLL_SECONDS:
+        with self._parts:
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending += lines
+            self._pending_bytes += sum(len(line) for line in lines)
+            self._last_line = lines[-1].encode()
+            full = self._pending_bytes >= ROLL_BYTES
+        if full:
             self.flush_manifest()
+
+    def _roll_when_due(self) -> None:
+        """Put the part being filled once its first line is :data:`ROLL_SECONDS` old, even
+        when no new record comes to fill it."""
+        while not self._stop.wait(1.0):
+            if self._pending and time.monotonic() - self._pending_since >= ROLL_SECONDS:
+                try:
+                    self.flush_manifest()
+                except BatchgenError as exc:  # (the store's thread meets it at its next put)
+                    log.warning("a manifest part of %s is not put yet: %s", self.url, exc)
 
     def flush_manifest(self) -> None:
         """Put the part being filled, if any, as the next part (create-only)."""
         import obstore  # noqa: PLC0415
 
-        if not self._pending:
-            return
-        self.lease.check()
-        data = "".join(self._pending).encode()
-        key = manifest_part(self._next_part)
-        self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))
-        self._next_part += 1
-        self._pending, self._pending_bytes = [], 0
+        with self._parts:
+            if not self._pending:
+                return
+            self.lease.check()
+            data = "".join(self._pending).encode()
+            key = manifest_part(self._next_part)
+            self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))
+            self._next_part += 1
+            self._pending, self._pending_bytes = [], 0
 
     def manifest_rewrite(self, lines: Iterable[str]) -> None:
         """Delete every part, then put ``lines`` as new parts. Only a part deleted by hand calls
@@ -304,8 +352,9 @@ class ObjectStoreOutput:
 
         for key in self.manifest_parts():
             self._call("delete", key, lambda key=key: obstore.delete(self.store, key))  # type: ignore[misc]
-        self._next_part, self._last_line = 0, b""
-        self._pending, self._pending_bytes = [], 0
+        with self._parts:
+            self._next_part, self._last_line = 0, b""
+            self._pending, self._pending_bytes = [], 0
         group: list[str] = []
         held = 0
         for line in lines:

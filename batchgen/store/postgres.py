@@ -7,10 +7,12 @@ call runs on the store's one thread, a group of events is one transaction), so a
 loop would only be bridged back to a thread; psycopg 3 is the maintained driver with a plain
 blocking API, server-side parameter binding and ``executemany`` pipelining.
 
-This backend serves one run at a time, as SQLite does (the output's lock or lease keeps a second
-one out); one database (or one schema, through ``options=-csearch_path=...`` in the URL) per
-output. Workers sharing one run through it (claims, leases, a shared rate and budget) are the
-next step (issue 22).
+This backend serves one run at a time, as SQLite does: a run holds a session advisory lock on
+the database, so a second run on the same state is refused whatever its output or host; one
+database (or one schema, through ``options=-csearch_path=...`` in the URL) per output, which the
+state remembers. A NUL character (``\\u0000``) in an answer or a record becomes U+FFFD here:
+PostgreSQL's ``jsonb``, which reads them, refuses it. Workers sharing one run through it
+(claims, leases, a shared rate and budget) are the next step (issue 22).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from batchgen.errors import StorageError, UsageError
+from batchgen.errors import OutputLockedError, StorageError, UsageError
 from batchgen.money import Spend, from_units
 from batchgen.outcome import Status
 from batchgen.store.events import Event
@@ -35,7 +38,10 @@ from batchgen.store.state import (
     state_counts,
 )
 
-__all__ = ["PostgresState", "is_postgres_url", "without_password"]
+__all__ = ["RUN_LOCK", "PostgresState", "is_postgres_url", "without_password"]
+
+RUN_LOCK = 0x62617463  # the advisory lock key a run holds on its state database ("batc")
+OUTPUT_KEY = "output"  # meta: the --out the state belongs to
 
 _IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
 _OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
@@ -43,7 +49,7 @@ _OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job
 
 def is_postgres_url(value: str) -> bool:
     """Whether ``--state`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
-    return value.startswith(("postgresql://", "postgres://"))
+    return value.lower().startswith(("postgresql://", "postgres://"))
 
 
 class PostgresState:
@@ -59,9 +65,14 @@ class PostgresState:
         self._where = where  # the URL without its password, for messages
 
     @classmethod
-    def open(cls, url: str) -> PostgresState:
-        """Connect to ``url`` and create the tables where missing. Raises :class:`StorageError`,
-        and :class:`UsageError` when psycopg is not installed."""
+    def open(cls, url: str, *, read_only: bool = False, output: str = "") -> PostgresState:
+        """Connect to ``url``. For a run (not ``read_only``): create the tables where missing,
+        take the database's run lock (a session advisory lock, held until :meth:`close`: a
+        second run on the same state, from any output or host, gets
+        :class:`~batchgen.errors.OutputLockedError`), and tie the state to ``output`` (the
+        ``--out`` of its first run; another output is refused with :class:`UsageError`).
+        Raises :class:`StorageError` when the database cannot be reached, :class:`UsageError`
+        when psycopg is not installed."""
         try:
             import psycopg  # noqa: PLC0415 - only a PostgreSQL state loads the driver
         except ImportError as exc:
@@ -72,12 +83,29 @@ class PostgresState:
         where = without_password(url)
         try:
             connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(8231)")  # (one creator at a time)
-                connection.execute(SCHEMA)
         except psycopg.Error as exc:
             raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
-        return cls(connection, where)
+        state = cls(connection, where)
+        if read_only:
+            return state
+        try:
+            if not connection.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()[0]:
+                raise OutputLockedError(f"the state database {where} is in use by another batchgen run")
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (RUN_LOCK + 1,))  # (one creator)
+                connection.execute(SCHEMA)
+            owner = state.get_meta(OUTPUT_KEY)
+            if owner is None and output:
+                connection.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (OUTPUT_KEY, output))
+            elif output and owner != output:
+                raise UsageError(f"the state database {where} holds the run of --out {owner}, not {output}")
+        except psycopg.Error as exc:
+            connection.close()
+            raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
+        except BaseException:
+            connection.close()
+            raise
+        return state
 
     def close(self) -> None:
         """Close the connection (everything is already committed)."""
@@ -223,10 +251,20 @@ class PostgresState:
 
 
 def without_password(url: str) -> str:
-    """``url`` with the password of its user part dropped (for messages and files)."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}{at}{host}" if at else url
+    """``url`` with its password dropped, from the user part and from the query (for messages
+    and files)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        netloc = f"{credentials.split(':', 1)[0]}@{host}"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = (
+        urlencode([(k, v) for k, v in pairs if k != "password"], safe="/")
+        if any(k == "password" for k, _ in pairs)
+        else parts.query
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 _ROWS_QUERY = (

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS listing_next (job_id TEXT PRIMARY KEY);
 Cursor = Any  # a psycopg cursor
 
 
+def _storable(text: str) -> str:
+    """JSON text ``jsonb`` reads: its NUL escapes (which ``jsonb`` refuses) as U+FFFD."""
+    return text.replace("\\u0000", "\\ufffd")
+
+
 def _move(db: Cursor, job_id: str, target: JobState, assignments: str, params: tuple[Any, ...]) -> None:
     marks_for = sources(target)
     db.execute(
@@ -120,13 +125,15 @@ def _answered(db: Cursor, e: Answered) -> None:
         e.job_id,
         e.target,
         ", answer=%s, tokens_used=COALESCE(tokens_used, 0)+COALESCE(%s, 0)",
-        (e.answer.model_dump_json(), e.answer.tokens_used),
+        (_storable(e.answer.model_dump_json()), e.answer.tokens_used),
     )
     _charge(db, e.job_id, e.answer.cost)
 
 
 def _record(db: Cursor, text: str) -> int:
-    seq: int = db.execute("INSERT INTO records (record) VALUES (%s) RETURNING seq", (text,)).fetchone()[0]
+    seq: int = db.execute(
+        "INSERT INTO records (record) VALUES (%s) RETURNING seq", (_storable(text),)
+    ).fetchone()[0]
     return seq
 
 

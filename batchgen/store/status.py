@@ -51,7 +51,7 @@ def _open(out_dir: Path) -> StateBackend:
     if shared is not None:
         from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - only then the driver
 
-        return PostgresState.open(shared)
+        return PostgresState.open(shared, read_only=True)
     path = out_dir / STATE
     if not path.is_file():
         raise UsageError(f"{out_dir} holds no batchgen run (no {path})")

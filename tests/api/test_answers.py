@@ -231,3 +231,20 @@ def test_numbers_written_as_text_are_read_as_before():
         {},
     )
     assert (answer.tokens_used, answer.seed) == (123, 7)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"images": "none"}, {"images": [{"url": 3}]}, {"images": [None, 7]}],
+    ids=["text", "bad-url", "junk"],
+)
+def test_images_in_data_are_used_whatever_the_other_list_holds(extra):
+    answer = parse_answer(
+        json.dumps({"data": [None, {"url": "https://cdn.test/a.png"}], **extra}).encode(), {}
+    )
+    assert [i.url for i in answer.images] == ["https://cdn.test/a.png"]
+
+
+def test_a_violation_flag_written_as_one_counts():
+    body = {"images": [{"url": "https://cdn.test/a.png"}], "has_nsfw_concepts": [1]}
+    assert parse_answer(json.dumps(body).encode(), {}).content_violation

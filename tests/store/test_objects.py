@@ -309,3 +309,12 @@ def test_a_missing_bucket_or_a_scheme_typo_is_a_clear_error_and_nothing_is_writt
     )
     typo = cli(s3, "status", "s3:/bucket/x")
     assert typo.returncode == 2 and "did you mean s3://bucket/x?" in typo.stderr
+
+
+def test_a_part_is_put_once_its_first_record_is_old_even_with_no_new_record(output, monkeypatch):
+    monkeypatch.setattr("batchgen.store.objects.ROLL_SECONDS", 0.0)
+    output.manifest_append(['{"a": 1}\n'])
+    deadline = time.monotonic() + 10
+    while not output.manifest_parts() and time.monotonic() < deadline:  # (the timer wakes every second)
+        time.sleep(0.1)
+    assert list(output.manifest_lines()) == [b'{"a": 1}\n']
