@@ -108,7 +108,7 @@ def state_url(root: Path) -> str | None:
     password is not kept: libpq reads ``PGPASSWORD`` or ``~/.pgpass``), or None."""
     try:
         return (root / STATE_URL).read_text().strip() or None
-    except FileNotFoundError:
+    except OSError:  # (none there; or --out is not a folder at all, which the run then says)
         return None
 
 

@@ -83,6 +83,9 @@ class PostgresState:
         where = without_password(url)
         try:
             connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            # (each commit durable before the write-ahead order goes on, whatever the server's default;
+            # job ids in byte order, as SQLite sorts them)
+            connection.execute("SET synchronous_commit = on")
         except psycopg.Error as exc:
             raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
         state = cls(connection, where)
@@ -127,7 +130,7 @@ class PostgresState:
         rows = self._read(
             "SELECT r.record FROM jobs JOIN records r ON r.seq = jobs.record_seq"
             " WHERE %(status)s::text IS NULL OR r.record::jsonb ->> 'status' = %(status)s"
-            " ORDER BY jobs.job_id",
+            ' ORDER BY jobs.job_id COLLATE "C"',
             {"status": status.value if status else None},
         )
         for (text,) in rows:
@@ -139,7 +142,7 @@ class PostgresState:
         rows = self._read(
             "SELECT jobs.job_id, r.record::jsonb #>> '{error,kind}', r.record::jsonb #>> '{error,message}',"
             " jobs.final FROM jobs LEFT JOIN records r ON r.seq = jobs.record_seq"
-            " WHERE jobs.state = 'failed' ORDER BY jobs.job_id LIMIT %s",
+            """ WHERE jobs.state = 'failed' ORDER BY jobs.job_id COLLATE "C" LIMIT %s""",
             (limit,),
         )
         total = self._read("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")[0][0]
@@ -169,7 +172,8 @@ class PostgresState:
     def in_flight(self) -> list[tuple[str, list[str]]]:
         """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
         rows = self._read(
-            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched' ORDER BY job_id"
+            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched'"
+            ' ORDER BY job_id COLLATE "C"'
         )
         return [(row[0], json.loads(row[1])) for row in rows]
 
@@ -195,7 +199,7 @@ class PostgresState:
         """Finished jobs the last full pass of the job file did not list, by id."""
         if self.get_meta(Meta.LISTED) is None:
             return []
-        query = f"SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id LIMIT %s"  # noqa: S608
+        query = f'SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id COLLATE "C" LIMIT %s'  # noqa: S608
         return [job for (job,) in self._read(query, (None if limit < 0 else limit,))]
 
     def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
