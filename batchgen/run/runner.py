@@ -108,7 +108,7 @@ async def run_batch(
         backends=backends,
     )
     async with folder_open as folder:
-        _log_start(job_file, out_dir, settings)
+        _log_start(job_file, backends.name if backends and backends.name else out_dir, settings)
         await folder.run_started(summary.count)
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
@@ -144,7 +144,7 @@ async def run_batch(
     return report
 
 
-def _log_start(job_file: Path, out_dir: Path, settings: Settings) -> None:
+def _log_start(job_file: Path, out_dir: Path | str, settings: Settings) -> None:
     """The log's first line of a run: what runs, where, and every setting not at its default."""
     default = Settings(api_key="")
     chosen: dict[str, object] = {
@@ -163,7 +163,7 @@ def _log_start(job_file: Path, out_dir: Path, settings: Settings) -> None:
     }
     chosen = {k: v for k, v in chosen.items() if v is not None}
     log.info(
-        "run started: batchgen %s, job file %s, output folder %s, API %s; %s",
+        "run started: batchgen %s, job file %s, output %s, API %s; %s",
         version("batchgen"),
         job_file,
         out_dir,

@@ -65,6 +65,7 @@ class Backends:
 
     state: Callable[[], StateBackend]
     output: OutputBackend
+    name: str = ""  # where the output is, for people (an object store's URL); "" for the folder
 
 
 class OutputFolder:

@@ -68,13 +68,13 @@ class OutputLocation:
     def backends(self) -> Backends | None:
         """The run's backends: None for a local folder with its state beside it (the default)."""
         if self.database is not None:
-            return Backends(state=self._open_database, output=self.output())
+            return Backends(state=self._open_database, output=self.output(), name=self.url or "")
         if self.url is None:
             return None
         from batchgen.store.sqlite import SqliteState  # noqa: PLC0415
 
         state_path = self.root / STATE
-        return Backends(state=lambda: SqliteState.open(state_path), output=self.output())
+        return Backends(state=lambda: SqliteState.open(state_path), output=self.output(), name=self.url)
 
     def _open_database(self) -> StateBackend:
         """(On the store's thread, once the output is open and locked.)"""

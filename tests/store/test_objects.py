@@ -128,7 +128,7 @@ def test_a_run_into_s3_then_every_reading_command_on_the_url(s3, simulator, tmp_
     url = s3.url("nightly")
     done = cli(s3, "run", str(job_file), "--out", url, "--base-url", simulator.url, "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"Manifest: {url}/manifest/" in done.stderr
+    assert f"Manifest: {url}/manifest/" in done.stderr and f"output {url}, API" in done.stderr
 
     records = manifest_of(s3, url)
     assert sorted(r["job_id"] for r in records) == sorted([f"job-{i}" for i in range(6)] + ["bad"])
