@@ -78,7 +78,13 @@ def test_every_batchgen_command_of_the_shell_examples_runs(simulator, site):
         and "s3://" not in line  # (test_the_object_store_examples_run)
     ]
     assert len(commands) >= 10
-    env = {**os.environ, "AIMLAPI_KEY": SIMULATOR_KEY, "AIMLAPI_BASE_URL": simulator.url}
+    run_each(commands, site, {"AIMLAPI_BASE_URL": simulator.url})
+    assert simulator.state.generations == 2  # the nightly file's two jobs, paid once
+
+
+def run_each(commands: list[str], site: Path, env: dict[str, str]) -> None:
+    """Run each README command line in the site's ``srv`` folder; each must exit 0."""
+    env = {**os.environ, "AIMLAPI_KEY": SIMULATOR_KEY, **env}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     for command in commands:
         done = subprocess.run(
@@ -86,7 +92,6 @@ def test_every_batchgen_command_of_the_shell_examples_runs(simulator, site):
             timeout=120, check=False,
         )  # fmt: skip
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-    assert simulator.state.generations == 2  # the nightly file's two jobs, paid once
 
 
 def test_the_python_example_runs(simulator, site, monkeypatch):
@@ -138,14 +143,7 @@ def test_the_object_store_examples_run(simulator, site, s3):
     ]
     assert len(commands) >= 5
     s3.client.create_bucket(Bucket="my-bucket")
-    env = {**os.environ, **s3.env, "AIMLAPI_KEY": SIMULATOR_KEY, "AIMLAPI_BASE_URL": simulator.url}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    for command in commands:
-        done = subprocess.run(
-            ["sh", "-c", moved(command, site)], cwd=site / "srv", env=env, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    run_each(commands, site, {**s3.env, "AIMLAPI_BASE_URL": simulator.url})
     assert simulator.state.generations == 2
     listed = s3.client.list_objects_v2(Bucket="my-bucket", Prefix="datasets/nightly/")["Contents"]
     assert [item["Key"] for item in listed] == ["datasets/nightly/part-000000.parquet"]

@@ -17,7 +17,6 @@ PostgreSQL's ``jsonb``, which reads them, refuses it. Workers sharing one run th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,16 +25,13 @@ from batchgen.errors import OutputLockedError, StorageError, UsageError
 from batchgen.money import Spend, from_units
 from batchgen.outcome import Status
 from batchgen.store.events import Event
-from batchgen.store.layout import Meta
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.postgres_effects import EFFECTS, SCHEMA
+from batchgen.store.sql_state import Dialect, SqlReads
 from batchgen.store.state import (
-    SHOWN_NOT_IN_FILE,
     JobRow,
-    StateCounts,
     apply_each_alone_if_refused,
     job_row,
-    state_counts,
 )
 
 __all__ = ["RUN_LOCK", "PostgresState", "is_postgres_url", "without_password"]
@@ -43,22 +39,23 @@ __all__ = ["RUN_LOCK", "PostgresState", "is_postgres_url", "without_password"]
 RUN_LOCK = 0x62617463  # the advisory lock key a run holds on its state database ("batc")
 OUTPUT_KEY = "output"  # meta: the --out the state belongs to
 
-_IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
-_OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
-
 
 def is_postgres_url(value: str) -> bool:
     """Whether ``--state`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
     return value.lower().startswith(("postgresql://", "postgres://"))
 
 
-class PostgresState:
+class PostgresState(SqlReads):
     """The state of one output in PostgreSQL: a :class:`~batchgen.store.state.StateBackend`.
 
     Every method runs on one thread. Writes happen only inside :meth:`apply` (one transaction
     for all of its events). Raises :class:`StorageError` when the database cannot be reached,
     read or written.
     """
+
+    dialect = Dialect(
+        mark="%s", by_id=' COLLATE "C"', anew="COUNT(*) FILTER (WHERE generation > 0)", no_limit=None
+    )
 
     def __init__(self, connection: Any, where: str) -> None:
         self._db = connection
@@ -152,10 +149,6 @@ class PostgresState:
         ]
         return jobs, int(total)
 
-    def count_records(self) -> int:
-        """How many manifest records the database holds."""
-        return int(self._read("SELECT COUNT(*) FROM records")[0][0])
-
     def record_lines(self, offset: int) -> Iterator[str]:
         """The manifest's lines as the database holds them, in order, skipping the first ``offset``
         (read 1,000 at a time)."""
@@ -169,39 +162,6 @@ class PostgresState:
                 yield text if text.endswith("\n") else text + "\n"
             after = rows[-1][0] if len(rows) == 1000 else None  # noqa: PLR2004
 
-    def in_flight(self) -> list[tuple[str, list[str]]]:
-        """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
-        rows = self._read(
-            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched'"
-            ' ORDER BY job_id COLLATE "C"'
-        )
-        return [(row[0], json.loads(row[1])) for row in rows]
-
-    def counts(self) -> StateCounts:
-        """As :meth:`batchgen.store.sqlite.SqliteState.counts`."""
-        listed = self.get_meta(Meta.LISTED) is not None
-        scope = _IN_FILE if listed else ""
-        by_state = self._read(f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final")  # noqa: S608
-        tokens, anew = self._read(
-            "SELECT COALESCE(SUM(tokens_used), 0), COUNT(*) FILTER (WHERE generation > 0) FROM jobs"
-        )[0]
-        return state_counts(
-            by_state,
-            total_jobs=int(self.get_meta(Meta.TOTAL_JOBS) or 0),
-            tokens=tokens,
-            anew=anew,
-            spent=self.spent_by_model(),
-            outside=self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else [],
-            outside_count=self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0,  # noqa: S608
-        )
-
-    def not_in_file(self, *, limit: int = -1) -> list[str]:
-        """Finished jobs the last full pass of the job file did not list, by id."""
-        if self.get_meta(Meta.LISTED) is None:
-            return []
-        query = f'SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id COLLATE "C" LIMIT %s'  # noqa: S608
-        return [job for (job,) in self._read(query, (None if limit < 0 else limit,))]
-
     def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
         """What the answers charged, by model: all, or those of ``day`` (UTC). Exact: PostgreSQL
         sums integers into ``numeric``."""
@@ -213,21 +173,6 @@ class PostgresState:
                 {"day": day},
             )
         }
-
-    def request_costs(self) -> dict[str, list[Spend]]:
-        """What one request of each model cost: each job's last charged answer, by model."""
-        costs: dict[str, list[Spend]] = {}
-        for model, usd, credits in self._read(
-            "SELECT model, usd, credits FROM charges"
-            " WHERE seq IN (SELECT MAX(seq) FROM charges GROUP BY job_id)"
-        ):
-            costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
-        return costs
-
-    def get_meta(self, key: str) -> str | None:
-        """A run-level value, or None."""
-        rows = self._read("SELECT value FROM meta WHERE key=%s", (key,))
-        return str(rows[0][0]) if rows else None
 
     def _read(self, sql: str, params: Any = ()) -> list[Any]:
         import psycopg  # noqa: PLC0415

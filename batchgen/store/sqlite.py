@@ -12,7 +12,6 @@ tables and upgrades are in :mod:`.sqlite_schema`.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,34 +23,30 @@ from batchgen.outcome import Status
 from batchgen.store.events import (
     Event,
 )
-from batchgen.store.layout import Meta
 from batchgen.store.manifest import ManifestRecord
+from batchgen.store.sql_state import Dialect, SqlReads
 from batchgen.store.sqlite_effects import EFFECTS
 from batchgen.store.sqlite_schema import SCHEMA, SCHEMA_VERSION, upgrade, view_as_current
 from batchgen.store.state import (
-    SHOWN_NOT_IN_FILE,
     JobRow,
-    StateCounts,
     apply_each_alone_if_refused,
     job_row,
-    state_counts,
 )
 
 __all__ = ["SqliteState"]
 
 _HALF = 10**9  # money units are summed as (x / _HALF, x % _HALF): each sum fits in 64 bits
-# A job counts as the file's when its last full pass listed it, or while it is in flight (maybe charged).
-_IN_FILE = "WHERE job_id IN (SELECT job_id FROM listing) OR state NOT IN ('succeeded', 'failed')"
-_OUTSIDE = "WHERE state IN ('succeeded', 'failed') AND job_id NOT IN (SELECT job_id FROM listing)"
 
 
-class SqliteState:
+class SqliteState(SqlReads):
     """The state of one output folder in SQLite: a :class:`~batchgen.store.state.StateBackend`.
 
     Every method runs on one thread. Writes happen only inside :meth:`apply` (one transaction,
     one sync to disk for all of its events). Raises :class:`StorageError` when SQLite cannot
     read or write the file.
     """
+
+    dialect = Dialect(mark="?", by_id="", anew="COALESCE(SUM(generation > 0), 0)", no_limit=-1)
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
@@ -149,57 +144,11 @@ class SqliteState:
         ]
         return jobs, int(total)
 
-    def count_records(self) -> int:
-        """How many manifest records the database holds."""
-        return int(self._read("SELECT COUNT(*) FROM records")[0][0])
-
     def record_lines(self, offset: int) -> Iterator[str]:
         """The manifest's lines as the database holds them, in order, skipping the first ``offset``."""
         cursor = self._db.execute("SELECT record FROM records ORDER BY seq LIMIT -1 OFFSET ?", (offset,))
         for (text,) in cursor:
             yield text if text.endswith("\n") else text + "\n"  # the first release stored no newline
-
-    def in_flight(self) -> list[tuple[str, list[str]]]:
-        """Jobs left ``dispatched`` (sent, no answer recorded): (job id, X-Client-Request-Ids)."""
-        rows = self._read(
-            "SELECT job_id, client_request_ids FROM jobs WHERE state='dispatched' ORDER BY job_id"
-        )
-        return [(row[0], json.loads(row[1])) for row in rows]
-
-    def counts(self) -> StateCounts:
-        """Jobs per outcome, and tokens used by every recorded answer; money over every answer
-        charged. Once a run has judged every job of its file, the counts are that file's jobs
-        and the others are listed in :attr:`StateCounts.not_in_file`."""
-        listed = self.get_meta(Meta.LISTED) is not None
-        scope = _IN_FILE if listed else ""
-        by_state = self._read(
-            f"SELECT state, final, COUNT(*) FROM jobs {scope} GROUP BY state, final"  # noqa: S608
-        )
-        tokens, anew = self._read(
-            "SELECT COALESCE(SUM(tokens_used), 0), COALESCE(SUM(generation > 0), 0) FROM jobs"
-        )[0]
-        return state_counts(
-            by_state,
-            total_jobs=int(self.get_meta(Meta.TOTAL_JOBS) or 0),
-            tokens=tokens,
-            anew=anew,
-            spent=self.spent_by_model(),
-            outside=self.not_in_file(limit=SHOWN_NOT_IN_FILE) if listed else [],
-            outside_count=self._read(f"SELECT COUNT(*) FROM jobs {_OUTSIDE}")[0][0] if listed else 0,  # noqa: S608
-        )
-
-    def not_in_file(self, *, limit: int = -1) -> list[str]:
-        """Finished jobs the last full pass of the job file did not list, by id (``limit``:
-        at most that many; -1: all). Empty until a run has read a whole file."""
-        if self.get_meta(Meta.LISTED) is None:
-            return []
-        return [
-            job
-            for (job,) in self._read(
-                f"SELECT job_id FROM jobs {_OUTSIDE} ORDER BY job_id LIMIT ?",  # noqa: S608
-                (limit,),
-            )
-        ]
 
     def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
         """What the answers charged, by model: all of them, or those of ``day`` (UTC,
@@ -216,22 +165,6 @@ class SqliteState:
                 (day,),
             )
         }
-
-    def request_costs(self) -> dict[str, list[Spend]]:
-        """What one request of each model cost: each job's last charged answer, by model (for
-        ``plan`` and the spend budget). Models never answered with a cost header are absent."""
-        costs: dict[str, list[Spend]] = {}
-        for model, usd, credits in self._read(
-            "SELECT model, usd, credits FROM charges"
-            " WHERE seq IN (SELECT MAX(seq) FROM charges GROUP BY job_id)"
-        ):
-            costs.setdefault(model, []).append(Spend(from_units(usd), from_units(credits)))
-        return costs
-
-    def get_meta(self, key: str) -> str | None:
-        """A run-level value (e.g. ``total_jobs``), or None."""
-        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
-        return str(rows[0][0]) if rows else None
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:

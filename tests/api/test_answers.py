@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from decimal import Decimal
 
 import pytest
 from aiohttp import web
 from conftest import create_jobs, manifest, run_jobs, serving, write_jsonl
+from PIL import Image
 
 from batchgen.api.answers import error_excerpt, parse_answer
 from batchgen.errors import MalformedResponse, UnrecognizedAnswer
+from batchgen.store import read_status
 
 REVE = {  # the reve/create-image page's example response
     "data": [
@@ -248,3 +252,25 @@ def test_images_in_data_are_used_whatever_the_other_list_holds(extra):
 def test_a_violation_flag_written_as_one_counts():
     body = {"images": [{"url": "https://cdn.test/a.png"}], "has_nsfw_concepts": [1]}
     assert parse_answer(json.dumps(body).encode(), {}).content_violation
+
+
+async def test_a_cost_only_in_the_body_is_recorded_and_summed_exactly(tmp_path):
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(picture, "PNG")
+    inline = base64.b64encode(picture.getvalue()).decode()
+    sent: list[dict] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        sent.append(await request.json())
+        usage = {"usd_spent": 0.045, "credits_used": 2646}  # (no cost header at all)
+        return web.json_response({"data": [{"b64_json": inline}], "meta": {"usage": usage}})
+
+    jobs = create_jobs(3)
+    job_file = write_jsonl(tmp_path / "j.jsonl", jobs)
+    async with serving(handle) as url:
+        report = await run_jobs(job_file, tmp_path / "out", url)
+    assert report.complete and sent == [{k: v for k, v in job.items() if k != "id"} for job in jobs]
+    records = manifest(tmp_path / "out")
+    assert {(r["usd_spent"], r["credits_used"]) for r in records} == {("0.045", "2646")}
+    status = await read_status(tmp_path / "out")
+    assert (status["spent"]["usd"], status["spent"]["credits"]) == (Decimal("0.135"), Decimal("7938"))
