@@ -43,6 +43,8 @@ class Outcome(StrEnum):
     FAILED_RETRYABLE = "failed_retryable"  # failed transiently; a resume re-sends or re-downloads it
     NOT_REACHED = "not_reached"  # the run stopped first; it stays resumable
     CHANGED_FROZEN = "changed_frozen"  # its request changed since its record; --frozen: not sent
+    OTHER_WORKER = "other_worker"  # a live worker of the same run holds it (PostgreSQL state)
+    POSSIBLY_BILLED = "possibly_billed"  # a worker that died left it sent: not re-sent unasked
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class Tally:
     failed_retryable: int = 0  # failed transiently; a resume re-sends or re-downloads them
     not_reached: int = 0  # left untouched because the run stopped
     changed_frozen: int = 0  # changed since their record, not sent (--frozen)
+    other_worker: int = 0  # held by another live worker of the run
+    possibly_billed: int = 0  # left sent by a worker that died: --resend-possibly-billed sends them
     tokens_used: float = 0.0  # reported by the API for this run's generations
     images: int = 0  # saved by this run
     spent: Spend = field(default_factory=Spend)  # what this run's generations cost (cost headers)
@@ -73,6 +77,8 @@ class Tally:
             + self.failed_retryable
             + self.not_reached
             + self.changed_frozen
+            + self.other_worker
+            + self.possibly_billed
         )
 
 

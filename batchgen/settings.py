@@ -89,6 +89,8 @@ class Settings:
     metrics_file: Path | None = None  # --metrics-file: a Prometheus textfile, every 30 s and at the end
     ca_bundle: Path | None = None
     debug_http: bool = False
+    worker_lease: float = 30.0  # --worker-lease: seconds a worker's claims outlive its last heartbeat
+    resend_possibly_billed: bool = False  # --resend-possibly-billed: send again what dead workers left sent
 
     def __post_init__(self) -> None:
         for name in ("max_usd", "max_credits", "max_usd_per_day"):  # (a library caller's floats)
@@ -101,6 +103,7 @@ class Settings:
             "--max-retries": self.max_retries >= 0,
             "--max-requests": self.max_requests is None or self.max_requests >= 1,
             "--grace": self.grace >= 0,
+            "--worker-lease": math.isfinite(self.worker_lease) and self.worker_lease >= 1,
             "--timeout": self.generation_timeout.total > 0,
             "--max-usd": self.max_usd is None or (math.isfinite(self.max_usd) and self.max_usd >= 0),
             "--max-credits": self.max_credits is None

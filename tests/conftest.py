@@ -21,6 +21,8 @@ import pytest
 import yaml
 from aiohttp import web
 
+from pg_server import PrivatePostgres
+
 from batchgen.run.runner import RunReport, run_batch
 from batchgen.settings import Selection, Settings
 from batchgen.simulator import SIMULATOR_KEY, FaultConfig, SimulatorState, start_simulator
@@ -321,62 +323,19 @@ def s3(_s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Bu
     return S3Bucket(name, env, client)
 
 
-def _postgres_bin(name: str) -> str | None:
-    """A PostgreSQL server program: on PATH, or in Debian's ``/usr/lib/postgresql/<version>/bin``."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
 @pytest.fixture(scope="session")
-def _postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private PostgreSQL server for the session: ``initdb`` + ``pg_ctl`` in a temp folder,
-    listening on a unix socket only (``../shared/design/scale-out.md``: as the ``postgres`` user
-    when run as root, which the server refuses), stopped with ``-m immediate`` at the end.
-    Yields the connection URL of its ``postgres`` database."""
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
+def postgres_server() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server for the session (:mod:`pg_server`), stopped at the end."""
+    try:
+        with PrivatePostgres.started() as server:
+            yield server
+    except FileNotFoundError:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL's initdb/pg_ctl are missing: .ci/run installs the postgresql package")
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (apt-get install postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="batchgen-pg-"))
-    base.chmod(0o711)  # (the postgres user must reach its folders inside)
-    data, sockets = base / "data", base / "sock"
-    data.mkdir()
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = 5432  # (a unix socket only: the port names the socket file)
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "batchgen", "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    options = f"-c listen_addresses='' -k {sockets} -p {port} -c fsync=off -c max_connections=200"
-    log = data / "server.log"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    try:
-        yield f"postgresql://batchgen@/postgres?host={sockets}&port={port}"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def postgres(_postgres_server: str) -> Callable[[], str]:
+def postgres(postgres_server: PrivatePostgres) -> Callable[[], str]:
     """A fresh database on the session's PostgreSQL server for each call: its URL."""
-    import psycopg  # noqa: PLC0415
-
-    def new_database() -> str:
-        name = f"run_{os.urandom(6).hex()}"
-        with psycopg.connect(_postgres_server, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        return _postgres_server.replace("/postgres?", f"/{name}?")
-
-    return new_database
+    return postgres_server.new_database

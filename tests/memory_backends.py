@@ -400,6 +400,9 @@ class MemoryOutput:
     def manifest_append(self, lines: list[str]) -> None:
         self.manifest.extend(lines)
 
+    def flush_manifest(self) -> None:
+        pass
+
     def manifest_rewrite(self, lines: Iterable[str]) -> None:
         self.manifest = list(lines)
 

@@ -149,6 +149,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start now, clearing a Retry-After wait an earlier run was given (capped at an hour anyway)",
     )
     parser.add_argument(
+        "--worker-lease",
+        type=positive,
+        default=d.worker_lease,
+        metavar="SECONDS",
+        help="with --state postgresql://...: seconds a worker's unsent jobs stay its own after its last"
+        " heartbeat (one every SECONDS/6); then the run's other workers take them over",
+    )
+    parser.add_argument(
+        "--resend-possibly-billed",
+        action="store_true",
+        help="with --state postgresql://...: send again the jobs a worker that died had sent (each possibly"
+        " charged once; `status` lists them with their X-Client-Request-Ids for the usage logs)",
+    )
+    parser.add_argument(
         "--simulate", action="store_true", help="run against the built-in simulator (offline)"
     )
     parser.add_argument(
@@ -195,6 +209,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
         metrics_file=args.metrics_file,
         ca_bundle=args.ca_bundle,
         debug_http=args.debug,
+        worker_lease=args.worker_lease,
+        resend_possibly_billed=args.resend_possibly_billed,
     )
 
 

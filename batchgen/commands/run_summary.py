@@ -26,7 +26,7 @@ def exit_code(report: RunReport) -> ExitCode:
         return ExitCode.INTERNAL
     if report.stop_reason is not None or report.tally.failed_retryable or report.tally.not_reached:
         return ExitCode.RESUMABLE
-    if report.tally.failed_final or report.tally.changed_frozen:
+    if report.tally.failed_final or report.tally.changed_frozen or report.tally.possibly_billed:
         return ExitCode.JOBS_FAILED
     return ExitCode.OK
 
@@ -79,6 +79,15 @@ def describe(report: RunReport, out: OutputLocation) -> str:
         by_model = ", ".join(f"{model} {s.describe()}" for model, s in report.folder.spent.items())
         lines.append(
             f"spent this run: {t.spent.describe()}; in this folder, all runs: {total.describe()} ({by_model})"
+        )
+    if t.other_worker:
+        lines.append(f"{t.other_worker} job(s) were done by the run's other workers")
+    if report.possibly_billed:
+        shown = "; ".join(f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.possibly_billed[:10] if ids)
+        lines.append(
+            f"{len(report.possibly_billed)} job(s) were left sent by a worker that died, each possibly charged"
+            f" once: not sent again. Match them in the usage logs (GET /v2/logs), then run with"
+            f" --resend-possibly-billed to send them: {shown}"
         )
     if report.in_flight_before:
         lines.append(

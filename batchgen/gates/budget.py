@@ -14,6 +14,11 @@ request whose expected cost no longer fits waits for requests in flight to settl
 still does not fit, stops the run. So what is spent passes a budget by at most the difference
 between what requests in flight cost and what was expected of them.
 
+Workers of one run (a PostgreSQL state, issue 22) share their budgets through a ledger
+(:mod:`batchgen.store.ledger`): a reservation fits when the run's spend and reservations over
+every worker leave room, and a worker waits while other live workers have requests in flight.
+So N workers together pass a budget by no more than what is in flight, as one run would.
+
 Example::
 
     budget = Budget(max_usd=Decimal("5"), known={"reve/create-image": Spend(Decimal("0.04"))})
@@ -25,19 +30,39 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from batchgen.errors import BudgetReached, RequestCapReached, RequestError
 from batchgen.gates import Gate, Send
-from batchgen.money import Spend, usd
+from batchgen.money import Spend, from_units, to_units, usd
 from batchgen.settings import Settings
 
 if TYPE_CHECKING:
     from batchgen.store import OutputFolder
 
-__all__ = ["Budget", "RequestCap", "budget_gates"]
+__all__ = ["Budget", "BudgetLedger", "RequestCap", "budget_gates"]
 
 _NONE = Decimal("Infinity")
+POLL_SECONDS = 0.5  # how often a worker waiting on other workers' requests looks again
+
+Units = tuple[int, int]  # (USD, credits) in units of 10**-9 (money.to_units)
+
+
+class BudgetLedger(Protocol):
+    """The ledger workers share budgets through (:class:`batchgen.store.coordinator.Coordinator`)."""
+
+    async def reserve(self, scope: str, need: Units, cap: tuple[int | None, int | None]) -> tuple[bool, Units, int]:
+        """Set ``need`` aside under ``cap``: (whether it fit, the scope's spend and reservations,
+        other live workers' requests in flight)."""
+        ...
+
+    def settle(self, scope: str, reserved: Units, cost: Units) -> None:
+        """Replace a reservation by a cost."""
+        ...
+
+
+def _units(spend: Spend) -> Units:
+    return to_units(spend.usd), to_units(spend.credits)
 
 
 class Budget:
@@ -46,7 +71,9 @@ class Budget:
     ``scope`` names it in messages ("of this run", "of today in this folder").
     ``known``: the highest cost of one request per model, from the folder. ``assumed``: the
     worst-case cost of one request of a model whose answers carry no readable cost header.
-    ``spent`` is what this run's answers cost against it so far (``before`` included)."""
+    ``spent`` is what this run's answers cost against it so far (``before`` included).
+    ``ledger`` and ``scope``: the ledger the run's workers share it through, and its name
+    there (then ``spent`` is the whole run's, as of the last reservation)."""
 
     def __init__(
         self,
@@ -57,6 +84,8 @@ class Budget:
         assumed: Spend | None = None,
         before: Spend | None = None,
         scope: str = "of this run",
+        ledger: BudgetLedger | None = None,
+        ledger_scope: str = "",
     ) -> None:
         self.limit = Spend(
             _NONE if max_usd is None else max_usd, _NONE if max_credits is None else max_credits
@@ -70,6 +99,8 @@ class Budget:
         self._unpriced: set[str] = set()  # models with a request out and no cost ever seen
         self._unpriceable: dict[str, str] = {}  # models answered without a readable cost: why
         self._settled = asyncio.Event()
+        self._ledger = ledger
+        self._ledger_scope = ledger_scope
 
     async def enter(self, send: Send) -> None:
         """Set aside the request's expected cost; wait while requests in flight may free room.
@@ -85,7 +116,8 @@ class Budget:
                 await self._wait()
                 continue
             need = expected or Spend()
-            if self._fits(need):
+            fits, others = await self._reserve(need)
+            if fits:
                 send.reserved = need
                 self._reserved += need
                 self._in_flight += 1
@@ -95,6 +127,9 @@ class Budget:
             if self._in_flight:
                 await self._wait()
                 continue
+            if others:  # (another worker's answers may free room: no event crosses processes)
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             raise BudgetReached(self.describe())
 
     def settle(self, send: Send, error: RequestError | None) -> None:
@@ -102,6 +137,7 @@ class Budget:
         requests are not billed unless their headers say so)."""
         if send.reserved is None:
             return
+        reserved = send.reserved
         self._reserved -= send.reserved
         self._in_flight -= 1
         send.reserved = None
@@ -110,6 +146,8 @@ class Budget:
         limited = ("usd",) * self.limit.usd.is_finite() + ("credits",) * self.limit.credits.is_finite()
         if error is None and (cost is None or set(cost.missing) & set(limited)):
             cost = self._unreadable(send.model)  # answered, and nothing says what it cost in our currency
+        if self._ledger is not None:
+            self._ledger.settle(self._ledger_scope, _units(reserved), _units(cost or Spend()))
         if cost is not None:
             self.spent += cost
             known = self._expected.get(send.model, Spend())
@@ -139,9 +177,18 @@ class Budget:
             parts.append(f"{self.spent.credits:.0f} of the {self.limit.credits:.0f} credits")
         return f"spend budget reached: spent {' and '.join(parts)} budget {self.scope}"
 
-    def _fits(self, need: Spend) -> bool:
-        total = self.spent + self._reserved + need
-        return total.usd <= self.limit.usd and total.credits <= self.limit.credits
+    async def _reserve(self, need: Spend) -> tuple[bool, int]:
+        """Whether ``need`` fits (and is then set aside in the shared ledger), and how many
+        requests other live workers have in flight."""
+        if self._ledger is None:
+            total = self.spent + self._reserved + need
+            return total.usd <= self.limit.usd and total.credits <= self.limit.credits, 0
+        cap = tuple(to_units(x) if x.is_finite() else None for x in (self.limit.usd, self.limit.credits))
+        fits, (usd_so_far, credits_so_far), others = await self._ledger.reserve(
+            self._ledger_scope, _units(need), cap  # type: ignore[arg-type]
+        )
+        self.spent = Spend(from_units(usd_so_far), from_units(credits_so_far))  # (the run's, for messages)
+        return fits, others
 
     async def _wait(self) -> None:
         await self._settled.wait()
@@ -172,10 +219,13 @@ class RequestCap:
         return f"RequestCap(sent={self.sent} of {self.most})"
 
 
-async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
+async def budget_gates(
+    settings: Settings, folder: OutputFolder, shared: SharedBudgets | None = None
+) -> list[Gate]:
     """The run's budgets, as gates: ``--max-requests``, ``--max-usd``/``--max-credits``, and the
     folder's daily cap (kept in the folder by ``--max-usd-per-day`` so that every later run
-    respects it), knowing what each model cost before. Raises
+    respects it), knowing what each model cost before; ``shared``: the ledger of a run's
+    workers (``--max-requests`` stays each worker's own). Raises
     :class:`~batchgen.errors.StorageError`."""
     daily = await folder.daily_cap(settings.max_usd_per_day)
     # (the request cap last: a request another budget refuses is not one of its count)
@@ -189,18 +239,45 @@ async def budget_gates(settings: Settings, folder: OutputFolder) -> list[Gate]:
     }
     assumed = settings.assumed_cost
     if settings.max_usd is not None or settings.max_credits is not None:
+        ledger = await _shared_scope(shared, f"run:{shared.run_id}" if shared else "", Spend())
         gates.append(
-            Budget(max_usd=settings.max_usd, max_credits=settings.max_credits, known=known, assumed=assumed)
+            Budget(
+                max_usd=settings.max_usd,
+                max_credits=settings.max_credits,
+                known=known,
+                assumed=assumed,
+                **ledger,
+            )
         )
     if daily is not None:
         today = datetime.now(UTC).date().isoformat()
+        before = await folder.spent(day=today)
         gates.append(
             Budget(
                 max_usd=daily,
                 known=known,
                 assumed=assumed,
-                before=await folder.spent(day=today),
+                before=before,
                 scope=f"of {today} (UTC) in this folder, all runs",
+                **await _shared_scope(shared, f"day:{today}", before),
             )
         )
     return gates + cap
+
+
+class SharedBudgets(BudgetLedger, Protocol):
+    """A worker's ledger, with the run it belongs to."""
+
+    run_id: int
+
+    async def begin_budget(self, scope: str, base: Units) -> None:
+        """Start ``scope`` with ``base`` spent, unless it is started."""
+        ...
+
+
+async def _shared_scope(shared: SharedBudgets | None, scope: str, base: Spend) -> dict[str, object]:
+    """The ledger arguments of a budget of ``scope`` (none when the run has one worker)."""
+    if shared is None:
+        return {}
+    await shared.begin_budget(scope, _units(base))
+    return {"ledger": shared, "ledger_scope": scope}

@@ -203,11 +203,12 @@ class LearnedLimit:
         if isinstance(sample, _Sample):
             self.answered(sample, refused=isinstance(error, RateLimited))
 
-    def answered(self, sample: _Sample, *, refused: bool) -> None:
-        """Note the answer to ``sample`` (the model calls it directly)."""
+    def answered(self, sample: _Sample, *, refused: bool, at: float | None = None) -> None:
+        """Note the answer to ``sample`` (the model calls it directly), heard ``at`` (default:
+        now; another worker's answer, replayed, was heard earlier)."""
         if sample.outcome is not None:
             return
-        now = self.now()
+        now = self.now() if at is None else at
         sample.outcome = not refused
         self._in_flight -= 1
         self._answered.set()

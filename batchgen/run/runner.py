@@ -46,6 +46,7 @@ from batchgen.errors import (
 from batchgen.gates.chain import RunGates, run_gates
 from batchgen.jobs.load import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
 from batchgen.outcome import JobState, Outcome, Tally
+from batchgen.run.claims import WorkerShare
 from batchgen.run.control import RunControl, stop_signals
 from batchgen.run.feed import chunks
 from batchgen.run.job import JobRun
@@ -55,6 +56,7 @@ from batchgen.run.selection import Verdict, judge
 from batchgen.run.summary import RunReport
 from batchgen.settings import Settings, load_api_key, resolve_base_url
 from batchgen.store import Backends, JobRow, ManifestRecord, OutputFolder
+from batchgen.store.coordinator import Coordinator
 
 __all__ = ["RunReport", "run_batch"]
 
@@ -107,16 +109,19 @@ async def run_batch(
         parents=settings.create_parents,
         backends=backends,
     )
-    async with folder_open as folder:
+    async with folder_open as folder, _worker_seat(backends, settings) as seat:
         _log_start(job_file, backends.name if backends and backends.name else out_dir, settings)
         await folder.run_started(summary.count)
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
         before = dict(await folder.in_flight())  # to tell what this run leaves in flight
-        await folder.listing("begin")
-        gates = await run_gates(settings, folder, report.tally)
+        if seat is None:  # (workers share the run: no one worker's pass lists the file)
+            await folder.listing("begin")
+        gates = await run_gates(settings, folder, report.tally, seat)
         async with open_session(settings) as session:
             pool = _Pool(settings, folder, ApiClient(session, settings), report, gates, observers, summary)
+            if seat is not None:
+                pool.share = WorkerShare(seat, folder, settings, pool.count, report.possibly_billed)
             ceiling = settings.rpm / 60 if settings.rpm else math.inf  # (--rpm, requests per second)
             view = RunView(total, report.tally, folder, gates.meter, lambda: min(gates.rate.rate, ceiling))
             for observer in observers:
@@ -127,10 +132,18 @@ async def run_batch(
             finally:
                 for observer in observers:
                     observer.stopped(report)
-        report.tally.not_reached += total - report.tally.seen
-        if pool.judged_all and selection.only is None:  # now the folder can tell which jobs the file lacks
+        left = total - report.tally.seen
+        if seat is not None and pool.judged_all:
+            report.tally.other_worker += left  # (the rest of the file went to the other workers)
+        else:
+            report.tally.not_reached += left
+        if pool.judged_all and selection.only is None and seat is None:  # the folder can tell which jobs the file lacks
             await folder.listing("done")
-        report.cancelled = [(job, ids) for job, ids in await folder.in_flight() if before.get(job) != ids]
+        report.cancelled = [
+            (job, ids)
+            for job, ids in await folder.in_flight()
+            if before.get(job) != ids and (seat is None or job in pool.sent_here)
+        ]
         report.folder = await folder.counts()
         for observer in observers:
             await observer.closing(report)
@@ -142,6 +155,15 @@ async def run_batch(
     for observer in observers:
         await observer.closed(report)
     return report
+
+
+def _worker_seat(
+    backends: Backends | None, settings: Settings
+) -> contextlib.AbstractAsyncContextManager[Coordinator | None]:
+    """A worker's seat in the run when its state is shared (PostgreSQL), else nothing."""
+    if backends is None or backends.database is None:
+        return contextlib.nullcontext()
+    return Coordinator.open(backends.database, lease=settings.worker_lease, worker_id=backends.worker_id)
 
 
 def _log_start(job_file: Path, out_dir: Path | str, settings: Settings) -> None:
@@ -206,6 +228,8 @@ class _Pool:
         self.observers = observers
         self.summary = summary  # the file as checked: no job is sent once it changed
         self.judged_all = False  # every job of the file was judged (the run was not stopped first)
+        self.share: WorkerShare | None = None  # a worker's claims, when workers share the run
+        self.sent_here: set[str] = set()  # jobs this run sent a request for
         self._unlisted: list[str] = []  # ids read from the file, not yet noted in the folder
         self.control = RunControl(
             generation_gates=gates.generation,
@@ -267,15 +291,38 @@ class _Pool:
         async with contextlib.aclosing(chunks(jobs)) as feed:
             try:
                 async for chunk in feed:
-                    if self.control.stopping or not await self._dispatch(chunk, group):
+                    if not await self._dispatch_all(chunk, group):
                         return
                 await self._list([], every=0)
                 self.judged_all = not self.control.stopping
+                if self.share is not None and self.judged_all:
+                    summary = self.summary
+                    leftovers = self.share.leftovers(summary.path, summary, self.control.unless_stopped)
+                    async with contextlib.aclosing(leftovers) as taken:
+                        async for part in taken:
+                            if not await self._dispatch_all(part, group):
+                                return
             except JobFileChanged as exc:
                 self.stop(exc)
             except JobFileError as exc:  # broken since it was validated
                 note = "the job file changed during the run; the jobs not yet read are left for the next run"
                 self.stop(JobFileError(exc.problems[:1], note=note))
+            except StorageError as exc:  # (a worker cut off from the shared state)
+                self.stop(exc)
+            except Interrupted:
+                pass
+
+    async def _dispatch_all(self, chunk: list[Job], group: asyncio.TaskGroup) -> bool:
+        """Dispatch a chunk (a worker: in batches, each claimed first); False once stopped."""
+        share = self.share
+        parts = [chunk] if share is None else [chunk[i : i + share.batch] for i in range(0, len(chunk), share.batch)]
+        for part in parts:
+            if self.control.stopping:
+                return False
+            mine = part if share is None else await share.mine(part)
+            if not await self._dispatch(mine, group):
+                return False
+        return True
 
     async def _dispatch(self, chunk: list[Job], group: asyncio.TaskGroup) -> bool:
         """Judge a chunk of jobs against the folder and start a task for each with work left.
@@ -323,7 +370,10 @@ class _Pool:
 
     async def _list(self, job_ids: list[str], *, every: int = LIST_EVERY) -> None:
         """Note ``job_ids`` as read from the file; committed in batches of ``every`` (a commit
-        per chunk would cost a re-run of a finished folder an fsync per 256 jobs)."""
+        per chunk would cost a re-run of a finished folder an fsync per 256 jobs). Workers of
+        a shared run list nothing."""
+        if self.share is not None:
+            return
         self._unlisted += job_ids
         if len(self._unlisted) >= every and self._unlisted:
             await self.folder.listing("ids", self._unlisted)
@@ -376,6 +426,8 @@ class _Pool:
                 self.stop(exc)
                 return  # left resumable; counted as not reached
             finally:
+                if attempt.sent:
+                    self.sent_here.add(job.id)
                 if anew is not None and attempt.sent:
                     anew.append(job.id)
             if attempt.crashed:
@@ -384,6 +436,10 @@ class _Pool:
             self._count(outcome, attempt.tokens_used)
         finally:
             place.give_back()
+
+    def count(self, outcome: Outcome) -> None:
+        """Count one job's ``outcome`` judged outside the pool (a worker's share)."""
+        self._count(outcome, 0.0)
 
     def _count(self, outcome: Outcome, tokens: float) -> None:
         tally = self.report.tally

@@ -33,6 +33,7 @@ class RunReport:
     restored: list[str] = field(default_factory=list)  # a missing image fetched again
     missing: list[str] = field(default_factory=list)  # a missing image not fetched again
     folder: StateCounts | None = None  # the folder's counts and spend, all runs, at the end
+    possibly_billed: list[tuple[str, list[str]]] = field(default_factory=list)  # left sent by a dead worker
 
     def ending(self) -> dict[str, object]:
         """How the run ended, as ``status`` shows it: time, stop reason and message, counts, spend."""

@@ -31,7 +31,7 @@ import functools
 from dataclasses import dataclass
 
 from batchgen.api.answers import Answer
-from batchgen.errors import BatchgenError
+from batchgen.errors import BatchgenError, StorageError
 from batchgen.money import Spend
 from batchgen.outcome import JobState, Status
 from batchgen.store.manifest import ManifestRecord
@@ -40,6 +40,7 @@ __all__ = [
     "TRANSITIONS",
     "Answered",
     "Asked",
+    "ClaimLost",
     "Dispatched",
     "Event",
     "FingerprintsAdopted",
@@ -83,6 +84,13 @@ class TransitionError(BatchgenError):
     """A state update found the job in a state it may not leave that way: a bug in batchgen."""
 
     hint = "please report it with the log; the output folder stays resumable"
+
+
+class ClaimLost(TransitionError, StorageError):
+    """A worker's dispatch found its job claimed by another worker: its lease ran out while it
+    could not reach the state database, and the job was taken over. Nothing was sent."""
+
+    hint = "this worker stops; the others go on (run it again to rejoin the run)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import sys
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,11 +224,20 @@ def replace(source: Path, target: Path) -> None:
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
-def remove_temporaries(folder: Path) -> int:
-    """Delete temporary files a crash left in ``folder``; return how many."""
+STALE_TEMPORARY = 3600.0
+"""Seconds after which a worker sharing an output takes a temporary file for a crash's leftover
+(another live worker may be writing a newer one)."""
+
+
+def remove_temporaries(folder: Path, *, older_than: float = 0.0) -> int:
+    """Delete temporary files a crash left in ``folder`` (last written over ``older_than``
+    seconds ago); return how many."""
     removed = 0
+    cutoff = time.time() - older_than
     for leftover in folder.glob(TEMP_PREFIX + "*"):
         with contextlib.suppress(OSError):
+            if older_than and leftover.stat().st_mtime > cutoff:
+                continue
             leftover.unlink()
             removed += 1
     return removed

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from batchgen.api.answers import Answer
 from batchgen.images import DEFAULT_MAX_PIXELS
@@ -47,7 +47,7 @@ from batchgen.store.local import LocalFolder
 from batchgen.store.manifest import ImageRecord, ManifestRecord, utc_now
 from batchgen.store.output import OutputBackend, Spill
 from batchgen.store.sqlite import SqliteState
-from batchgen.store.state import JobRow, StateBackend, StateCounts
+from batchgen.store.state import JobRow, SharedState, StateBackend, StateCounts
 from batchgen.store.writer import GroupWriter, ImageWrite, SaveImages, StagedImage
 
 __all__ = ["SPILL_BYTES", "Backends", "OutputFolder", "StagedImage"]
@@ -66,6 +66,8 @@ class Backends:
     state: Callable[[], StateBackend]
     output: OutputBackend
     name: str = ""  # where the output is, for people (an object store's URL); "" for the folder
+    database: str | None = None  # a PostgreSQL state's URL: the run's workers share it
+    worker_id: str = ""  # ... and this worker's id there
 
 
 class OutputFolder:
@@ -116,7 +118,8 @@ class OutputFolder:
         try:
             state = await loop.run_in_executor(thread, make_state)
             try:
-                writer = GroupWriter(state, output, thread, max_pixels=max_pixels)
+                shared = cast("SharedState", state) if backends and backends.database else None
+                writer = GroupWriter(state, output, thread, max_pixels=max_pixels, shared=shared)
                 await writer.on_thread(writer.sync_manifest)
                 writer.start()
                 try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from batchgen.errors import StorageError
 from batchgen.images import inspect_image
 from batchgen.store.files import (
+    STALE_TEMPORARY,
     SYNCFS,
     DirectoryLock,
     TempFile,
@@ -37,10 +38,11 @@ class LocalFolder:
 
     puts_at_once = 1  # (a rename is quicker than a thread hop)
 
-    def __init__(self, root: Path, *, parents: bool = False) -> None:
+    def __init__(self, root: Path, *, parents: bool = False, shared: bool = False) -> None:
         self.root = root
         self.images = root / IMAGES
         self._parents = parents
+        self._shared = shared  # workers of one run write it together (no lock)
         self._lock = DirectoryLock(root / LOCK)
         self._manifest = ManifestFile(root / MANIFEST)
 
@@ -48,17 +50,19 @@ class LocalFolder:
         """Create the folder and its layout, take the lock, drop temporary files a crash left."""
         make_output_dir(self.root, parents=self._parents)
         ensure_real_dir(self.root / PRIVATE, self.root)
-        self._lock.acquire()
+        if not self._shared:
+            self._lock.acquire()
         try:
             ensure_real_dir(self.images, self.root)
-            remove_temporaries(self.images)
+            remove_temporaries(self.images, older_than=STALE_TEMPORARY if self._shared else 0.0)
         except BaseException:
-            self._lock.release()
+            self.close()
             raise
 
     def close(self) -> None:
         """Release the lock."""
-        self._lock.release()
+        if not self._shared:
+            self._lock.release()
 
     def spill(self) -> Spill:
         """A temporary file in ``images/`` (renamed into place once verified)."""
@@ -164,6 +168,9 @@ class LocalFolder:
     def manifest_append(self, lines: list[str]) -> None:
         """See :meth:`ManifestFile.append_lines`."""
         self._manifest.append_lines(lines)
+
+    def flush_manifest(self) -> None:
+        """Nothing is held back: every append is durable."""
 
     def manifest_rewrite(self, lines: Iterable[str]) -> None:
         """See :meth:`ManifestFile.rewrite`."""

@@ -31,6 +31,7 @@ from batchgen.store.objects import ObjectStoreOutput, open_store
 from batchgen.store.output import OutputBackend
 from batchgen.store.postgres import is_postgres_url, without_password
 from batchgen.store.state import StateBackend
+from batchgen.store.workers import new_worker_id
 
 __all__ = ["URL_SCHEMES", "OutputLocation", "is_url", "locate"]
 
@@ -57,18 +58,27 @@ class OutputLocation:
     url: str | None = None
     database: str | None = None  # the state's PostgreSQL URL, when not in ``root``
 
-    def output(self) -> OutputBackend:
-        """The output backend, unopened (nothing is contacted before its first call)."""
+    def output(self, *, shared: bool = False) -> OutputBackend:
+        """The output backend, unopened (nothing is contacted before its first call);
+        ``shared``: written by the workers of one run together."""
         if self.url is None:
-            return LocalFolder(self.root)
+            return LocalFolder(self.root, shared=shared)
         return ObjectStoreOutput(
-            open_store(self.url), self.url, self.root, lease_store=open_store(self.url, quick=True)
+            open_store(self.url), self.url, self.root, lease_store=open_store(self.url, quick=True), shared=shared
         )
 
     def backends(self) -> Backends | None:
-        """The run's backends: None for a local folder with its state beside it (the default)."""
+        """The run's backends: None for a local folder with its state beside it (the default).
+        With a PostgreSQL state the run is a worker (:mod:`batchgen.store.workers`)."""
         if self.database is not None:
-            return Backends(state=self._open_database, output=self.output(), name=self.url or "")
+            worker_id = new_worker_id()
+            return Backends(
+                state=lambda: self._open_database(worker_id),
+                output=self.output(shared=True),
+                name=self.url or "",
+                database=self.database,
+                worker_id=worker_id,
+            )
         if self.url is None:
             return None
         from batchgen.store.sqlite import SqliteState  # noqa: PLC0415
@@ -76,12 +86,14 @@ class OutputLocation:
         state_path = self.root / STATE
         return Backends(state=lambda: SqliteState.open(state_path), output=self.output(), name=self.url)
 
-    def _open_database(self) -> StateBackend:
-        """(On the store's thread, once the output is open and locked.)"""
+    def _open_database(self, worker_id: str) -> StateBackend:
+        """(On the store's thread, once the output is open.)"""
         from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - only then the driver
 
         assert self.database is not None
-        state = PostgresState.open(self.database, output=self.url or str(self.root.resolve()))
+        state = PostgresState.open(
+            self.database, output=self.url or str(self.root.resolve()), worker_id=worker_id
+        )
         keep_state_url(self.root, without_password(self.database))
         return state
 

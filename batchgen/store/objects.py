@@ -38,7 +38,14 @@ from typing import Any
 
 from batchgen.errors import BatchgenError, OutputStoreError, StorageError
 from batchgen.images import inspect_image
-from batchgen.store.files import DirectoryLock, TempFile, ensure_real_dir, make_output_dir, remove_temporaries
+from batchgen.store.files import (
+    STALE_TEMPORARY,
+    DirectoryLock,
+    TempFile,
+    ensure_real_dir,
+    make_output_dir,
+    remove_temporaries,
+)
 from batchgen.store.layout import IMAGES, LOCK, MANIFEST_PARTS, PRIVATE, SCRATCH, manifest_part
 from batchgen.store.lease import LEASE_SECONDS, BucketLease
 from batchgen.store.manifest import ImageRecord, ManifestRecord
@@ -100,8 +107,10 @@ class ObjectStoreOutput:
         *,
         lease_seconds: float = LEASE_SECONDS,
         lease_store: Any = None,
+        shared: bool = False,
     ) -> None:
         self.store = store
+        self._shared = shared  # workers of one run write it together (no lock, no lease)
         self.url = url.rstrip("/")
         self._state_root = state_root
         self._scratch = state_root / SCRATCH
@@ -126,16 +135,17 @@ class ObjectStoreOutput:
         left."""
         make_output_dir(self._state_root, parents=True)
         ensure_real_dir(self._state_root / PRIVATE, self._state_root)
-        self._lock.acquire()
+        if not self._shared:
+            self._lock.acquire()
         try:
-            self.lease.acquire()
+            if not self._shared:
+                self.lease.acquire()
             ensure_real_dir(self._scratch, self._state_root)
-            remove_temporaries(self._scratch)
+            remove_temporaries(self._scratch, older_than=STALE_TEMPORARY if self._shared else 0.0)
             self._roller = threading.Thread(target=self._roll_when_due, name="batchgen-parts", daemon=True)
             self._roller.start()
         except BaseException:
-            self.lease.release()
-            self._lock.release()
+            self._release()
             raise
 
     def close(self) -> None:
@@ -149,6 +159,15 @@ class ObjectStoreOutput:
         except BatchgenError as exc:  # (its lines are in the state: the next open puts them)
             log.warning("the last manifest part of %s is not put (the next run puts it): %s", self.url, exc)
         finally:
+            self._release()
+
+    def _check_lease(self) -> None:
+        """Before a put: the lease is still this run's (workers: their claims stand in for it)."""
+        if not self._shared:
+            self.lease.check()
+
+    def _release(self) -> None:
+        if not self._shared:
             self.lease.release()
             self._lock.release()
 
@@ -198,7 +217,7 @@ class ObjectStoreOutput:
         import obstore  # noqa: PLC0415
         from obstore.exceptions import AlreadyExistsError  # noqa: PLC0415
 
-        self.lease.check()
+        self._check_lease()
         try:
             obstore.put(self.store, key, body, mode="create")
         except AlreadyExistsError:
@@ -209,7 +228,7 @@ class ObjectStoreOutput:
             return
         if self.sha256(key) == digest:
             return  # put by a run that crashed before its record: a finished upload
-        self.lease.check()  # (a put that outlasted the lease must not replace what another run put)
+        self._check_lease()  # (a put that outlasted the lease must not replace what another run put)
         log.warning("%s/%s held other bytes that no record lists: replaced", self.url, key)
         self._call("put", key, lambda: obstore.put(self.store, key, body, mode="overwrite"))
 
@@ -335,7 +354,7 @@ class ObjectStoreOutput:
         with self._parts:
             if not self._pending:
                 return
-            self.lease.check()
+            self._check_lease()
             data = "".join(self._pending).encode()
             key = manifest_part(self._next_part)
             self._call("put", key, lambda: obstore.put(self.store, key, data, mode="create"))

@@ -40,7 +40,9 @@ class OutputBackend(Protocol):
     def open(self) -> None:
         """Take the output for this run (its lock: raises
         :class:`~batchgen.errors.OutputLockedError` when a live run holds it), create its layout
-        and drop what a crash left half-written."""
+        and drop what a crash left half-written. An output opened ``shared`` (workers of one
+        run, coordinated by their state) takes no lock, and drops only what is older than
+        :data:`~batchgen.store.files.STALE_TEMPORARY` seconds."""
         ...
 
     def close(self) -> None:
@@ -95,6 +97,11 @@ class OutputBackend(Protocol):
 
     def manifest_append(self, lines: list[str]) -> None:
         """Append ``lines`` (each a record ending in a newline), durably, as one group."""
+        ...
+
+    def flush_manifest(self) -> None:
+        """Put what :meth:`manifest_append` holds back, if anything (an object store's part
+        being filled)."""
         ...
 
     def manifest_rewrite(self, lines: Iterable[str]) -> None:

@@ -7,25 +7,32 @@ call runs on the store's one thread, a group of events is one transaction), so a
 loop would only be bridged back to a thread; psycopg 3 is the maintained driver with a plain
 blocking API, server-side parameter binding and ``executemany`` pipelining.
 
-This backend serves one run at a time, as SQLite does: a run holds a session advisory lock on
-the database, so a second run on the same state is refused whatever its output or host; one
-database (or one schema, through ``options=-csearch_path=...`` in the URL) per output, which the
-state remembers. A NUL character (``\\u0000``) in an answer or a record becomes U+FFFD here:
-PostgreSQL's ``jsonb``, which reads them, refuses it. Workers sharing one run through it
-(claims, leases, a shared rate and budget) are the next step (issue 22).
+Several runs of the same job file into the same output and state are *workers* of one run
+(:mod:`batchgen.store.workers`): each group commit takes the database's commit lock, so records
+get their ``seq`` in commit order and the manifest is a projection of the ``records`` table,
+appended in that order by whichever worker holds the manifest lock (:meth:`take_manifest`). A
+dispatch commits only while the job's claim is the worker's own. One database (or one schema,
+through ``options=-csearch_path=...`` in the URL) per output, which the state remembers. A NUL
+character (``\\u0000``) in an answer or a record becomes U+FFFD here: PostgreSQL's ``jsonb``,
+which reads them, refuses it. When the connection is lost, a call reconnects and tries again for
+up to :data:`~batchgen.store.coordinator.RECONNECT_SECONDS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from batchgen.errors import OutputLockedError, StorageError, UsageError
+from batchgen.errors import StorageError, UsageError
 from batchgen.money import Spend, from_units
 from batchgen.outcome import Status
-from batchgen.store.events import Event
+from batchgen.store.events import ClaimLost, Dispatched, Event
+from batchgen.store.ledger import LEDGER_SCHEMA
 from batchgen.store.manifest import ManifestRecord
+from batchgen.store.pacing import PACING_SCHEMA
 from batchgen.store.postgres_effects import EFFECTS, SCHEMA
 from batchgen.store.sql_state import Dialect, SqlReads
 from batchgen.store.state import (
@@ -33,11 +40,18 @@ from batchgen.store.state import (
     apply_each_alone_if_refused,
     job_row,
 )
+from batchgen.store.workers import CLAIM_CHECK, WORKERS_SCHEMA
 
-__all__ = ["RUN_LOCK", "PostgresState", "is_postgres_url", "without_password"]
+__all__ = ["PostgresState", "connect", "is_postgres_url", "without_password"]
 
-RUN_LOCK = 0x62617463  # the advisory lock key a run holds on its state database ("batc")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CREATE_LOCK = 0x62617464  # advisory lock keys: one creator of the tables,
+COMMIT_LOCK = 0x62617463  # ... one group commit at a time (records in commit order),
+MANIFEST_LOCK = 0x62617467  # ... one worker appending the manifest
 OUTPUT_KEY = "output"  # meta: the --out the state belongs to
+RECONNECT_SECONDS = 120.0  # how long a call waits for a lost database (as the coordinator's)
 
 
 def is_postgres_url(value: str) -> bool:
@@ -57,59 +71,88 @@ class PostgresState(SqlReads):
         mark="%s", by_id=' COLLATE "C"', anew="COUNT(*) FILTER (WHERE generation > 0)", no_limit=None
     )
 
-    def __init__(self, connection: Any, where: str) -> None:
+    def __init__(self, connection: Any, where: str, *, url: str = "", worker_id: str | None = None) -> None:
         self._db = connection
+        self._url = url
         self._where = where  # the URL without its password, for messages
+        self._worker_id = worker_id
+        self._manifest_held = False
 
     @classmethod
-    def open(cls, url: str, *, read_only: bool = False, output: str = "") -> PostgresState:
-        """Connect to ``url``. For a run (not ``read_only``): create the tables where missing,
-        take the database's run lock (a session advisory lock, held until :meth:`close`: a
-        second run on the same state, from any output or host, gets
-        :class:`~batchgen.errors.OutputLockedError`), and tie the state to ``output`` (the
-        ``--out`` of its first run; another output is refused with :class:`UsageError`).
-        Raises :class:`StorageError` when the database cannot be reached, :class:`UsageError`
-        when psycopg is not installed."""
-        try:
-            import psycopg  # noqa: PLC0415 - only a PostgreSQL state loads the driver
-        except ImportError as exc:
-            raise UsageError(
-                "--state postgresql://... needs psycopg: pip install 'batchgen[postgres]'"
-            ) from exc
-
+    def open(
+        cls, url: str, *, read_only: bool = False, output: str = "", worker_id: str | None = None
+    ) -> PostgresState:
+        """Connect to ``url``. For a run (not ``read_only``): create the tables where missing
+        and tie the state to ``output`` (the ``--out`` of its first run; another output is
+        refused with :class:`UsageError`). ``worker_id``: the worker whose claims its dispatches
+        must hold (:data:`~batchgen.store.workers.CLAIM_CHECK`). Raises :class:`StorageError`
+        when the database cannot be reached, :class:`UsageError` when psycopg is not installed."""
         where = without_password(url)
-        try:
-            connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            # (each commit durable before the write-ahead order goes on, whatever the server's default;
-            # job ids in byte order, as SQLite sorts them)
-            connection.execute("SET synchronous_commit = on")
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
-        state = cls(connection, where)
+        state = cls(connect(url), where, url=url, worker_id=worker_id)
         if read_only:
             return state
         try:
-            if not connection.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()[0]:
-                raise OutputLockedError(f"the state database {where} is in use by another batchgen run")
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (RUN_LOCK + 1,))  # (one creator)
-                connection.execute(SCHEMA)
+            with state._db.transaction():
+                state._db.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+                state._db.execute(SCHEMA + WORKERS_SCHEMA + PACING_SCHEMA + LEDGER_SCHEMA)
+                if output:
+                    state._db.execute(
+                        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (OUTPUT_KEY, output)
+                    )
             owner = state.get_meta(OUTPUT_KEY)
-            if owner is None and output:
-                connection.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (OUTPUT_KEY, output))
-            elif output and owner != output:
+            if output and owner and owner != output:
                 raise UsageError(f"the state database {where} holds the run of --out {owner}, not {output}")
-        except psycopg.Error as exc:
-            connection.close()
-            raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
-        except BaseException:
-            connection.close()
+        except BaseException as exc:
+            state.close()
+            if isinstance(exc, _psycopg().Error):
+                raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
             raise
         return state
 
     def close(self) -> None:
-        """Close the connection (everything is already committed)."""
+        """Close the connection (everything is already committed; the manifest lock goes with it)."""
         self._db.close()
+
+    # -- the manifest, a projection of the records (several workers) ---------------------------
+
+    def take_manifest(self, *, wait: float = 0.0) -> bool | None:
+        """Hold the manifest lock: True when just taken (the holder then brings the manifest up
+        to date), False when held already, None when another worker holds it (after waiting up
+        to ``wait`` seconds for it)."""
+        if self._manifest_held:
+            return False
+        if wait <= 0:
+            taken = self._call(lambda: self._db.execute("SELECT pg_try_advisory_lock(%s)", (MANIFEST_LOCK,)).fetchone()[0])
+        else:
+            taken = self._call(lambda: self._wait_for_manifest(wait))
+        self._manifest_held = bool(taken)
+        return True if taken else None
+
+    def release_manifest(self) -> None:
+        """Let another worker append the manifest."""
+        if self._manifest_held:
+            self._manifest_held = False
+            self._call(lambda: self._db.execute("SELECT pg_advisory_unlock(%s)", (MANIFEST_LOCK,)))
+
+    def record_seq_at(self, offset: int) -> int:
+        """The ``seq`` of the record at ``offset`` (0-based, in order), 0 for none."""
+        rows = self._read("SELECT seq FROM records ORDER BY seq LIMIT 1 OFFSET %s", (offset,)) if offset >= 0 else []
+        return int(rows[0][0]) if rows else 0
+
+    def records_after(self, seq: int, *, limit: int = 1000) -> tuple[list[str], int]:
+        """Up to ``limit`` manifest lines past record ``seq``, in order, and the last one's seq."""
+        rows = self._read("SELECT seq, record FROM records WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit))
+        lines = [text if text.endswith("\n") else text + "\n" for _, text in rows]
+        return lines, int(rows[-1][0]) if rows else seq
+
+    def _wait_for_manifest(self, wait: float) -> bool:
+        try:
+            with self._db.transaction():  # (the timeout for this wait alone)
+                self._db.execute(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'")
+                self._db.execute("SELECT pg_advisory_lock(%s)", (MANIFEST_LOCK,))
+        except _psycopg().errors.LockNotAvailable:
+            return False
+        return True
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -175,28 +218,68 @@ class PostgresState(SqlReads):
         }
 
     def _read(self, sql: str, params: Any = ()) -> list[Any]:
-        import psycopg  # noqa: PLC0415
+        return self._call(lambda: list(self._db.execute(sql, params).fetchall()), doing="read")
 
-        try:
-            return list(self._db.execute(sql, params).fetchall())
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot read the state database {self._where}: {exc}") from exc
+    def _call(self, work: Callable[[], T], *, doing: str = "use") -> T:
+        """Run ``work``; when the connection is lost, reconnect and run it again, for up to
+        :data:`RECONNECT_SECONDS` (a restarted server). Raises :class:`StorageError`."""
+        psycopg = _psycopg()
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                if self._db.closed and self._url:
+                    self._db = connect(self._url)
+                    self._manifest_held = False  # (a session lock goes with its connection)
+                return work()
+            except psycopg.OperationalError as exc:
+                if not self._url or time.monotonic() + pause > deadline or not self._db.closed:
+                    raise StorageError(f"cannot {doing} the state database {self._where}: {exc}".strip()) from exc
+                log.warning("the state database %s is unreachable; retrying: %s", self._where, exc)
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot {doing} the state database {self._where}: {exc}".strip()) from exc
 
     # -- writes --------------------------------------------------------------------------------
 
     def apply(self, events: list[Event]) -> list[BaseException | None]:
-        """Apply ``events`` in one transaction (see :meth:`batchgen.store.sqlite.SqliteState.apply`)."""
-        import psycopg  # noqa: PLC0415
-
-        try:
-            return apply_each_alone_if_refused(self._transaction, events)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot write the state database {self._where}: {exc}") from exc
+        """Apply ``events`` in one transaction (see :meth:`batchgen.store.sqlite.SqliteState.apply`),
+        under the commit lock. A dispatch whose claim another worker took raises
+        :class:`~batchgen.store.events.ClaimLost` for that event alone."""
+        return self._call(lambda: apply_each_alone_if_refused(self._transaction, events), doing="write")
 
     def _transaction(self, events: list[Event]) -> None:
         with self._db.transaction(), self._db.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_LOCK,))
             for event in events:
+                if self._worker_id and isinstance(event, Dispatched):
+                    cursor.execute(CLAIM_CHECK, (event.job_id, self._worker_id))
+                    if cursor.rowcount != 1:
+                        raise ClaimLost(f"job {event.job_id!r}: another worker took it over (this worker's lease ran out)")
                 EFFECTS[type(event)](cursor, event)
+
+
+def connect(url: str) -> Any:
+    """A psycopg connection to ``url`` (autocommit; every commit durable; 10 s to connect).
+    Raises :class:`UsageError` when psycopg is missing, :class:`StorageError` when the
+    database cannot be reached."""
+    psycopg = _psycopg()
+    try:
+        connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        # (each commit durable before the write-ahead order goes on, whatever the server's default)
+        connection.execute("SET synchronous_commit = on")
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot open the state database {without_password(url)}: {exc}".strip()) from exc
+    return connection
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg  # noqa: PLC0415 - only a PostgreSQL state loads the driver
+    except ImportError as exc:
+        raise UsageError("--state postgresql://... needs psycopg: pip install 'batchgen[postgres]'") from exc
+    return psycopg
 
 
 def without_password(url: str) -> str:

@@ -25,6 +25,7 @@ from batchgen.store.manifest import ManifestRecord
 __all__ = [
     "SHOWN_NOT_IN_FILE",
     "JobRow",
+    "SharedState",
     "StateBackend",
     "StateCounts",
     "apply_each_alone_if_refused",
@@ -152,6 +153,28 @@ class StateBackend(Protocol):
 
     def close(self) -> None:
         """Release the state (everything is already committed)."""
+        ...
+
+
+class SharedState(StateBackend, Protocol):
+    """A state several workers commit to (PostgreSQL): records get their order at commit, and
+    the manifest is appended by one worker at a time, the holder of its lock."""
+
+    def take_manifest(self, *, wait: float = 0.0) -> bool | None:
+        """Hold the manifest lock: True when just taken, False when held already, None when
+        another worker holds it (after waiting up to ``wait`` seconds)."""
+        ...
+
+    def release_manifest(self) -> None:
+        """Let another worker append the manifest."""
+        ...
+
+    def record_seq_at(self, offset: int) -> int:
+        """The order key of the record at ``offset`` (0-based), 0 for none."""
+        ...
+
+    def records_after(self, seq: int, *, limit: int = 1000) -> tuple[list[str], int]:
+        """Up to ``limit`` manifest lines past record ``seq``, and the last one's key."""
         ...
 
 

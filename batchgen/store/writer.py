@@ -5,6 +5,12 @@ records list), one state transaction, one manifest append. Each caller resumes o
 own work is durable, so the write-ahead order holds per job (dispatched before the request is
 sent, the answer before any fetch, the record before the manifest line) while a thousand jobs
 share a handful of syncs.
+
+With a state shared by several workers (:class:`~batchgen.store.state.SharedState`), the
+manifest is a projection of the state's records instead: after each group (and every second
+when idle), the holder of the manifest lock appends every record committed past the manifest's
+end, whoever committed it, in commit order; at the end each worker waits its turn to append
+what is left.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from batchgen.errors import StorageError
 from batchgen.store.events import Answered, Event, Finished, Imported
 from batchgen.store.manifest import ImageRecord, ManifestRecord
 from batchgen.store.output import OutputBackend, Spill
-from batchgen.store.state import StateBackend
+from batchgen.store.state import SharedState, StateBackend
 
 __all__ = ["GroupWriter", "ImageWrite", "SaveImages", "StagedImage"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PROJECT_EVERY = 1.0  # seconds: an idle holder of the manifest lock appends others' records this often
+LAST_TURN = 60.0  # seconds a worker at its end waits for the manifest lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +83,17 @@ class GroupWriter:
     """
 
     def __init__(
-        self, state: StateBackend, output: OutputBackend, thread: ThreadPoolExecutor, *, max_pixels: int
+        self,
+        state: StateBackend,
+        output: OutputBackend,
+        thread: ThreadPoolExecutor,
+        *,
+        max_pixels: int,
+        shared: SharedState | None = None,
     ) -> None:
         self._state = state
+        self._shared = shared  # (the same state, when workers share it)
+        self._projected = 0  # the last record appended to the manifest (shared: while holding its lock)
         self._output = output
         self._thread = thread
         self._max_pixels = max_pixels
@@ -96,12 +113,15 @@ class GroupWriter:
         self._task = asyncio.create_task(self._write_groups())
 
     async def drain(self) -> None:
-        """Commit what is waiting, then stop (survives the caller's cancellation)."""
+        """Commit what is waiting, then stop (survives the caller's cancellation); with a
+        shared state, append the manifest's last records in turn."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
         self._puts.shutdown(wait=True)
+        if self._shared is not None:
+            await asyncio.shield(self.on_thread(self._last_turn))
 
     async def on_thread(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the store's thread (reads of the state)."""
@@ -118,7 +138,14 @@ class GroupWriter:
 
     async def _write_groups(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._shared is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), PROJECT_EVERY)
+                except TimeoutError:
+                    await self._project_safely()
+                    continue
             self._wake.clear()
             group, self._waiting = self._waiting, []
             if not group:
@@ -138,6 +165,8 @@ class GroupWriter:
                     waiting.done.set_result(outcome)
             if self._waiting:
                 self._wake.set()
+            elif self._shared is not None:
+                await self._project_safely()
 
     def _apply(self, group: list[_Work]) -> list[object]:
         """One group, on the store's thread: images; output durable; one commit; one append.
@@ -193,16 +222,53 @@ class GroupWriter:
                 outcomes[i] = result
             if isinstance(event, Finished) and result is None:
                 appended.append((i, event.record_json))
-        if appended:
+        if appended and self._shared is None:
             try:
                 self._output.manifest_append([line for _, line in appended])
             except StorageError as exc:
                 for i, _ in appended:
                     outcomes[i] = exc
 
-    def sync_manifest(self) -> None:
+    # -- the manifest of a shared state ------------------------------------------------------------
+
+    async def _project_safely(self) -> None:
+        """Append what others committed, if this worker holds the manifest lock; a failure is
+        the next turn's (the records are in the state)."""
+        try:
+            await self.on_thread(self._project)
+        except StorageError as exc:
+            log.warning("the manifest is not brought up to date now (the next turn does): %s", exc.message)
+
+    def _project(self, *, wait: float = 0.0) -> None:
+        """On the store's thread: as the holder of the manifest lock, append every record past
+        the manifest's end; a worker that just took the lock repairs the manifest first."""
+        assert self._shared is not None
+        taken = self._shared.take_manifest(wait=wait)
+        if taken is None:
+            return
+        if taken:
+            self._projected = self._shared.record_seq_at(self.sync_manifest() - 1)
+        while True:
+            lines, self._projected = self._shared.records_after(self._projected)
+            if not lines:
+                return
+            self._output.manifest_append(lines)
+
+    def _last_turn(self) -> None:
+        """At the end: wait for the manifest lock, append what is left, put it, let go."""
+        assert self._shared is not None
+        try:
+            self._project(wait=LAST_TURN)
+            self._output.flush_manifest()
+        except StorageError as exc:
+            log.warning("the manifest's last records are left for the next worker or run: %s", exc.message)
+        finally:
+            self._shared.release_manifest()
+
+    def sync_manifest(self) -> int:
         """On the store's thread, before the run: cut a torn tail off the manifest, re-append
-        what the state holds past it; rebuild a lost state from the manifest."""
+        what the state holds past it; rebuild a lost state from the manifest. Returns how many
+        lines the manifest holds then."""
         known = self._state.count_records()
         lines, extra = self._output.manifest_repair(known)
         if extra:  # the state was lost or replaced: rebuild it from the manifest
@@ -224,15 +290,17 @@ class GroupWriter:
             # Not a tail lost by a crash: a line is missing from the middle (edited by hand).
             self._output.manifest_rewrite(self._state.record_lines(0))
             log.warning("manifest.jsonl rebuilt from the state database: lines were missing from it")
-            return
+            return self._state.count_records()
         missing: list[str] = []
+        appended = 0
         for line in self._state.record_lines(lines):
             missing.append(line)
+            appended += 1
             if len(missing) >= 1000:  # noqa: PLR2004 - bounded memory on a large repair
                 self._output.manifest_append(missing)
                 missing = []
         if missing:
             self._output.manifest_append(missing)
-        appended = max(0, known - lines)
         if extra or appended:
             log.info("manifest repaired: %d record(s) re-appended, %d imported", appended, len(extra))
+        return lines + appended
