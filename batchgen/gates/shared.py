@@ -20,7 +20,7 @@ from typing import Protocol
 
 from batchgen.errors import BatchgenError, RateLimited, RequestError
 from batchgen.gates import Send
-from batchgen.gates.learned import LearnedLimit
+from batchgen.gates.learned import LearnedLimit, _Sample
 
 __all__ = ["RateExchange", "SharedLimit"]
 
@@ -71,7 +71,7 @@ class SharedLimit:
         self._offset = 0.0  # the log's clock minus the loop's (seconds)
         self._best_rtt = math.inf
         self._last = 0
-        self._samples: dict[int, object] = {}  # the log's sends not answered yet, by seq
+        self._samples: dict[int, _Sample] = {}  # the log's sends not answered yet, by seq
         self._answers: list[tuple[int, bool, float]] = []  # this worker's, not in the log yet
         self._turn: asyncio.Lock | None = None
         self._exchanging = asyncio.Lock()
@@ -91,23 +91,21 @@ class SharedLimit:
                     continue
                 sent = await self._exchange(probe)
                 if sent is not None:
-                    sample = self.learner.sent(sent[1], probe=probe)
-                    self._samples[sent[0]] = sample
-                    send.ticket = (sent[0], sample)
+                    self._samples[sent[0]] = self.learner.sent(sent[1], probe=probe)
+                    send.ticket = sent[0]
                     return
 
     def settle(self, send: Send, error: RequestError | None) -> None:
-        """Learn from the answer at once. The log hears an admission with this worker's next
-        exchange, a 429 at once: until the others hear of it, their replicas count the refused
-        send as admitted, and a fit on those counts would learn a limit too high."""
+        """Hand the answer to the log: an admission with this worker's next exchange, a 429 at
+        once (until the others hear of it, their replicas count the refused send as admitted,
+        and a fit on those counts would learn a limit too high). The replica learns from it
+        when it comes back in the log's order, as every other replica does, so all of them
+        learn the same limits."""
         ticket = send.ticket
-        if not isinstance(ticket, tuple):
+        if not isinstance(ticket, int):
             return
-        seq, sample = ticket
         refused = isinstance(error, RateLimited)
-        self._samples.pop(seq, None)
-        self.learner.answered(sample, refused=refused)  # type: ignore[arg-type]
-        self._answers.append((seq, refused, self._now()))
+        self._answers.append((ticket, refused, self._now()))
         if refused and self._telling is None:
             self._telling = asyncio.get_running_loop().create_task(self._tell())
 
@@ -142,7 +140,7 @@ class SharedLimit:
             else:
                 sample = self._samples.pop(row.sent_seq, None)
                 if sample is not None:
-                    self.learner.answered(sample, refused=bool(row.refused), at=row.at)  # type: ignore[arg-type]
+                    self.learner.answered(sample, refused=bool(row.refused), at=row.at)
         self._last = done.last
         if done.wait > 0:
             await asyncio.sleep(done.wait)

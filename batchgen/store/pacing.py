@@ -50,7 +50,7 @@ class LogRow:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """What one exchange gave: the other workers' entries since the replica's last (``rows``),
+    """What one exchange gave: the entries since the replica's last (``rows``),
     the log's newest seq, the database's clock (``now``); ``sent``: the seq of the send
     accepted, or None; ``wait``: seconds the ``--rpm`` ceiling asks first."""
 
@@ -77,30 +77,31 @@ class RateLog:
         propose: bool | None = None,
         spacing: float = 0.0,
     ) -> Exchange:
-        """Add this worker's ``answers`` ((send seq, refused, at)); read the others' entries past
-        ``last`` (``last`` 0: those of the last :data:`KEEP` seconds); with ``propose`` (whether
-        the send is a probe), add a send when nothing new came and the ceiling (``spacing``
-        seconds between sends, 0 for none) allows it."""
+        """Add this worker's ``answers`` ((send seq, refused, at)); read the entries past
+        ``last`` (``last`` 0: those of the last :data:`KEEP` seconds) but this worker's own
+        sends, which it applied when they were accepted: every answer, its own too, is applied
+        in the log's order, so every replica learns the same; with ``propose`` (whether the
+        send is a probe), add a send when no other worker's entry came and the ceiling
+        (``spacing`` seconds between sends, 0 for none) allows it."""
         with self._db().transaction():
             self._db().execute("SELECT pg_advisory_xact_lock(%s)", (_RATE_LOCK,))
             now = self._db().execute(f"SELECT {_NOW}").fetchone()[0]
-            rows = [
-                LogRow(*row)
-                for row in self._db().execute(
-                    "SELECT seq, worker_id, sent_seq, at, probe, refused FROM rate_log"
-                    " WHERE seq > %s AND (%s > 0 OR at > %s) ORDER BY seq",
-                    (last, last, now - KEEP),
-                )
-            ]
             if answers:
                 self._db().cursor().executemany(
                     "INSERT INTO rate_log (worker_id, sent_seq, at, refused) VALUES (%s, %s, %s, %s)",
                     [(self.worker_id, seq, at, refused) for seq, refused, at in answers],
                 )
-            newest = max([last, *(r.seq for r in rows)])
-            others = [r for r in rows if r.worker_id != self.worker_id]
+            rows = [
+                LogRow(*row)
+                for row in self._db().execute(
+                    "SELECT seq, worker_id, sent_seq, at, probe, refused FROM rate_log"
+                    " WHERE seq > %(last)s AND (%(last)s > 0 OR at > %(since)s)"
+                    " AND NOT (worker_id = %(me)s AND sent_seq IS NULL) ORDER BY seq",
+                    {"last": last, "since": now - KEEP, "me": self.worker_id},
+                )
+            ]
             sent, wait = None, 0.0
-            if propose is not None and not others:
+            if propose is not None and all(r.worker_id == self.worker_id for r in rows):
                 wait = self._ceiling(now, spacing) if spacing else 0.0
                 if wait <= 0:
                     sent = self._db().execute(
@@ -109,9 +110,8 @@ class RateLog:
                     ).fetchone()[0]
                     if sent % 1000 == 0:  # (now and then: the log keeps KEEP seconds)
                         self._db().execute("DELETE FROM rate_log WHERE at < %s", (now - KEEP,))
-            if answers or sent is not None:
-                newest = self._db().execute("SELECT MAX(seq) FROM rate_log").fetchone()[0]
-            return Exchange(others, int(newest), float(now), sent, max(0.0, wait))
+            newest = self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM rate_log").fetchone()[0]
+            return Exchange(rows, max(last, int(newest)), float(now), sent, max(0.0, wait))
 
     def _ceiling(self, now: float, spacing: float) -> float:
         """GCRA: seconds until the run's next send may go, or 0 (then its slot is taken)."""
