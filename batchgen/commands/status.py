@@ -31,11 +31,20 @@ def handle(args: argparse.Namespace) -> int:
 def describe(status: dict[str, Any]) -> str:
     """``status`` as lines of text: the scalar fields, then who holds the folder, spend, the
     last run, and the jobs in flight or failed."""
-    hidden = ("running_pid", "failed_jobs_not_shown", "not_in_job_file")
+    hidden = ("running_pid", "failed_jobs_not_shown", "not_in_job_file", "workers")
     shown = {k: v for k, v in status.items() if k not in hidden}
     lines = [f"{k}: {v}" for k, v in shown.items() if not isinstance(v, dict | list) and v is not None]
     pid = status["running_pid"]
-    lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")
+    workers = status["workers"]
+    if workers:
+        for w in workers:
+            how = "alive" if w["alive"] else f"ended {w['ended_at']}" if w["ended_at"] else "dead (lease ran out)"
+            lines.append(
+                f"worker {w['worker_id']} (pid {w['pid']} on {w['host']}): {how}; last heartbeat {w['beat_at']},"
+                f" lease until {w['until']}; {w['claims']} unfinished job(s) claimed"
+            )
+    else:
+        lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")
     spent = status["spent"]
     by_model = ", ".join(f"{m} {usd(s['usd'])}" for m, s in spent["by_model"].items())
     total = Spend(spent["usd"], spent["credits"])
@@ -55,7 +64,10 @@ def describe(status: dict[str, Any]) -> str:
         lines.append(f"last run, ended {last['ended_at']}: {how}")
     for job in status["in_flight_of_a_dead_run"]:
         ids = " ".join(job["client_request_ids"][-1:])
-        lines.append(f"in flight when a run died (maybe charged): {job['id']} (X-Client-Request-Id {ids})")
+        again = "run --resend-possibly-billed sends it again" if workers else "a resume sends it again"
+        lines.append(
+            f"in flight when a run died (possibly billed; {again}): {job['id']} (X-Client-Request-Id {ids})"
+        )
     for job in status["failed_jobs"]:
         again = "retried on resume" if job["retried_on_resume"] else "failed for good"
         kind = failure_kind(job["kind"])  # (the name --retry-failed takes)

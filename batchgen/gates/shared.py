@@ -86,8 +86,11 @@ class SharedLimit:
             while True:
                 wait, probe = self.learner.admit(self._now())
                 if wait > 0:
+                    # (a short wait goes straight to the proposal, which brings the replica
+                    # up to date anyway: one round trip per send)
                     await asyncio.sleep(min(wait, SYNC_EVERY))
-                    await self._exchange(None)
+                    if wait > SYNC_EVERY:
+                        await self._exchange(None)
                     continue
                 sent = await self._exchange(probe)
                 if sent is not None:

@@ -94,6 +94,8 @@ class WorkerShare:
                 yield await asyncio.to_thread(_read_jobs, job_file, summary, wanted)
                 continue
             if not await self._seat.others_busy():
+                if not self._settings.resend_possibly_billed:  # (what dead workers left sent)
+                    await self._note_billed(await self._seat.possibly_billed())
                 return
             await pause(asyncio.sleep(POLL_SECONDS))
 

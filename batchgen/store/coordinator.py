@@ -31,7 +31,7 @@ from batchgen.errors import StorageError
 from batchgen.store.ledger import BudgetLedger
 from batchgen.store.pacing import Exchange, RateLog
 from batchgen.store.postgres import connect, without_password
-from batchgen.store.workers import LEASE_SECONDS, Claimed, WorkerRegistry, new_worker_id
+from batchgen.store.workers import LEASE_SECONDS, Claimed, WorkerRegistry, new_worker_id, possibly_billed
 
 __all__ = ["RECONNECT_SECONDS", "Coordinator"]
 
@@ -115,6 +115,10 @@ class Coordinator:
     async def take_over(self, limit: int) -> list[str]:
         """Claim up to ``limit`` unsent jobs of workers that died or left."""
         return await self._call(lambda: self.registry.take_over(limit))
+
+    async def possibly_billed(self) -> list[str]:
+        """Jobs a worker that is no longer alive left dispatched, by id."""
+        return [job for job, _ in await self._call(lambda: possibly_billed(self._db))]
 
     async def others_busy(self) -> int:
         """Unfinished jobs other live workers hold."""

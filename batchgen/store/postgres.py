@@ -40,7 +40,7 @@ from batchgen.store.state import (
     apply_each_alone_if_refused,
     job_row,
 )
-from batchgen.store.workers import CLAIM_CHECK, WORKERS_SCHEMA
+from batchgen.store.workers import CLAIM_CHECK, WORKERS_SCHEMA, WorkerInfo, list_workers, possibly_billed
 
 __all__ = ["PostgresState", "connect", "is_postgres_url", "without_password"]
 
@@ -204,6 +204,14 @@ class PostgresState(SqlReads):
             for _, text in rows:
                 yield text if text.endswith("\n") else text + "\n"
             after = rows[-1][0] if len(rows) == 1000 else None  # noqa: PLR2004
+
+    def workers(self) -> list[WorkerInfo]:
+        """The latest run's workers, by start (``status``)."""
+        return self._call(lambda: list_workers(self._db), doing="read")
+
+    def possibly_billed(self) -> list[tuple[str, list[str]]]:
+        """Jobs a worker that is no longer alive left dispatched: (job id, X-Client-Request-Ids)."""
+        return self._call(lambda: possibly_billed(self._db), doing="read")
 
     def spent_by_model(self, *, day: str | None = None) -> dict[str, Spend]:
         """What the answers charged, by model: all, or those of ``day`` (UTC). Exact: PostgreSQL

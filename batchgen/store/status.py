@@ -7,6 +7,7 @@ The database is opened read-only: both work on a read-only mount and beside a li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -190,6 +191,8 @@ FAILED_SHOWN = 20  # failed jobs listed by status; the rest are counted
 
 
 def _read(out_dir: Path) -> dict[str, Any]:
+    from batchgen.store.postgres import PostgresState  # noqa: PLC0415 - (no driver is loaded for it)
+
     running = DirectoryLock.holder(out_dir / LOCK)
     db = _open(out_dir)
     try:
@@ -199,6 +202,10 @@ def _read(out_dir: Path) -> dict[str, Any]:
         last_run = json.loads(db.get_meta(Meta.LAST_RUN) or "null")
         failed, failed_count = db.failed_jobs(FAILED_SHOWN)
         in_flight = db.in_flight() if running is None else []
+        workers: list[dict[str, Any]] = []
+        if isinstance(db, PostgresState):  # (workers share it: only a dead one's sends are unknown)
+            in_flight = db.possibly_billed()
+            workers = [dataclasses.asdict(w) for w in db.workers()]
     finally:
         db.close()
     return {
@@ -221,9 +228,10 @@ def _read(out_dir: Path) -> dict[str, Any]:
         "not_in_job_file_ids": counts.not_in_file,
         "running_pid": running,
         "last_run": last_run,
-        # Sent by a run that is no longer alive, no answer recorded: each may have been charged
-        # once; match their X-Client-Request-Ids in the usage logs (GET /v2/logs).
+        # Sent by a run (or worker) that is no longer alive, no answer recorded: each may have been
+        # charged once; match their X-Client-Request-Ids in the usage logs (GET /v2/logs).
         "in_flight_of_a_dead_run": [{"id": job, "client_request_ids": ids} for job, ids in in_flight],
+        "workers": workers,  # the latest run's workers (a PostgreSQL state): leases, heartbeats, claims
         "failed_jobs": failed,
         "failed_jobs_not_shown": failed_count - len(failed),
     }
