@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from harness import KEY, batchgen, server, stats, write_jobs
 
@@ -42,8 +43,16 @@ def database_load(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def run(pg: PrivatePostgres, work: Path, jobs: int, workers: int, limit: float | None, latency: float,
-        extra: list[str]) -> dict[str, object]:  # fmt: skip
+def run(
+    pg: PrivatePostgres,
+    work: Path,
+    *,
+    jobs: int,
+    workers: int,
+    limit: float | None,
+    latency: float,
+    extra: list[str],
+) -> dict[str, object]:
     """One run of ``jobs`` jobs by ``workers`` workers; its figures."""
     options = ["--latency", str(latency)]
     if limit:
@@ -58,8 +67,12 @@ def run(pg: PrivatePostgres, work: Path, jobs: int, workers: int, limit: float |
         line = batchgen(job_file, out, url, "--state", database, "--concurrency", "16", "--max-retries", "30",
                         *extra)  # fmt: skip
         procs = [
-            subprocess.Popen(line, env={**os.environ, "AIMLAPI_KEY": KEY}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+            subprocess.Popen(
+                line,
+                env={**os.environ, "AIMLAPI_KEY": KEY},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for _ in range(workers)
         ]
         cpu, codes = 0.0, []
@@ -92,7 +105,9 @@ def run(pg: PrivatePostgres, work: Path, jobs: int, workers: int, limit: float |
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=600)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--limit", type=float, default=5.0, help="requests per sliding second (0: none)")
@@ -100,14 +115,14 @@ def main() -> None:
     parser.add_argument("--free-jobs", type=int, default=2000, help="jobs of the runs without a limit")
     parser.add_argument("--extra", default="", help="more batchgen options, space-separated")
     args = parser.parse_args()
-    extra = args.extra.split()
+    common: dict[str, Any] = {"latency": args.latency, "extra": args.extra.split()}
     with PrivatePostgres.started() as pg, tempfile.TemporaryDirectory() as tmp:
         for workers in [int(w) for w in args.workers.split(",")]:
             if args.limit:
-                figures = run(pg, Path(tmp), args.jobs, workers, args.limit, args.latency, extra)
+                figures = run(pg, Path(tmp), jobs=args.jobs, workers=workers, limit=args.limit, **common)
                 print(f"{workers} worker(s), limit {args.limit}/s:", json.dumps(figures), flush=True)
             if args.free_jobs:
-                figures = run(pg, Path(tmp), args.free_jobs, workers, None, args.latency, extra)
+                figures = run(pg, Path(tmp), jobs=args.free_jobs, workers=workers, limit=None, **common)
                 print(f"{workers} worker(s), no limit:", json.dumps(figures), flush=True)
 
 

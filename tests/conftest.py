@@ -6,10 +6,8 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-
 from pg_server import PrivatePostgres
 
 from batchgen.run.runner import RunReport, run_batch

@@ -8,7 +8,8 @@ commands that send nothing (``validate``, ``plan``, ``status``, ``verify``, ``re
 Exit codes:
   0   every job of the file has succeeded (in this run or earlier ones)
   1   some jobs failed for good (content violation, body rejected; see the manifest), or
-      jobs whose request changed were left unsent by --frozen (they are listed)
+      jobs whose request changed were left unsent by --frozen (they are listed), or a
+      worker that died left jobs sent (possibly billed: --resend-possibly-billed)
   2   invalid job file or command line, or an output folder that can never be written
       (read-only, not a folder, a missing parent without --parents); nothing was sent
   70  internal error (a bug: please report it with the log); a job it hit is recorded as

@@ -83,10 +83,12 @@ def describe(report: RunReport, out: OutputLocation) -> str:
     if t.other_worker:
         lines.append(f"{t.other_worker} job(s) were done by the run's other workers")
     if report.possibly_billed:
-        shown = "; ".join(f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.possibly_billed[:10] if ids)
+        shown = "; ".join(
+            f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.possibly_billed[:10] if ids
+        )
         lines.append(
-            f"{len(report.possibly_billed)} job(s) were left sent by a worker that died, each possibly charged"
-            f" once: not sent again. Match them in the usage logs (GET /v2/logs), then run with"
+            f"{len(report.possibly_billed)} job(s) were left sent by a worker that died, each possibly"
+            f" charged once: not sent again. Match them in the usage logs (GET /v2/logs), then run with"
             f" --resend-possibly-billed to send them: {shown}"
         )
     if report.in_flight_before:

@@ -38,10 +38,17 @@ def describe(status: dict[str, Any]) -> str:
     workers = status["workers"]
     if workers:
         for w in workers:
-            how = "alive" if w["alive"] else f"ended {w['ended_at']}" if w["ended_at"] else "dead (lease ran out)"
+            how = (
+                "alive"
+                if w["alive"]
+                else f"ended {w['ended_at']}"
+                if w["ended_at"]
+                else "dead (lease ran out)"
+            )
             lines.append(
-                f"worker {w['worker_id']} (pid {w['pid']} on {w['host']}): {how}; last heartbeat {w['beat_at']},"
-                f" lease until {w['until']}; {w['claims']} unfinished job(s) claimed"
+                f"worker {w['worker_id']} (pid {w['pid']} on {w['host']}): {how};"
+                f" last heartbeat {w['beat_at']}, lease until {w['until']};"
+                f" {w['claims']} unfinished job(s) claimed"
             )
     else:
         lines.append(f"a run holds the folder now: pid {pid}" if pid else "no run holds the folder now")

@@ -51,7 +51,9 @@ Units = tuple[int, int]  # (USD, credits) in units of 10**-9 (money.to_units)
 class BudgetLedger(Protocol):
     """The ledger workers share budgets through (:class:`batchgen.store.coordinator.Coordinator`)."""
 
-    async def reserve(self, scope: str, need: Units, cap: tuple[int | None, int | None]) -> tuple[bool, Units, int]:
+    async def reserve(
+        self, scope: str, need: Units, cap: tuple[int | None, int | None]
+    ) -> tuple[bool, Units, int]:
         """Set ``need`` aside under ``cap``: (whether it fit, the scope's spend and reservations,
         other live workers' requests in flight)."""
         ...
@@ -185,7 +187,9 @@ class Budget:
             return total.usd <= self.limit.usd and total.credits <= self.limit.credits, 0
         cap = tuple(to_units(x) if x.is_finite() else None for x in (self.limit.usd, self.limit.credits))
         fits, (usd_so_far, credits_so_far), others = await self._ledger.reserve(
-            self._ledger_scope, _units(need), cap  # type: ignore[arg-type]
+            self._ledger_scope,
+            _units(need),
+            cap,  # type: ignore[arg-type]
         )
         self.spent = Spend(from_units(usd_so_far), from_units(credits_so_far))  # (the run's, for messages)
         return fits, others
@@ -239,19 +243,21 @@ async def budget_gates(
     }
     assumed = settings.assumed_cost
     if settings.max_usd is not None or settings.max_credits is not None:
-        ledger = await _shared_scope(shared, f"run:{shared.run_id}" if shared else "", Spend())
+        ledger, scope = await _shared_scope(shared, f"run:{shared.run_id}" if shared else "", Spend())
         gates.append(
             Budget(
                 max_usd=settings.max_usd,
                 max_credits=settings.max_credits,
                 known=known,
                 assumed=assumed,
-                **ledger,
+                ledger=ledger,
+                ledger_scope=scope,
             )
         )
     if daily is not None:
         today = datetime.now(UTC).date().isoformat()
         before = await folder.spent(day=today)
+        ledger, scope = await _shared_scope(shared, f"day:{today}", before)
         gates.append(
             Budget(
                 max_usd=daily,
@@ -259,7 +265,8 @@ async def budget_gates(
                 assumed=assumed,
                 before=before,
                 scope=f"of {today} (UTC) in this folder, all runs",
-                **await _shared_scope(shared, f"day:{today}", before),
+                ledger=ledger,
+                ledger_scope=scope,
             )
         )
     return gates + cap
@@ -268,16 +275,21 @@ async def budget_gates(
 class SharedBudgets(BudgetLedger, Protocol):
     """A worker's ledger, with the run it belongs to."""
 
-    run_id: int
+    @property
+    def run_id(self) -> int:
+        """The run the worker joined."""
+        ...
 
     async def begin_budget(self, scope: str, base: Units) -> None:
         """Start ``scope`` with ``base`` spent, unless it is started."""
         ...
 
 
-async def _shared_scope(shared: SharedBudgets | None, scope: str, base: Spend) -> dict[str, object]:
-    """The ledger arguments of a budget of ``scope`` (none when the run has one worker)."""
+async def _shared_scope(
+    shared: SharedBudgets | None, scope: str, base: Spend
+) -> tuple[BudgetLedger | None, str]:
+    """The ledger and scope of a budget (none when the run has one worker), started with ``base``."""
     if shared is None:
-        return {}
+        return None, ""
     await shared.begin_budget(scope, _units(base))
-    return {"ledger": shared, "ledger_scope": scope}
+    return shared, scope

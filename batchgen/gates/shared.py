@@ -32,21 +32,31 @@ SYNC_EVERY = 0.25  # seconds: a worker waiting to send brings its replica up to 
 class LogEntry(Protocol):
     """A send (``sent_seq`` None) or an answer to send ``sent_seq``, by the log's clock."""
 
-    seq: int
-    sent_seq: int | None
-    at: float
-    probe: bool
-    refused: bool | None
+    @property
+    def seq(self) -> int: ...
+    @property
+    def sent_seq(self) -> int | None: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def probe(self) -> bool: ...
+    @property
+    def refused(self) -> bool | None: ...
 
 
 class Exchanged(Protocol):
     """What an exchange gave (see :class:`batchgen.store.pacing.Exchange`)."""
 
-    rows: Sequence[LogEntry]
-    last: int
-    now: float
-    sent: int | None
-    wait: float
+    @property
+    def rows(self) -> Sequence[LogEntry]: ...
+    @property
+    def last(self) -> int: ...
+    @property
+    def now(self) -> float: ...
+    @property
+    def sent(self) -> int | None: ...
+    @property
+    def wait(self) -> float: ...
 
 
 class RateExchange(Protocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from batchgen.errors import StorageError
@@ -66,8 +66,8 @@ class WorkerShare:
         may have passed to others (its heartbeat failed for too long)."""
         if not self._seat.lease_held:
             raise StorageError(
-                f"worker {self._seat.worker_id} could not renew its lease for {self._seat.lease * 2 / 3:.0f} s:"
-                " it stops before the others take its jobs over"
+                f"worker {self._seat.worker_id} could not renew its lease for"
+                f" {self._seat.lease * 2 / 3:.0f} s: it stops before the others take its jobs over"
             )
         rows = await self._folder.rows(job.id for job in jobs)
         selection = self._settings.selection
@@ -82,7 +82,7 @@ class WorkerShare:
 
     async def leftovers(
         self, job_file: Path, summary: JobFileSummary, pause: Callable[[Awaitable[None]], Awaitable[None]]
-    ) -> AsyncIterator[list[Job]]:
+    ) -> AsyncGenerator[list[Job], None]:
         """After the pass: batches of jobs taken over from workers that died or left, read again
         from ``job_file``; ends once no live worker holds an unfinished job. ``pause`` waits out
         each look's interval (and raises when the run stops)."""

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 
 from batchgen.api.client import MAX_RETRY_AFTER, ApiClient, open_session
@@ -46,6 +44,7 @@ from batchgen.errors import (
 from batchgen.gates.chain import RunGates, run_gates
 from batchgen.jobs.load import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
 from batchgen.outcome import JobState, Outcome, Tally
+from batchgen.run.announce import log_start, warn_in_flight
 from batchgen.run.claims import WorkerShare
 from batchgen.run.control import RunControl, stop_signals
 from batchgen.run.feed import chunks
@@ -110,7 +109,7 @@ async def run_batch(
         backends=backends,
     )
     async with folder_open as folder, _worker_seat(backends, settings) as seat:
-        _log_start(job_file, backends.name if backends and backends.name else out_dir, settings)
+        log_start(job_file, backends.name if backends and backends.name else out_dir, settings)
         await folder.run_started(summary.count)
         total = summary.count if summary.selected is None else summary.selected
         report = RunReport(total, Tally())
@@ -132,18 +131,7 @@ async def run_batch(
             finally:
                 for observer in observers:
                     observer.stopped(report)
-        left = total - report.tally.seen
-        if seat is not None and pool.judged_all:
-            report.tally.other_worker += left  # (the rest of the file went to the other workers)
-        else:
-            report.tally.not_reached += left
-        if pool.judged_all and selection.only is None and seat is None:  # the folder can tell which jobs the file lacks
-            await folder.listing("done")
-        report.cancelled = [
-            (job, ids)
-            for job, ids in await folder.in_flight()
-            if before.get(job) != ids and (seat is None or job in pool.sent_here)
-        ]
+        await pool.account(before, listed=selection.only is None)
         report.folder = await folder.counts()
         for observer in observers:
             await observer.closing(report)
@@ -151,7 +139,7 @@ async def run_batch(
             await folder.run_ended(report.ending())
         except StorageError as exc:  # (a full disk stopped the run: the report says so already)
             log.warning("how the run ended could not be recorded for `status`: %s", exc.message)
-    _warn_in_flight(report.cancelled, "were cancelled in flight by this run")
+    warn_in_flight(report.cancelled, "were cancelled in flight by this run")
     for observer in observers:
         await observer.closed(report)
     return report
@@ -164,47 +152,6 @@ def _worker_seat(
     if backends is None or backends.database is None:
         return contextlib.nullcontext()
     return Coordinator.open(backends.database, lease=settings.worker_lease, worker_id=backends.worker_id)
-
-
-def _log_start(job_file: Path, out_dir: Path | str, settings: Settings) -> None:
-    """The log's first line of a run: what runs, where, and every setting not at its default."""
-    default = Settings(api_key="")
-    chosen: dict[str, object] = {
-        f.name: getattr(settings, f.name)
-        for f in dataclasses.fields(Settings)
-        if f.name not in ("api_key", "base_url", "selection")
-        and getattr(settings, f.name) != getattr(default, f.name)
-    }
-    selection = settings.selection  # (ids by count: --only-file may name a million)
-    chosen["concurrency"] = settings.concurrency
-    chosen |= {
-        "only": len(selection.only) if selection.only is not None else None,
-        "redo": len(selection.redo) or None,
-        "retry_failed": ",".join(sorted(selection.retry_failed)) or None,
-        "frozen": selection.frozen or None,
-    }
-    chosen = {k: v for k, v in chosen.items() if v is not None}
-    log.info(
-        "run started: batchgen %s, job file %s, output %s, API %s; %s",
-        version("batchgen"),
-        job_file,
-        out_dir,
-        settings.base_url,
-        ", ".join(f"{k}={v}" for k, v in chosen.items()),
-    )
-
-
-def _warn_in_flight(jobs: list[tuple[str, list[str]]], what: str) -> None:
-    """Say, before anything is sent again, which requests may have been charged without an
-    answer recorded, with the X-Client-Request-Ids the usage logs settle them by."""
-    if jobs:
-        log.warning(
-            "%d job(s) %s; each may have been charged once, and a run sends it again. Match the"
-            " X-Client-Request-Ids in the API's usage logs (GET /v2/logs): %s",
-            len(jobs),
-            what,
-            "; ".join(f"{job}: {ids[-1]}" for job, ids in jobs[:20] if ids),
-        )
 
 
 class _Pool:
@@ -315,7 +262,11 @@ class _Pool:
     async def _dispatch_all(self, chunk: list[Job], group: asyncio.TaskGroup) -> bool:
         """Dispatch a chunk (a worker: in batches, each claimed first); False once stopped."""
         share = self.share
-        parts = [chunk] if share is None else [chunk[i : i + share.batch] for i in range(0, len(chunk), share.batch)]
+        parts = (
+            [chunk]
+            if share is None
+            else [chunk[i : i + share.batch] for i in range(0, len(chunk), share.batch)]
+        )
         for part in parts:
             if self.control.stopping:
                 return False
@@ -382,7 +333,7 @@ class _Pool:
     def _judge(self, job: Job, row: JobRow | None) -> Verdict:
         if row is not None and row.state is JobState.DISPATCHED:  # sent by a run that stopped
             self.report.in_flight_before.append((job.id, row.client_request_ids))
-            _warn_in_flight([(job.id, row.client_request_ids)], "was in flight when an earlier run stopped")
+            warn_in_flight([(job.id, row.client_request_ids)], "was in flight when an earlier run stopped")
         verdict = judge(row, job, self.settings.selection)
         if verdict.changed and verdict.skip:
             self.report.frozen.append(job.id)
@@ -436,6 +387,25 @@ class _Pool:
             self._count(outcome, attempt.tokens_used)
         finally:
             place.give_back()
+
+    async def account(self, before: dict[str, list[str]], *, listed: bool) -> None:
+        """After the pool ran: count the jobs it never judged (not reached, or a worker's:
+        the other workers'), end the folder's listing of the file (``listed``: the whole file
+        was read), and note the requests this run left in flight (``before``: those an earlier
+        run had)."""
+        report, share = self.report, self.share
+        left = report.total - report.tally.seen
+        if share is not None and self.judged_all:
+            report.tally.other_worker += left
+        else:
+            report.tally.not_reached += left
+        if self.judged_all and listed and share is None:  # the folder can tell which jobs the file lacks
+            await self.folder.listing("done")
+        report.cancelled = [
+            (job, ids)
+            for job, ids in await self.folder.in_flight()
+            if before.get(job) != ids and (share is None or job in self.sent_here)
+        ]
 
     def count(self, outcome: Outcome) -> None:
         """Count one job's ``outcome`` judged outside the pool (a worker's share)."""

@@ -190,7 +190,9 @@ class Coordinator:
             except psycopg.OperationalError as exc:
                 self._close()
                 if time.monotonic() + pause > deadline:
-                    raise StorageError(f"cannot reach the state database {self._where}: {exc}".strip()) from exc
+                    raise StorageError(
+                        f"cannot reach the state database {self._where}: {exc}".strip()
+                    ) from exc
                 log.warning("the state database %s is unreachable; retrying: %s", self._where, exc)
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)

@@ -120,7 +120,7 @@ class OutputFolder:
             try:
                 shared = cast("SharedState", state) if backends and backends.database else None
                 writer = GroupWriter(state, output, thread, max_pixels=max_pixels, shared=shared)
-                await writer.on_thread(writer.sync_manifest)
+                await writer.on_thread(writer.catch_up)
                 writer.start()
                 try:
                     yield cls(state, output, writer, source)

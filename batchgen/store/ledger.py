@@ -34,7 +34,10 @@ CREATE TABLE IF NOT EXISTS budget_shares (
 );
 """
 
-_ALIVE = "EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = s.worker_id AND w.ended_at IS NULL AND w.until > now())"
+_ALIVE = (
+    "EXISTS (SELECT 1 FROM workers w"
+    " WHERE w.worker_id = s.worker_id AND w.ended_at IS NULL AND w.until > now())"
+)
 
 
 class BudgetLedger:
@@ -59,15 +62,22 @@ class BudgetLedger:
         flight)."""
         with self._db().transaction():
             self._db().execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (scope,))
-            usd, credits, others = self._db().execute(
-                "SELECT b.base_usd + COALESCE(SUM(s.spent_usd + s.reserved_usd), 0),"
-                " b.base_credits + COALESCE(SUM(s.spent_credits + s.reserved_credits), 0),"
-                f" COALESCE(SUM(s.in_flight) FILTER (WHERE s.worker_id <> %s AND {_ALIVE}), 0)"  # noqa: S608
-                " FROM budgets b LEFT JOIN budget_shares s ON s.scope = b.scope WHERE b.scope = %s"
-                " GROUP BY b.base_usd, b.base_credits",
-                (self.worker_id, scope),
-            ).fetchone()
-            fits = all(limit is None or total + n <= limit for total, n, limit in zip((usd, credits), need, cap))
+            usd, credits, others = (
+                self._db()
+                .execute(
+                    "SELECT b.base_usd + COALESCE(SUM(s.spent_usd + s.reserved_usd), 0),"  # noqa: S608 - (ours)
+                    " b.base_credits + COALESCE(SUM(s.spent_credits + s.reserved_credits), 0),"
+                    f" COALESCE(SUM(s.in_flight) FILTER (WHERE s.worker_id <> %s AND {_ALIVE}), 0)"
+                    " FROM budgets b LEFT JOIN budget_shares s ON s.scope = b.scope WHERE b.scope = %s"
+                    " GROUP BY b.base_usd, b.base_credits",
+                    (self.worker_id, scope),
+                )
+                .fetchone()
+            )
+            fits = all(
+                limit is None or total + n <= limit
+                for total, n, limit in zip((usd, credits), need, cap, strict=True)
+            )
             if fits:
                 self._db().execute(
                     "INSERT INTO budget_shares (scope, worker_id, reserved_usd, reserved_credits, in_flight)"
@@ -82,8 +92,9 @@ class BudgetLedger:
     def settle(self, scope: str, reserved: tuple[int, int], cost: tuple[int, int]) -> None:
         """Replace a reservation by what the answer cost."""
         self._db().execute(
-            "UPDATE budget_shares SET reserved_usd = reserved_usd - %s, reserved_credits = reserved_credits - %s,"
-            " spent_usd = spent_usd + %s, spent_credits = spent_credits + %s, in_flight = in_flight - 1"
+            "UPDATE budget_shares SET reserved_usd = reserved_usd - %s,"
+            " reserved_credits = reserved_credits - %s, spent_usd = spent_usd + %s,"
+            " spent_credits = spent_credits + %s, in_flight = in_flight - 1"
             " WHERE scope = %s AND worker_id = %s",
             (*reserved, *cost, scope, self.worker_id),
         )

@@ -64,7 +64,11 @@ class OutputLocation:
         if self.url is None:
             return LocalFolder(self.root, shared=shared)
         return ObjectStoreOutput(
-            open_store(self.url), self.url, self.root, lease_store=open_store(self.url, quick=True), shared=shared
+            open_store(self.url),
+            self.url,
+            self.root,
+            lease_store=open_store(self.url, quick=True),
+            shared=shared,
         )
 
     def backends(self) -> Backends | None:

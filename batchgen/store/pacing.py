@@ -13,8 +13,8 @@ run. Times are the database server's (``clock_timestamp()``, seconds since the e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["PACING_SCHEMA", "Exchange", "LogRow", "RateLog"]
@@ -104,10 +104,14 @@ class RateLog:
             if propose is not None and all(r.worker_id == self.worker_id for r in rows):
                 wait = self._ceiling(now, spacing) if spacing else 0.0
                 if wait <= 0:
-                    sent = self._db().execute(
-                        "INSERT INTO rate_log (worker_id, at, probe) VALUES (%s, %s, %s) RETURNING seq",
-                        (self.worker_id, now, propose),
-                    ).fetchone()[0]
+                    sent = (
+                        self._db()
+                        .execute(
+                            "INSERT INTO rate_log (worker_id, at, probe) VALUES (%s, %s, %s) RETURNING seq",
+                            (self.worker_id, now, propose),
+                        )
+                        .fetchone()[0]
+                    )
                     if sent % 1000 == 0:  # (now and then: the log keeps KEEP seconds)
                         self._db().execute("DELETE FROM rate_log WHERE at < %s", (now - KEEP,))
             newest = self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM rate_log").fetchone()[0]
@@ -118,7 +122,9 @@ class RateLog:
         self._db().execute(
             "INSERT INTO pacing (run_id, next_at) VALUES (%s, 0) ON CONFLICT DO NOTHING", (self.run_id,)
         )
-        next_at = self._db().execute("SELECT next_at FROM pacing WHERE run_id = %s", (self.run_id,)).fetchone()[0]
+        next_at = (
+            self._db().execute("SELECT next_at FROM pacing WHERE run_id = %s", (self.run_id,)).fetchone()[0]
+        )
         if next_at > now:
             return float(next_at - now)
         self._db().execute("UPDATE pacing SET next_at = %s WHERE run_id = %s", (now + spacing, self.run_id))

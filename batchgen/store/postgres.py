@@ -97,7 +97,8 @@ class PostgresState(SqlReads):
                 state._db.execute(SCHEMA + WORKERS_SCHEMA + PACING_SCHEMA + LEDGER_SCHEMA)
                 if output:
                     state._db.execute(
-                        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (OUTPUT_KEY, output)
+                        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (OUTPUT_KEY, output),
                     )
             owner = state.get_meta(OUTPUT_KEY)
             if output and owner and owner != output:
@@ -122,7 +123,9 @@ class PostgresState(SqlReads):
         if self._manifest_held:
             return False
         if wait <= 0:
-            taken = self._call(lambda: self._db.execute("SELECT pg_try_advisory_lock(%s)", (MANIFEST_LOCK,)).fetchone()[0])
+            taken = self._call(
+                lambda: self._db.execute("SELECT pg_try_advisory_lock(%s)", (MANIFEST_LOCK,)).fetchone()[0]
+            )
         else:
             taken = self._call(lambda: self._wait_for_manifest(wait))
         self._manifest_held = bool(taken)
@@ -136,12 +139,18 @@ class PostgresState(SqlReads):
 
     def record_seq_at(self, offset: int) -> int:
         """The ``seq`` of the record at ``offset`` (0-based, in order), 0 for none."""
-        rows = self._read("SELECT seq FROM records ORDER BY seq LIMIT 1 OFFSET %s", (offset,)) if offset >= 0 else []
+        rows = (
+            self._read("SELECT seq FROM records ORDER BY seq LIMIT 1 OFFSET %s", (offset,))
+            if offset >= 0
+            else []
+        )
         return int(rows[0][0]) if rows else 0
 
     def records_after(self, seq: int, *, limit: int = 1000) -> tuple[list[str], int]:
         """Up to ``limit`` manifest lines past record ``seq``, in order, and the last one's seq."""
-        rows = self._read("SELECT seq, record FROM records WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit))
+        rows = self._read(
+            "SELECT seq, record FROM records WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit)
+        )
         lines = [text if text.endswith("\n") else text + "\n" for _, text in rows]
         return lines, int(rows[-1][0]) if rows else seq
 
@@ -242,7 +251,9 @@ class PostgresState(SqlReads):
                 return work()
             except psycopg.OperationalError as exc:
                 if not self._url or time.monotonic() + pause > deadline or not self._db.closed:
-                    raise StorageError(f"cannot {doing} the state database {self._where}: {exc}".strip()) from exc
+                    raise StorageError(
+                        f"cannot {doing} the state database {self._where}: {exc}".strip()
+                    ) from exc
                 log.warning("the state database %s is unreachable; retrying: %s", self._where, exc)
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
@@ -264,7 +275,9 @@ class PostgresState(SqlReads):
                 if self._worker_id and isinstance(event, Dispatched):
                     cursor.execute(CLAIM_CHECK, (event.job_id, self._worker_id))
                     if cursor.rowcount != 1:
-                        raise ClaimLost(f"job {event.job_id!r}: another worker took it over (this worker's lease ran out)")
+                        raise ClaimLost(
+                            f"job {event.job_id!r}: another worker took it over (this worker's lease ran out)"
+                        )
                 EFFECTS[type(event)](cursor, event)
 
 

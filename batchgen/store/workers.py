@@ -65,7 +65,10 @@ CREATE INDEX IF NOT EXISTS claims_by_worker ON claims (worker_id);
 """The coordination tables (created with the state's own, under its creator lock)."""
 
 _ALIVE = "w.ended_at IS NULL AND w.until > now()"
-_TAKEABLE = f"(c.worker_id IS NULL OR c.worker_id = %(me)s OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = c.worker_id AND {_ALIVE}))"  # noqa: E501
+_TAKEABLE = (
+    "(c.worker_id IS NULL OR c.worker_id = %(me)s OR NOT EXISTS"  # noqa: S608 - (ours)
+    f" (SELECT 1 FROM workers w WHERE w.worker_id = c.worker_id AND {_ALIVE}))"
+)
 
 CLAIM_CHECK = "UPDATE claims SET claimed_at = now() WHERE job_id = %s AND worker_id = %s"
 """Run in a dispatch's transaction: one row when the job is still this worker's (it locks the
@@ -104,10 +107,13 @@ class WorkerInfo:
 
 class WorkerRegistry:
     """The coordination statements of one worker, on the psycopg connection ``connection()``
-    gives (autocommit; each method one transaction). Every method runs on the caller's thread and raises what psycopg
-    raises (the caller turns it into a :class:`~batchgen.errors.StorageError`)."""
+    gives (autocommit; each method one transaction). Every method runs on the caller's thread
+    and raises what psycopg raises (the caller turns it into a
+    :class:`~batchgen.errors.StorageError`)."""
 
-    def __init__(self, connection: Callable[[], Any], worker_id: str, *, lease: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, connection: Callable[[], Any], worker_id: str, *, lease: float = LEASE_SECONDS
+    ) -> None:
         self._db = connection
         self.worker_id = worker_id
         self.lease = lease
@@ -118,9 +124,13 @@ class WorkerRegistry:
         me = {"me": self.worker_id, "lease": self.lease}
         with self._db().transaction():
             self._db().execute("SELECT pg_advisory_xact_lock(%s)", (_REGISTRY_LOCK,))
-            row = self._db().execute(
-                f"SELECT run_id FROM workers w WHERE {_ALIVE} ORDER BY started_at LIMIT 1"  # noqa: S608
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT run_id FROM workers w WHERE {_ALIVE} ORDER BY started_at LIMIT 1"  # noqa: S608
+                )
+                .fetchone()
+            )
             self.run_id = row[0] if row else self._db().execute("SELECT nextval('run_ids')").fetchone()[0]
             self._db().execute(
                 "INSERT INTO workers (worker_id, run_id, host, pid, until)"
@@ -168,8 +178,8 @@ class WorkerRegistry:
             free = [
                 row[0]
                 for row in self._db().execute(
-                    "SELECT c.job_id FROM claims c LEFT JOIN jobs j ON j.job_id = c.job_id"
-                    f" WHERE {_TAKEABLE} AND (c.worker_id IS DISTINCT FROM %(me)s)"  # noqa: S608
+                    "SELECT c.job_id FROM claims c LEFT JOIN jobs j ON j.job_id = c.job_id"  # noqa: S608 - (ours)
+                    f" WHERE {_TAKEABLE} AND (c.worker_id IS DISTINCT FROM %(me)s)"
                     " AND (j.state IS NULL OR j.state IN ('pending', 'answered'))"
                     ' ORDER BY c.job_id COLLATE "C" LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED',
                     {"me": self.worker_id, "limit": limit},
@@ -179,13 +189,17 @@ class WorkerRegistry:
 
     def others_busy(self) -> int:
         """Jobs other live workers hold and have not finished."""
-        row = self._db().execute(
-            "SELECT COUNT(*) FROM claims c JOIN workers w ON w.worker_id = c.worker_id"
-            " LEFT JOIN jobs j ON j.job_id = c.job_id"
-            f" WHERE c.worker_id <> %s AND {_ALIVE}"  # noqa: S608
-            " AND (j.state IS NULL OR j.state IN ('pending', 'dispatched', 'answered'))",
-            (self.worker_id,),
-        ).fetchone()
+        row = (
+            self._db()
+            .execute(
+                "SELECT COUNT(*) FROM claims c JOIN workers w ON w.worker_id = c.worker_id"  # noqa: S608 - (ours)
+                " LEFT JOIN jobs j ON j.job_id = c.job_id"
+                f" WHERE c.worker_id <> %s AND {_ALIVE}"
+                " AND (j.state IS NULL OR j.state IN ('pending', 'dispatched', 'answered'))",
+                (self.worker_id,),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def _take(self, free: list[str], *, resend: bool) -> Claimed:
@@ -207,17 +221,24 @@ class WorkerRegistry:
 def list_workers(connection: Any) -> list[WorkerInfo]:
     """Every worker of the latest run, by start (for ``status``)."""
     rows = connection.execute(
-        "SELECT w.worker_id, w.host, w.pid, w.started_at, w.beat_at, w.until, w.ended_at,"
-        f" ({_ALIVE}),"  # noqa: S608
+        "SELECT w.worker_id, w.host, w.pid, w.started_at, w.beat_at, w.until, w.ended_at,"  # noqa: S608 - (ours)
+        f" ({_ALIVE}),"
         " (SELECT COUNT(*) FROM claims c LEFT JOIN jobs j ON j.job_id = c.job_id"
         "  WHERE c.worker_id = w.worker_id AND (j.state IS NULL OR j.state NOT IN ('succeeded', 'failed')))"
         " FROM workers w WHERE w.run_id = (SELECT MAX(run_id) FROM workers) ORDER BY w.started_at"
     ).fetchall()
     return [
         WorkerInfo(
-            r[0], r[1], r[2], r[3].isoformat(), r[4].isoformat(), r[5].isoformat(),
-            r[6].isoformat() if r[6] else None, bool(r[7]), int(r[8]),
-        )  # fmt: skip
+            worker_id=r[0],
+            host=r[1],
+            pid=r[2],
+            started_at=r[3].isoformat(),
+            beat_at=r[4].isoformat(),
+            until=r[5].isoformat(),
+            ended_at=r[6].isoformat() if r[6] else None,
+            alive=bool(r[7]),
+            claims=int(r[8]),
+        )
         for r in rows
     ]
 
@@ -227,9 +248,9 @@ def possibly_billed(connection: Any) -> list[tuple[str, list[str]]]:
     import json  # noqa: PLC0415
 
     rows = connection.execute(
-        "SELECT j.job_id, j.client_request_ids FROM jobs j LEFT JOIN claims c ON c.job_id = j.job_id"
+        "SELECT j.job_id, j.client_request_ids FROM jobs j LEFT JOIN claims c ON c.job_id = j.job_id"  # noqa: S608 - (ours)
         " WHERE j.state = 'dispatched' AND NOT EXISTS (SELECT 1 FROM workers w"
-        f" WHERE w.worker_id = c.worker_id AND {_ALIVE})"  # noqa: S608
+        f" WHERE w.worker_id = c.worker_id AND {_ALIVE})"
         ' ORDER BY j.job_id COLLATE "C"'
     ).fetchall()
     return [(job, json.loads(ids)) for job, ids in rows]

@@ -136,16 +136,23 @@ class GroupWriter:
         self._wake.set()
         return await waiting.done
 
+    async def _woken(self) -> bool:
+        """Wait for work; False when a shared state's idle second passed first (the manifest
+        was brought up to date meanwhile)."""
+        if self._shared is None:
+            await self._wake.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._wake.wait(), PROJECT_EVERY)
+        except TimeoutError:
+            await self._project_safely()
+            return False
+        return True
+
     async def _write_groups(self) -> None:
         while True:
-            if self._shared is None:
-                await self._wake.wait()
-            else:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), PROJECT_EVERY)
-                except TimeoutError:
-                    await self._project_safely()
-                    continue
+            if not await self._woken():
+                continue
             self._wake.clear()
             group, self._waiting = self._waiting, []
             if not group:
@@ -264,6 +271,14 @@ class GroupWriter:
             log.warning("the manifest's last records are left for the next worker or run: %s", exc.message)
         finally:
             self._shared.release_manifest()
+
+    def catch_up(self) -> None:
+        """On the store's thread, before the run: bring the manifest in line with the state
+        (:meth:`sync_manifest`); with a shared state, only when no other worker appends it."""
+        if self._shared is None:
+            self.sync_manifest()
+        else:
+            self._project()
 
     def sync_manifest(self) -> int:
         """On the store's thread, before the run: cut a torn tail off the manifest, re-append

@@ -28,7 +28,9 @@ from batchgen.simulator import SIMULATOR_KEY
 LEASE = 3  # seconds: --worker-lease of the workers under test
 
 
-def start_worker(job_file: Path, out: Path, url: str, database: str, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    job_file: Path, out: Path | str, url: str, database: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """One worker: ``batchgen run`` with the shared state."""
     return subprocess.Popen(
         [
@@ -36,7 +38,7 @@ def start_worker(job_file: Path, out: Path, url: str, database: str, *extra: str
             "--state", database, "--concurrency", "4", "--worker-lease", str(LEASE), "--no-progress",
             "--max-retries", "30", *extra,
         ],
-        env={"AIMLAPI_KEY": SIMULATOR_KEY, "PATH": "/usr/bin:/bin"},
+        env={"AIMLAPI_KEY": SIMULATOR_KEY, "PATH": "/usr/bin:/bin", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -59,7 +61,9 @@ def billed(sim) -> Counter[str]:
 
 
 def status(out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-m", "batchgen", "status", str(out), "--json"], capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "batchgen", "status", str(out), "--json"], capture_output=True, check=False
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return json.loads(done.stdout)
 
@@ -133,13 +137,42 @@ def test_killed_workers_lose_nothing_and_what_they_sent_is_reported_not_resent(
     paid = billed(sim)
     assert all(n == 1 for n in paid.values())  # nothing paid twice...
     assert set(paid) <= jobs and set(done) <= set(paid)  # ... and what was paid is a record or reported
-    assert all(client.startswith(f"bg.{job}.") for job, client in possibly.items())  # (what the usage logs match)
+    assert all(
+        client.startswith(f"bg.{job}.") for job, client in possibly.items()
+    )  # (what the usage logs match)
 
     # The user's word: send the possibly billed ones again (each may then be paid twice, knowingly)
     again = finish(start_worker(job_file, out, sim.url, database, "--resend-possibly-billed"))
     assert again == [0]
     assert set(succeeded_once(out)) == jobs and set(succeeded_once(out).values()) == {1}
     assert all(n <= 1 + (job in possibly) for job, n in billed(sim).items())
+
+
+def test_workers_into_an_object_store_one_killed_leave_one_record_per_job_and_no_orphan(
+    make_simulator, postgres, s3, tmp_path
+):
+    sim = make_simulator(latency=0.2, seed=3)
+    jobs = {f"job-{i}" for i in range(30)}
+    job_file = write_jsonl(tmp_path / "jobs.jsonl", create_jobs(30))
+    url, database = s3.url("shared"), postgres()
+    workers = [start_worker(job_file, url, sim.url, database, env=s3.env) for _ in range(2)]
+    assert sim.state.wait_for(lambda s: s.generations >= 8, timeout=60)
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].communicate(timeout=30)
+
+    codes = finish(workers[1], start_worker(job_file, url, sim.url, database, env=s3.env))
+    if 1 in codes:  # (the killed worker had sent some: the user's word sends them)
+        assert finish(
+            start_worker(job_file, url, sim.url, database, "--resend-possibly-billed", env=s3.env)
+        ) == [0]
+
+    keys = sorted(k for k in s3.objects("shared/manifest/") if k.endswith(".jsonl"))
+    records = [json.loads(line) for key in keys for line in s3.read(key).decode().splitlines()]
+    done = Counter(r["job_id"] for r in records if r["status"] == "succeeded")
+    assert set(done) == jobs and set(done.values()) == {1} and len(records) == 30
+    listed = {image["path"] for r in records for image in r["images"]}
+    images = {k.removeprefix("shared/") for k in s3.objects("shared/images/")}
+    assert images == listed  # (no orphan, none missing)
 
 
 def test_a_budget_shared_by_four_workers_is_passed_by_no_more_than_was_in_flight(
