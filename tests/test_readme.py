@@ -134,7 +134,7 @@ def test_the_quick_starts_run_works_in_a_fresh_checkout(site):
     assert "succeeded now, 0 earlier" not in done.stderr and " 0 succeeded now" in done.stderr
 
 
-def test_the_object_store_examples_run(simulator, site, s3):
+def test_the_object_store_examples_run(simulator, site, s3, postgres):
     commands = [
         line.split("#")[0].strip()
         for text in blocks("sh")
@@ -143,7 +143,7 @@ def test_the_object_store_examples_run(simulator, site, s3):
     ]
     assert len(commands) >= 5
     s3.client.create_bucket(Bucket="my-bucket")
-    run_each(commands, site, {**s3.env, "AIMLAPI_BASE_URL": simulator.url})
-    assert simulator.state.generations == 2
+    run_each(commands, site, {**s3.env, "AIMLAPI_BASE_URL": simulator.url, "DATABASE_URL": postgres()})
+    assert simulator.state.generations == 4  # (the nightly jobs, into two outputs: one run, one worker)
     listed = s3.client.list_objects_v2(Bucket="my-bucket", Prefix="datasets/nightly/")["Contents"]
     assert [item["Key"] for item in listed] == ["datasets/nightly/part-000000.parquet"]

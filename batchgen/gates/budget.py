@@ -40,7 +40,7 @@ from batchgen.settings import Settings
 if TYPE_CHECKING:
     from batchgen.store import OutputFolder
 
-__all__ = ["Budget", "BudgetLedger", "RequestCap", "budget_gates"]
+__all__ = ["Budget", "BudgetLedger", "RequestCap", "SharedBudgets", "budget_gates"]
 
 _NONE = Decimal("Infinity")
 POLL_SECONDS = 0.5  # how often a worker waiting on other workers' requests looks again

@@ -22,7 +22,7 @@ from batchgen.errors import BatchgenError, RateLimited, RequestError
 from batchgen.gates import Send
 from batchgen.gates.learned import LearnedLimit, _Sample
 
-__all__ = ["RateExchange", "SharedLimit"]
+__all__ = ["Exchanged", "LogEntry", "RateExchange", "SharedLimit"]
 
 log = logging.getLogger(__name__)
 

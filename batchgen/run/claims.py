@@ -14,6 +14,7 @@ exits once no job is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -23,14 +24,23 @@ from batchgen.jobs.load import Job, JobFileSummary, iter_jobs
 from batchgen.outcome import JobState, Outcome
 from batchgen.run.selection import judge
 from batchgen.settings import Settings
-from batchgen.store import OutputFolder
+from batchgen.store import Backends, OutputFolder
 from batchgen.store.coordinator import Coordinator
 
-__all__ = ["POLL_SECONDS", "WorkerShare"]
+__all__ = ["POLL_SECONDS", "WorkerShare", "worker_seat"]
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a worker done with its pass looks for jobs left by dead workers
+
+
+def worker_seat(
+    backends: Backends | None, settings: Settings
+) -> contextlib.AbstractAsyncContextManager[Coordinator | None]:
+    """A worker's seat in the run when its state is shared (PostgreSQL), else nothing."""
+    if backends is None or backends.database is None:
+        return contextlib.nullcontext()
+    return Coordinator.open(backends.database, lease=settings.worker_lease, worker_id=backends.worker_id)
 
 
 class WorkerShare:

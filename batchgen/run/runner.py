@@ -31,12 +31,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from batchgen.api.client import MAX_RETRY_AFTER, ApiClient, open_session
+from batchgen.api.client import ApiClient, open_session
 from batchgen.errors import (
-    LONG_RETRY_AFTER,
     JobFileChanged,
     JobFileError,
-    RateLimited,
     RequestError,
     StorageError,
     UsageError,
@@ -45,17 +43,17 @@ from batchgen.gates.chain import RunGates, run_gates
 from batchgen.jobs.load import Job, JobFileSummary, iter_jobs, scan_job_file, still_as_scanned
 from batchgen.outcome import JobState, Outcome, Tally
 from batchgen.run.announce import log_start, warn_in_flight
-from batchgen.run.claims import WorkerShare
+from batchgen.run.claims import WorkerShare, worker_seat
 from batchgen.run.control import RunControl, stop_signals
 from batchgen.run.feed import chunks
 from batchgen.run.job import JobRun
+from batchgen.run.not_before import wait_out_retry_after
 from batchgen.run.observers import MetricsFile, ProgressBar, ReportPage, RunObserver, RunView
 from batchgen.run.retry import Interrupted, Place, RetryPolicy
 from batchgen.run.selection import Verdict, judge
 from batchgen.run.summary import RunReport
 from batchgen.settings import Settings, load_api_key, resolve_base_url
 from batchgen.store import Backends, JobRow, ManifestRecord, OutputFolder
-from batchgen.store.coordinator import Coordinator
 
 __all__ = ["RunReport", "run_batch"]
 
@@ -108,7 +106,7 @@ async def run_batch(
         parents=settings.create_parents,
         backends=backends,
     )
-    async with folder_open as folder, _worker_seat(backends, settings) as seat:
+    async with folder_open as folder, worker_seat(backends, settings) as seat:
         log_start(job_file, backends.name if backends and backends.name else out_dir, settings)
         await folder.run_started(summary.count)
         total = summary.count if summary.selected is None else summary.selected
@@ -143,15 +141,6 @@ async def run_batch(
     for observer in observers:
         await observer.closed(report)
     return report
-
-
-def _worker_seat(
-    backends: Backends | None, settings: Settings
-) -> contextlib.AbstractAsyncContextManager[Coordinator | None]:
-    """A worker's seat in the run when its state is shared (PostgreSQL), else nothing."""
-    if backends is None or backends.database is None:
-        return contextlib.nullcontext()
-    return Coordinator.open(backends.database, lease=settings.worker_lease, worker_id=backends.worker_id)
 
 
 class _Pool:
@@ -194,7 +183,7 @@ class _Pool:
         for signum in signals:
             loop.add_signal_handler(signum, self._on_signal)
         try:
-            if await self._wait_out_retry_after():
+            if await wait_out_retry_after(self.folder, self.settings, self.control, self.stop):
                 async with asyncio.TaskGroup() as group:
                     feeder = group.create_task(self._feed(jobs, group))
                     self._live.add(feeder)
@@ -206,33 +195,6 @@ class _Pool:
             not_before = self.gates.retry_after.not_before
             if not_before > time.time():
                 await self.folder.set_not_before(not_before)
-
-    async def _wait_out_retry_after(self) -> bool:
-        """Honour a Retry-After an earlier run was given (at most :data:`MAX_RETRY_AFTER` from
-        now, whatever the folder holds; ``--ignore-retry-after`` clears it); False when the run
-        must not start."""
-        if self.settings.ignore_retry_after:
-            await self.folder.set_not_before(0)
-            return True
-        wait = min(await self.folder.not_before() - time.time(), MAX_RETRY_AFTER)
-        if wait <= 0:
-            return True
-        if wait > LONG_RETRY_AFTER:
-            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + wait))
-            self.stop(
-                RateLimited(
-                    f"the API asked an earlier run to wait until {until} (Retry-After);"
-                    " --ignore-retry-after starts now",
-                    long_wait=True,
-                )
-            )
-            return False
-        log.info("an earlier run was asked to wait (Retry-After): starting in %.1fs", wait)
-        try:
-            await self.control.unless_stopped(asyncio.sleep(wait))
-        except Interrupted:
-            return False
-        return True
 
     async def _feed(self, jobs: Iterator[Job], group: asyncio.TaskGroup) -> None:
         async with contextlib.aclosing(chunks(jobs)) as feed:

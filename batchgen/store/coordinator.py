@@ -4,10 +4,11 @@ the shared budgets (:mod:`.ledger`), on a connection and a thread of their own, 
 never waits behind a group commit.
 
 When the database goes away (a restart, a failover), each call waits for it, reconnecting, for
-up to :data:`RECONNECT_SECONDS`, then raises :class:`~batchgen.errors.StorageError` (the run
-stops resumably, exit 75). A worker whose heartbeat failed for two thirds of its lease stops
-dispatching: another worker may take its unsent jobs over (and a dispatch checks its claim
-anyway: :data:`~batchgen.store.workers.CLAIM_CHECK`).
+up to :data:`~batchgen.store.postgres.RECONNECT_SECONDS`, then raises
+:class:`~batchgen.errors.StorageError` (the run stops resumably, exit 75). A worker whose
+heartbeat failed for two thirds of its lease stops dispatching: another worker may take its
+unsent jobs over (and a dispatch checks its claim anyway:
+:data:`~batchgen.store.workers.CLAIM_CHECK`).
 
 Example::
 
@@ -30,30 +31,25 @@ from typing import Any, TypeVar
 from batchgen.errors import StorageError
 from batchgen.store.ledger import BudgetLedger
 from batchgen.store.pacing import Exchange, RateLog
-from batchgen.store.postgres import connect, without_password
+from batchgen.store.postgres import RECONNECT_SECONDS, Reconnecting
 from batchgen.store.workers import LEASE_SECONDS, Claimed, WorkerRegistry, new_worker_id, possibly_billed
 
-__all__ = ["RECONNECT_SECONDS", "Coordinator"]
+__all__ = ["Coordinator"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-RECONNECT_SECONDS = 120.0
-"""How long a call waits for the database to come back before the run stops (resumably)."""
 
 
 class Coordinator:
     """A worker's registration, claims, shared rate log and budgets (see the module doc).
 
     Open it with :meth:`open`; every coroutine raises :class:`StorageError` when the database
-    stays unreachable for :data:`RECONNECT_SECONDS`.
+    stays unreachable for :data:`~batchgen.store.postgres.RECONNECT_SECONDS`.
     """
 
     def __init__(self, url: str, worker_id: str, lease: float) -> None:
-        self._url = url
-        self._where = without_password(url)
+        self._conn = Reconnecting(url)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchgen-coordinator")
-        self._db: Any = None
         self.registry = WorkerRegistry(self._connection, worker_id, lease=lease)
         self._ledger = BudgetLedger(self._connection, worker_id)
         self._beat_ok = time.monotonic()
@@ -118,7 +114,7 @@ class Coordinator:
 
     async def possibly_billed(self) -> list[str]:
         """Jobs a worker that is no longer alive left dispatched, by id."""
-        return [job for job, _ in await self._call(lambda: possibly_billed(self._db))]
+        return [job for job, _ in await self._call(lambda: possibly_billed(self._conn.db))]
 
     async def others_busy(self) -> int:
         """Unfinished jobs other live workers hold."""
@@ -155,7 +151,7 @@ class Coordinator:
     # -- internals ------------------------------------------------------------------------------
 
     def _connection(self) -> Any:
-        return self._db
+        return self._conn.db
 
     async def _beat(self) -> None:
         while True:
@@ -177,30 +173,7 @@ class Coordinator:
         )
 
     def _retrying(self, work: Callable[[], T], patience: float = RECONNECT_SECONDS) -> T:
-        """Run ``work`` on a live connection, reconnecting while the database is away."""
-        import psycopg  # noqa: PLC0415
-
-        deadline = time.monotonic() + patience
-        pause = 0.2
-        while True:
-            try:
-                if self._db is None or self._db.closed:
-                    self._db = connect(self._url)
-                return work()
-            except psycopg.OperationalError as exc:
-                self._close()
-                if time.monotonic() + pause > deadline:
-                    raise StorageError(
-                        f"cannot reach the state database {self._where}: {exc}".strip()
-                    ) from exc
-                log.warning("the state database %s is unreachable; retrying: %s", self._where, exc)
-                time.sleep(pause)
-                pause = min(2.0, pause * 2)
-            except psycopg.Error as exc:
-                raise StorageError(f"the state database {self._where} refused: {exc}".strip()) from exc
+        return self._conn.run(work, doing="reach", patience=patience)
 
     def _close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                self._db.close()
-            self._db = None
+        self._conn.close()

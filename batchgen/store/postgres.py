@@ -15,11 +15,12 @@ dispatch commits only while the job's claim is the worker's own. One database (o
 through ``options=-csearch_path=...`` in the URL) per output, which the state remembers. A NUL
 character (``\\u0000``) in an answer or a record becomes U+FFFD here: PostgreSQL's ``jsonb``,
 which reads them, refuses it. When the connection is lost, a call reconnects and tries again for
-up to :data:`~batchgen.store.coordinator.RECONNECT_SECONDS`.
+up to :data:`RECONNECT_SECONDS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,7 +43,7 @@ from batchgen.store.state import (
 )
 from batchgen.store.workers import CLAIM_CHECK, WORKERS_SCHEMA, WorkerInfo, list_workers, possibly_billed
 
-__all__ = ["PostgresState", "connect", "is_postgres_url", "without_password"]
+__all__ = ["PostgresState", "Reconnecting", "is_postgres_url", "without_password"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +52,7 @@ CREATE_LOCK = 0x62617464  # advisory lock keys: one creator of the tables,
 COMMIT_LOCK = 0x62617463  # ... one group commit at a time (records in commit order),
 MANIFEST_LOCK = 0x62617467  # ... one worker appending the manifest
 OUTPUT_KEY = "output"  # meta: the --out the state belongs to
-RECONNECT_SECONDS = 120.0  # how long a call waits for a lost database (as the coordinator's)
+RECONNECT_SECONDS = 120.0  # how long a call waits for a lost database before it gives up
 
 
 def is_postgres_url(value: str) -> bool:
@@ -71,12 +72,19 @@ class PostgresState(SqlReads):
         mark="%s", by_id=' COLLATE "C"', anew="COUNT(*) FILTER (WHERE generation > 0)", no_limit=None
     )
 
-    def __init__(self, connection: Any, where: str, *, url: str = "", worker_id: str | None = None) -> None:
-        self._db = connection
-        self._url = url
-        self._where = where  # the URL without its password, for messages
+    def __init__(self, connection: Reconnecting, *, worker_id: str | None = None) -> None:
+        self._conn = connection
+        self._where = connection.where  # (the URL without its password, for messages)
         self._worker_id = worker_id
-        self._manifest_held = False
+        self._manifest_held_in = -1  # the connection that holds the manifest lock (its generation)
+
+    @property
+    def _db(self) -> Any:
+        return self._conn.db
+
+    @property
+    def _manifest_held(self) -> bool:
+        return self._manifest_held_in == self._conn.generation  # (a session lock goes with its connection)
 
     @classmethod
     def open(
@@ -88,7 +96,9 @@ class PostgresState(SqlReads):
         must hold (:data:`~batchgen.store.workers.CLAIM_CHECK`). Raises :class:`StorageError`
         when the database cannot be reached, :class:`UsageError` when psycopg is not installed."""
         where = without_password(url)
-        state = cls(connect(url), where, url=url, worker_id=worker_id)
+        connection = Reconnecting(url)
+        connection.run(lambda: None, doing="open", patience=0)
+        state = cls(connection, worker_id=worker_id)
         if read_only:
             return state
         try:
@@ -112,7 +122,7 @@ class PostgresState(SqlReads):
 
     def close(self) -> None:
         """Close the connection (everything is already committed; the manifest lock goes with it)."""
-        self._db.close()
+        self._conn.close()
 
     # -- the manifest, a projection of the records (several workers) ---------------------------
 
@@ -128,13 +138,15 @@ class PostgresState(SqlReads):
             )
         else:
             taken = self._call(lambda: self._wait_for_manifest(wait))
-        self._manifest_held = bool(taken)
-        return True if taken else None
+        if not taken:
+            return None
+        self._manifest_held_in = self._conn.generation
+        return True
 
     def release_manifest(self) -> None:
         """Let another worker append the manifest."""
         if self._manifest_held:
-            self._manifest_held = False
+            self._manifest_held_in = -1
             self._call(lambda: self._db.execute("SELECT pg_advisory_unlock(%s)", (MANIFEST_LOCK,)))
 
     def record_seq_at(self, offset: int) -> int:
@@ -238,27 +250,7 @@ class PostgresState(SqlReads):
         return self._call(lambda: list(self._db.execute(sql, params).fetchall()), doing="read")
 
     def _call(self, work: Callable[[], T], *, doing: str = "use") -> T:
-        """Run ``work``; when the connection is lost, reconnect and run it again, for up to
-        :data:`RECONNECT_SECONDS` (a restarted server). Raises :class:`StorageError`."""
-        psycopg = _psycopg()
-        deadline = time.monotonic() + RECONNECT_SECONDS
-        pause = 0.2
-        while True:
-            try:
-                if self._db.closed and self._url:
-                    self._db = connect(self._url)
-                    self._manifest_held = False  # (a session lock goes with its connection)
-                return work()
-            except psycopg.OperationalError as exc:
-                if not self._url or time.monotonic() + pause > deadline or not self._db.closed:
-                    raise StorageError(
-                        f"cannot {doing} the state database {self._where}: {exc}".strip()
-                    ) from exc
-                log.warning("the state database %s is unreachable; retrying: %s", self._where, exc)
-                time.sleep(pause)
-                pause = min(2.0, pause * 2)
-            except psycopg.Error as exc:
-                raise StorageError(f"cannot {doing} the state database {self._where}: {exc}".strip()) from exc
+        return self._conn.run(work, doing=doing)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -281,18 +273,51 @@ class PostgresState(SqlReads):
                 EFFECTS[type(event)](cursor, event)
 
 
-def connect(url: str) -> Any:
-    """A psycopg connection to ``url`` (autocommit; every commit durable; 10 s to connect).
-    Raises :class:`UsageError` when psycopg is missing, :class:`StorageError` when the
-    database cannot be reached."""
-    psycopg = _psycopg()
-    try:
-        connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        # (each commit durable before the write-ahead order goes on, whatever the server's default)
-        connection.execute("SET synchronous_commit = on")
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot open the state database {without_password(url)}: {exc}".strip()) from exc
-    return connection
+class Reconnecting:
+    """A psycopg connection to ``url`` (autocommit; every commit durable; 10 s to connect) that
+    comes back: :meth:`run` reconnects and runs its work again while the server is away (a
+    restart, a failover). ``generation`` counts the connections made (session locks go with
+    each)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = without_password(url)  # (for messages)
+        self.db: Any = None
+        self.generation = 0
+
+    def run(self, work: Callable[[], T], *, doing: str = "use", patience: float = RECONNECT_SECONDS) -> T:
+        """``work()`` on a live connection (:attr:`db`), reconnecting for up to ``patience``
+        seconds when the connection is lost. Raises :class:`StorageError` (any other database
+        error at once), :class:`UsageError` when psycopg is missing."""
+        psycopg = _psycopg()
+        deadline = time.monotonic() + patience
+        pause = 0.2
+        while True:
+            try:
+                if self.db is None or self.db.closed:
+                    self.db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+                    self.generation += 1
+                    # (each commit durable before the write-ahead goes on, whatever the server's default)
+                    self.db.execute("SET synchronous_commit = on")
+                return work()
+            except psycopg.OperationalError as exc:
+                lost = self.db is None or self.db.closed
+                if not lost or time.monotonic() + pause > deadline:
+                    raise StorageError(
+                        f"cannot {doing} the state database {self.where}: {exc}".strip()
+                    ) from exc
+                log.warning("the state database %s is unreachable; retrying: %s", self.where, exc)
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot {doing} the state database {self.where}: {exc}".strip()) from exc
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.db = None
 
 
 def _psycopg() -> Any:

@@ -37,7 +37,9 @@ __all__ = [
     "Claimed",
     "WorkerInfo",
     "WorkerRegistry",
+    "list_workers",
     "new_worker_id",
+    "possibly_billed",
 ]
 
 LEASE_SECONDS = 30.0
