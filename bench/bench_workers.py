@@ -3,6 +3,7 @@ run against ``batchgen simulate-server`` in its own process, a private PostgreSQ
 (``tests/pg_server.py``) on a unix socket.
 
     python bench/bench_workers.py [--jobs 600] [--workers 1,2,4] [--limit 5] [--latency 1]
+                                  [--free-jobs 2000] [--free-latency 0.05]
 
 Per setting: wall seconds, POSTs, the share answered 429, generations per second from the first
 POST to the last as a share of the limit (``admitted``), the busiest 10 s window, the workers'
@@ -25,6 +26,7 @@ from typing import Any
 from harness import KEY, batchgen, server, stats, write_jobs
 
 HERE = Path(__file__).resolve().parent
+LOGS = Path(tempfile.gettempdir())  # each worker's log: <tmp>/w<N>-limit|free-<ns>-<i>.log
 sys.path.insert(0, str(HERE.parent / "tests"))
 from pg_server import PrivatePostgres  # noqa: E402
 
@@ -66,20 +68,19 @@ def run(
         started = time.monotonic()
         line = batchgen(job_file, out, url, "--state", database, "--concurrency", "16", "--max-retries", "30",
                         *extra)  # fmt: skip
+        logs = [(LOGS / f"{name}-{i}.log").open("wb") for i in range(workers)]
         procs = [
             subprocess.Popen(
-                line,
-                env={**os.environ, "AIMLAPI_KEY": KEY},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                line, env={**os.environ, "AIMLAPI_KEY": KEY}, stdout=subprocess.DEVNULL, stderr=log
             )
-            for _ in range(workers)
+            for log in logs
         ]
         cpu, codes = 0.0, []
-        for proc in procs:
+        for proc, log in zip(procs, logs, strict=True):
             _, status, usage = os.wait4(proc.pid, 0)
             codes.append(os.waitstatus_to_exitcode(status))
             cpu += usage.ru_utime + usage.ru_stime
+            log.close()
         wall = time.monotonic() - started
         seen = stats(url)
         after = database_load(database)
@@ -113,6 +114,9 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=5.0, help="requests per sliding second (0: none)")
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--free-jobs", type=int, default=2000, help="jobs of the runs without a limit")
+    parser.add_argument(
+        "--free-latency", type=float, default=0.05, help="seconds per generation without a limit"
+    )
     parser.add_argument("--extra", default="", help="more batchgen options, space-separated")
     args = parser.parse_args()
     common: dict[str, Any] = {"latency": args.latency, "extra": args.extra.split()}
@@ -122,7 +126,8 @@ def main() -> None:
                 figures = run(pg, Path(tmp), jobs=args.jobs, workers=workers, limit=args.limit, **common)
                 print(f"{workers} worker(s), limit {args.limit}/s:", json.dumps(figures), flush=True)
             if args.free_jobs:
-                figures = run(pg, Path(tmp), jobs=args.free_jobs, workers=workers, limit=None, **common)
+                free = common | {"latency": args.free_latency}
+                figures = run(pg, Path(tmp), jobs=args.free_jobs, workers=workers, limit=None, **free)
                 print(f"{workers} worker(s), no limit:", json.dumps(figures), flush=True)
 
 

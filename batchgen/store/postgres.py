@@ -77,6 +77,7 @@ class PostgresState(SqlReads):
         self._where = connection.where  # (the URL without its password, for messages)
         self._worker_id = worker_id
         self._manifest_held_in = -1  # the connection that holds the manifest lock (its generation)
+        self._committing = False  # a group's COMMIT is on its way
 
     @property
     def _db(self) -> Any:
@@ -257,8 +258,22 @@ class PostgresState(SqlReads):
     def apply(self, events: list[Event]) -> list[BaseException | None]:
         """Apply ``events`` in one transaction (see :meth:`batchgen.store.sqlite.SqliteState.apply`),
         under the commit lock. A dispatch whose claim another worker took raises
-        :class:`~batchgen.store.events.ClaimLost` for that event alone."""
-        return self._call(lambda: apply_each_alone_if_refused(self._transaction, events), doing="write")
+        :class:`~batchgen.store.events.ClaimLost` for that event alone. A connection lost
+        before the commit is sent is reconnected and the group applied again; one lost while
+        committing raises :class:`StorageError` (whether it committed is unknown: the run stops,
+        and the next one reads what the state holds)."""
+        return self._call(lambda: self._apply_once(events), doing="write")
+
+    def _apply_once(self, events: list[Event]) -> list[BaseException | None]:
+        self._committing = False
+        try:
+            return apply_each_alone_if_refused(self._transaction, events)
+        except _psycopg().OperationalError as exc:
+            if self._committing:
+                raise StorageError(
+                    f"the connection to the state database {self._where} was lost while committing: {exc}"
+                ) from exc
+            raise
 
     def _transaction(self, events: list[Event]) -> None:
         with self._db.transaction(), self._db.cursor() as cursor:
@@ -271,6 +286,7 @@ class PostgresState(SqlReads):
                             f"job {event.job_id!r}: another worker took it over (this worker's lease ran out)"
                         )
                 EFFECTS[type(event)](cursor, event)
+            self._committing = True  # (the block's end sends COMMIT)
 
 
 class Reconnecting:
