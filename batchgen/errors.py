@@ -10,7 +10,8 @@ The tree::
     ├── JobFileChanged               the job file was edited during a run (the run stops, exit 75)
     ├── OutputLockedError            another live run holds the output folder (exit 73)
     ├── StorageError                 the output folder cannot be written (disk full...) (exit 75)
-    │   └── LeaseLost                an object-store output's lease taken over or not renewed (exit 75)
+    │   ├── LeaseLost                an object-store output's lease taken over or not renewed (exit 75)
+    │   └── StateDatabaseError       a PostgreSQL state unreachable, or lost mid-commit (exit 75)
     └── RequestError                 one job's request failed; .transient, .stops_run, .kind
         ├── ApiError                 the API answered with an HTTP error status
         │   ├── RequestRejected      400/422 and other 4xx: the job itself is wrong (permanent)
@@ -69,6 +70,7 @@ __all__ = [
     "RequestRejected",
     "RetryBudgetExhausted",
     "ServerError",
+    "StateDatabaseError",
     "StorageError",
     "TransportError",
     "Unreachable",
@@ -180,6 +182,12 @@ class LeaseLost(StorageError):
     hint = (
         "another run may hold the output now (`.batchgen/lease.json` names it): let it finish, then run again"
     )
+
+
+class StateDatabaseError(StorageError):
+    """The PostgreSQL state (``--state postgresql://...``) could not be reached or written."""
+
+    hint = "check that the database server is up and --state's URL; then run the same command again to resume"
 
 
 class RequestError(BatchgenError):

@@ -49,7 +49,7 @@ from batchgen.errors import RateLimited, RequestError
 from batchgen.gates import Send
 from batchgen.gates.limit_fit import FIT_POINTS, Point, near, refit
 
-__all__ = ["KINDS", "LearnedLimit"]
+__all__ = ["KINDS", "LearnedLimit", "Sample"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ PROBE_MOST = 8.0  # seconds between probes at the most (each refused probe doubl
 
 
 @dataclass(slots=True)
-class _Sample:
+class Sample:
     """One send: when (clock seconds), its counts (one per kind), and its outcome (None while
     in flight, True admitted, False refused); ``probe``: sent above a limit on purpose."""
 
@@ -103,7 +103,7 @@ class LearnedLimit:
         self._clock = clock
         self.limits: dict[int, int] = {}
         self.reason = "no 429 yet: no client-side limit"
-        self._samples: deque[_Sample] = deque()
+        self._samples: deque[Sample] = deque()
         self._alive: list[float] = []  # send times of requests not refused (sorted)
         self._in_flight = 0  # requests sent, not yet answered
         self._started = math.inf  # the first send
@@ -180,9 +180,9 @@ class LearnedLimit:
         probe = lifted and any(counts[kind] >= limit for kind, limit in self.limits.items())
         return wait, probe and wait <= 0
 
-    def sent(self, now: float, *, probe: bool = False) -> _Sample:
+    def sent(self, now: float, *, probe: bool = False) -> Sample:
         """Note a send at ``now`` (the model calls it directly); returns its sample."""
-        sample = _Sample(now, self._counts(now), probe=probe)
+        sample = Sample(now, self._counts(now), probe=probe)
         self._started = min(self._started, now)
         self._samples.append(sample)
         bisect.insort(self._alive, now)
@@ -200,10 +200,10 @@ class LearnedLimit:
     def settle(self, send: Send, error: RequestError | None) -> None:
         """Learn from an answer: a 429 may teach a limit; an admission may raise one."""
         sample = send.ticket
-        if isinstance(sample, _Sample):
+        if isinstance(sample, Sample):
             self.answered(sample, refused=isinstance(error, RateLimited))
 
-    def answered(self, sample: _Sample, *, refused: bool, at: float | None = None) -> None:
+    def answered(self, sample: Sample, *, refused: bool, at: float | None = None) -> None:
         """Note the answer to ``sample`` (the model calls it directly), heard ``at`` (default:
         now; another worker's answer, replayed, was heard earlier)."""
         if sample.outcome is not None:
@@ -227,7 +227,7 @@ class LearnedLimit:
 
     # -- learning -----------------------------------------------------------------------------
 
-    def _admitted(self, sample: _Sample, now: float) -> None:
+    def _admitted(self, sample: Sample, now: float) -> None:
         raised = [
             (kind, sample.counts[kind] + 1)
             for kind, limit in self.limits.items()
@@ -245,7 +245,7 @@ class LearnedLimit:
             else:
                 probing.next_at = now + probing.gap
 
-    def _refused(self, sample: _Sample, now: float) -> None:
+    def _refused(self, sample: Sample, now: float) -> None:
         if self._ramping and not self.limits:
             self._hold = True  # the opening met a limit: see what the requests in flight say
         self._ramping = False

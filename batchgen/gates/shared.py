@@ -20,13 +20,14 @@ from typing import Protocol
 
 from batchgen.errors import BatchgenError, RateLimited, RequestError
 from batchgen.gates import Send
-from batchgen.gates.learned import LearnedLimit, _Sample
+from batchgen.gates.learned import LearnedLimit, Sample
 
 __all__ = ["Exchanged", "LogEntry", "RateExchange", "SharedLimit"]
 
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 0.25  # seconds: a worker waiting to send brings its replica up to date this often
+ORPHANS_EVERY = 5.0  # seconds: how often it asks which sends of dead workers no answer will come to
 
 
 class LogEntry(Protocol):
@@ -57,16 +58,25 @@ class Exchanged(Protocol):
     def sent(self) -> int | None: ...
     @property
     def wait(self) -> float: ...
+    @property
+    def orphans(self) -> list[int] | None: ...
 
 
 class RateExchange(Protocol):
     """The run's rate log (:meth:`batchgen.store.coordinator.Coordinator.exchange`)."""
 
     async def exchange(
-        self, last: int, answers: list[tuple[int, bool, float]], *, propose: bool | None, spacing: float
+        self,
+        last: int,
+        answers: list[tuple[int, bool, float]],
+        *,
+        propose: bool | None,
+        spacing: float,
+        orphans: bool = False,
     ) -> Exchanged:
         """Add this worker's answers, read the others' entries past ``last``, and with
-        ``propose`` add a send if nothing new came and the ceiling allows it."""
+        ``propose`` add a send if nothing new came and the ceiling allows it; with ``orphans``,
+        list dead workers' sends no answer will come to."""
         ...
 
 
@@ -81,10 +91,11 @@ class SharedLimit:
         self._offset = 0.0  # the log's clock minus the loop's (seconds)
         self._best_rtt = math.inf
         self._last = 0
-        self._samples: dict[int, _Sample] = {}  # the log's sends not answered yet, by seq
+        self._samples: dict[int, Sample] = {}  # the log's sends not answered yet, by seq
         self._answers: list[tuple[int, bool, float]] = []  # this worker's, not in the log yet
         self._turn: asyncio.Lock | None = None
         self._exchanging = asyncio.Lock()
+        self._swept = -math.inf  # (loop time of the last look for orphaned sends)
         self._telling: asyncio.Task[None] | None = None  # (held: the loop keeps only weak references)
 
     async def enter(self, send: Send) -> None:
@@ -129,6 +140,8 @@ class SharedLimit:
                 await self._exchange(None)
         except BatchgenError as exc:  # (the next exchange hands them over)
             log.warning("the run's rate log did not hear this worker's 429s yet: %s", exc.message)
+        except RuntimeError:  # (the run ended meanwhile: its seat is closed)
+            pass
         finally:
             self._telling = None
 
@@ -142,8 +155,13 @@ class SharedLimit:
         loop = asyncio.get_running_loop()
         answers, self._answers = self._answers, []
         started = loop.time()
-        done = await self._log.exchange(self._last, answers, propose=propose, spacing=self._spacing)
+        sweep = started - self._swept >= ORPHANS_EVERY
+        done = await self._log.exchange(
+            self._last, answers, propose=propose, spacing=self._spacing, orphans=sweep
+        )
         ended = loop.time()
+        if sweep:
+            self._swept = started
         if ended - started < self._best_rtt:  # (the shortest round trip gives the best offset)
             self._best_rtt = ended - started
             self._offset = done.now - (started + ended) / 2
@@ -154,6 +172,10 @@ class SharedLimit:
                 sample = self._samples.pop(row.sent_seq, None)
                 if sample is not None:
                     self.learner.answered(sample, refused=bool(row.refused), at=row.at)
+        for seq in done.orphans or ():  # (their requests' fate is unknown: taken as admitted)
+            orphan = self._samples.pop(seq, None)
+            if orphan is not None:
+                self.learner.answered(orphan, refused=False, at=done.now)
         self._last = done.last
         if done.wait > 0:
             await asyncio.sleep(done.wait)

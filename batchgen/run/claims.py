@@ -96,12 +96,19 @@ class WorkerShare:
         """After the pass: batches of jobs taken over from workers that died or left, read again
         from ``job_file``; ends once no live worker holds an unfinished job. ``pause`` waits out
         each look's interval (and raises when the run stops)."""
+        foreign: list[str] = []  # jobs this worker's job file lacks (another file's worker claimed them)
         while True:
-            taken = await self._seat.take_over(self.batch)
+            taken = await self._seat.take_over(self.batch, foreign=foreign)
             if taken:
                 log.info("taking over %d job(s) of a worker that died or left", len(taken))
-                wanted = set(taken)
-                yield await asyncio.to_thread(_read_jobs, job_file, summary, wanted)
+                jobs = await asyncio.to_thread(_read_jobs, job_file, summary, set(taken))
+                lacking = sorted(set(taken) - {job.id for job in jobs})
+                if lacking:
+                    log.warning("%d job(s) left by a worker are not in %s: left to a worker of their file",
+                                len(lacking), job_file)  # fmt: skip
+                    foreign += lacking
+                    await self._seat.release(lacking)
+                yield jobs
                 continue
             if not await self._seat.others_busy():
                 if not self._settings.resend_possibly_billed:  # (what dead workers left sent)

@@ -96,7 +96,7 @@ async def run_batch(
     observers: list[RunObserver] = [ProgressBar()] if progress else []
     if settings.metrics_file is not None:
         observers.append(MetricsFile(settings.metrics_file))
-    if backends is None:
+    if backends is None or (backends.database and not backends.name):  # (a local folder, state anywhere)
         observers.append(ReportPage(out_dir))
     source = str(await asyncio.to_thread(job_file.resolve))
     folder_open = OutputFolder.open(
@@ -356,7 +356,7 @@ class _Pool:
         was read), and note the requests this run left in flight (``before``: those an earlier
         run had)."""
         report, share = self.report, self.share
-        left = report.total - report.tally.seen
+        left = max(0, report.total - report.tally.seen)
         if share is not None and self.judged_all:
             report.tally.other_worker += left
         else:

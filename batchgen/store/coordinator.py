@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,9 +109,13 @@ class Coordinator:
         """Claim those of ``job_ids`` no live worker holds (see :meth:`WorkerRegistry.claim`)."""
         return await self._call(lambda: self.registry.claim(job_ids, resend=resend))
 
-    async def take_over(self, limit: int) -> list[str]:
-        """Claim up to ``limit`` unsent jobs of workers that died or left."""
-        return await self._call(lambda: self.registry.take_over(limit))
+    async def take_over(self, limit: int, *, foreign: list[str] | None = None) -> list[str]:
+        """Claim up to ``limit`` unsent jobs of workers that died or left (not ``foreign`` ones)."""
+        return await self._call(lambda: self.registry.take_over(limit, foreign=foreign))
+
+    async def release(self, job_ids: list[str]) -> None:
+        """Give claims back (see :meth:`WorkerRegistry.release`)."""
+        await self._call(lambda: self.registry.release(job_ids))
 
     async def possibly_billed(self) -> list[str]:
         """Jobs a worker that is no longer alive left dispatched, by id."""
@@ -123,11 +128,19 @@ class Coordinator:
     # -- the shared rate --------------------------------------------------------------------------
 
     async def exchange(
-        self, last: int, answers: list[tuple[int, bool, float]], *, propose: bool | None, spacing: float
+        self,
+        last: int,
+        answers: list[tuple[int, bool, float]],
+        *,
+        propose: bool | None,
+        spacing: float,
+        orphans: bool = False,
     ) -> Exchange:
         """One exchange with the run's rate log (see :meth:`RateLog.exchange`)."""
         rate = RateLog(self._connection, self.worker_id, self.registry.run_id)
-        return await self._call(lambda: rate.exchange(last, answers, propose=propose, spacing=spacing))
+        return await self._call(
+            lambda: rate.exchange(last, answers, propose=propose, spacing=spacing, orphans=orphans)
+        )
 
     # -- the shared budgets -----------------------------------------------------------------------
 
@@ -156,11 +169,17 @@ class Coordinator:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.lease / 6)
+            started = time.monotonic()
             try:
-                await self._call(self.registry.beat, patience=self.lease / 6)
-                self._beat_ok = time.monotonic()
+                renewed = await self._call(self.registry.beat, patience=self.lease / 6)
             except StorageError as exc:
                 log.warning("heartbeat failed (retrying): %s", exc.message)
+                continue
+            if not renewed:  # (its jobs may be another worker's now: never renewed)
+                self._beat_ok = -math.inf
+                log.warning("worker %s: its lease ran out before a heartbeat got through", self.worker_id)
+                return
+            self._beat_ok = started
 
     async def _drain_pending(self) -> None:
         for done in list(self._pending):

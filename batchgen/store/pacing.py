@@ -28,11 +28,18 @@ CREATE TABLE IF NOT EXISTS rate_log (
     probe BOOLEAN NOT NULL DEFAULT false,
     refused BOOLEAN                  -- an answer: refused (429) or admitted
 );
+CREATE INDEX IF NOT EXISTS rate_log_answers ON rate_log (sent_seq);
 CREATE TABLE IF NOT EXISTS pacing (run_id BIGINT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL);
 """
 
 KEEP = 300.0  # seconds of log a new worker replays, and kept
 _RATE_LOCK = 0x62617466
+_ORPHANS = (
+    "SELECT s.seq FROM rate_log s WHERE s.sent_seq IS NULL AND s.at > %s"
+    " AND NOT EXISTS (SELECT 1 FROM rate_log a WHERE a.sent_seq = s.seq)"
+    " AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = s.worker_id"
+    " AND w.ended_at IS NULL AND w.until > now())"
+)
 _NOW = "extract(epoch from clock_timestamp())::float8"
 
 
@@ -59,6 +66,7 @@ class Exchange:
     now: float
     sent: int | None = None
     wait: float = 0.0
+    orphans: list[int] | None = None  # sends of workers no longer alive that no answer will come to
 
 
 class RateLog:
@@ -76,13 +84,16 @@ class RateLog:
         *,
         propose: bool | None = None,
         spacing: float = 0.0,
+        orphans: bool = False,
     ) -> Exchange:
         """Add this worker's ``answers`` ((send seq, refused, at)); read the entries past
         ``last`` (``last`` 0: those of the last :data:`KEEP` seconds) but this worker's own
         sends, which it applied when they were accepted: every answer, its own too, is applied
         in the log's order, so every replica learns the same; with ``propose`` (whether the
         send is a probe), add a send when no other worker's entry came and the ceiling
-        (``spacing`` seconds between sends, 0 for none) allows it."""
+        (``spacing`` seconds between sends, 0 for none) allows it; with ``orphans``, list the
+        recent sends of workers no longer alive that were never answered (a killed worker's,
+        a worker's last ones): replicas take them as answered."""
         with self._db().transaction():
             self._db().execute("SELECT pg_advisory_xact_lock(%s)", (_RATE_LOCK,))
             now = self._db().execute(f"SELECT {_NOW}").fetchone()[0]
@@ -115,7 +126,8 @@ class RateLog:
                     if sent % 1000 == 0:  # (now and then: the log keeps KEEP seconds)
                         self._db().execute("DELETE FROM rate_log WHERE at < %s", (now - KEEP,))
             newest = self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM rate_log").fetchone()[0]
-            return Exchange(rows, max(last, int(newest)), float(now), sent, max(0.0, wait))
+            dead = [row[0] for row in self._db().execute(_ORPHANS, (now - KEEP,))] if orphans else None
+            return Exchange(rows, max(last, int(newest)), float(now), sent, max(0.0, wait), dead)
 
     def _ceiling(self, now: float, spacing: float) -> float:
         """GCRA: seconds until the run's next send may go, or 0 (then its slot is taken)."""

@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from batchgen.errors import StorageError, UsageError
+from batchgen.errors import StateDatabaseError, StorageError, UsageError
 from batchgen.money import Spend, from_units
 from batchgen.outcome import Status
-from batchgen.store.events import ClaimLost, Dispatched, Event
+from batchgen.store.events import Answered, ClaimLost, Dispatched, Event, Finished, Unanswered
 from batchgen.store.ledger import LEDGER_SCHEMA
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.pacing import PACING_SCHEMA
@@ -41,7 +41,14 @@ from batchgen.store.state import (
     apply_each_alone_if_refused,
     job_row,
 )
-from batchgen.store.workers import CLAIM_CHECK, WORKERS_SCHEMA, WorkerInfo, list_workers, possibly_billed
+from batchgen.store.workers import (
+    CLAIM_CHECK,
+    CLAIM_HOLDER,
+    WORKERS_SCHEMA,
+    WorkerInfo,
+    list_workers,
+    possibly_billed,
+)
 
 __all__ = ["PostgresState", "Reconnecting", "is_postgres_url", "without_password"]
 
@@ -52,6 +59,23 @@ CREATE_LOCK = 0x62617464  # advisory lock keys: one creator of the tables,
 COMMIT_LOCK = 0x62617463  # ... one group commit at a time (records in commit order),
 MANIFEST_LOCK = 0x62617467  # ... one worker appending the manifest
 OUTPUT_KEY = "output"  # meta: the --out the state belongs to
+_NEVER_THERE = ("does not exist", "authentication failed", "no password supplied", "not permitted to log in")
+
+CONNECTION_OPTIONS = {
+    "connect_timeout": 10,
+    # A lost host (power, network) is noticed within about a minute, not TCP's two hours: the
+    # server drops its session, and with it the locks the run's other workers wait for.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+SESSION_TIMEOUTS = (
+    "SET idle_in_transaction_session_timeout = '60s'; SET tcp_keepalives_idle = 10;"
+    " SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
+WARN_EVERY = 15.0  # seconds between two "unreachable" log lines of one outage
 RECONNECT_SECONDS = 120.0  # how long a call waits for a lost database before it gives up
 
 
@@ -98,7 +122,14 @@ class PostgresState(SqlReads):
         when the database cannot be reached, :class:`UsageError` when psycopg is not installed."""
         where = without_password(url)
         connection = Reconnecting(url)
-        connection.run(lambda: None, doing="open", patience=0)
+        try:
+            connection.run(lambda: None, doing="open", patience=0)
+        except StateDatabaseError as exc:
+            # (waiting will not make it exist, nor mend a URL)
+            lost = isinstance(exc.__cause__, _psycopg().OperationalError)
+            if not lost or any(word in exc.message for word in _NEVER_THERE):
+                raise UsageError(f"{exc.message}; fix --state or create it") from exc
+            raise
         state = cls(connection, worker_id=worker_id)
         if read_only:
             return state
@@ -113,7 +144,10 @@ class PostgresState(SqlReads):
                     )
             owner = state.get_meta(OUTPUT_KEY)
             if output and owner and owner != output:
-                raise UsageError(f"the state database {where} holds the run of --out {owner}, not {output}")
+                raise UsageError(
+                    f"the state database {where} holds the run of --out {owner}, not {output}: give that"
+                    " --out, or another database (one per output)"
+                )
         except BaseException as exc:
             state.close()
             if isinstance(exc, _psycopg().Error):
@@ -143,6 +177,10 @@ class PostgresState(SqlReads):
             return None
         self._manifest_held_in = self._conn.generation
         return True
+
+    def holds_manifest(self) -> bool:
+        """Whether this state's connection still holds the manifest lock (a reconnect loses it)."""
+        return self._manifest_held
 
     def release_manifest(self) -> None:
         """Let another worker append the manifest."""
@@ -270,7 +308,7 @@ class PostgresState(SqlReads):
             return apply_each_alone_if_refused(self._transaction, events)
         except _psycopg().OperationalError as exc:
             if self._committing:
-                raise StorageError(
+                raise StateDatabaseError(
                     f"the connection to the state database {self._where} was lost while committing: {exc}"
                 ) from exc
             raise
@@ -279,14 +317,24 @@ class PostgresState(SqlReads):
         with self._db.transaction(), self._db.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_LOCK,))
             for event in events:
-                if self._worker_id and isinstance(event, Dispatched):
-                    cursor.execute(CLAIM_CHECK, (event.job_id, self._worker_id))
-                    if cursor.rowcount != 1:
-                        raise ClaimLost(
-                            f"job {event.job_id!r}: another worker took it over (this worker's lease ran out)"
-                        )
+                if self._worker_id:
+                    self._check_claim(cursor, event)
                 EFFECTS[type(event)](cursor, event)
             self._committing = True  # (the block's end sends COMMIT)
+
+    def _check_claim(self, cursor: Any, event: Event) -> None:
+        """A worker's job events need its claim: a dispatch, the claim and a live lease; an
+        answer or a record, a claim that is not another worker's. Raises :class:`ClaimLost`."""
+        if isinstance(event, Dispatched):
+            cursor.execute(CLAIM_CHECK, {"job": event.job_id, "me": self._worker_id})
+            if cursor.rowcount != 1:
+                raise ClaimLost(f"job {event.job_id!r}: this worker's claim or lease on it ran out")
+            return
+        job = event.record.job_id if isinstance(event, Finished) else getattr(event, "job_id", None)
+        if isinstance(event, Answered | Unanswered | Finished) and job is not None:
+            holder = cursor.execute(CLAIM_HOLDER, (job,)).fetchone()
+            if holder is not None and holder[0] not in (None, self._worker_id):
+                raise ClaimLost(f"job {job!r}: another worker took it over (this worker's lease ran out)")
 
 
 class Reconnecting:
@@ -300,10 +348,11 @@ class Reconnecting:
         self.where = without_password(url)  # (for messages)
         self.db: Any = None
         self.generation = 0
+        self._warned = 0.0  # (monotonic seconds of the last "unreachable" line; 0: none)
 
     def run(self, work: Callable[[], T], *, doing: str = "use", patience: float = RECONNECT_SECONDS) -> T:
         """``work()`` on a live connection (:attr:`db`), reconnecting for up to ``patience``
-        seconds when the connection is lost. Raises :class:`StorageError` (any other database
+        seconds when the connection is lost. Raises :class:`StateDatabaseError` (any other database
         error at once), :class:`UsageError` when psycopg is missing."""
         psycopg = _psycopg()
         deadline = time.monotonic() + patience
@@ -311,22 +360,32 @@ class Reconnecting:
         while True:
             try:
                 if self.db is None or self.db.closed:
-                    self.db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+                    self.db = psycopg.connect(self.url, autocommit=True, **CONNECTION_OPTIONS)
                     self.generation += 1
+                    if self._warned:
+                        log.warning("the state database %s is back", self.where)
+                        self._warned = 0.0
                     # (each commit durable before the write-ahead goes on, whatever the server's default)
                     self.db.execute("SET synchronous_commit = on")
+                    # (a host lost mid-transaction must not hold the run's locks for long: the
+                    # server probes its clients too)
+                    self.db.execute(SESSION_TIMEOUTS)
                 return work()
             except psycopg.OperationalError as exc:
                 lost = self.db is None or self.db.closed
                 if not lost or time.monotonic() + pause > deadline:
-                    raise StorageError(
+                    raise StateDatabaseError(
                         f"cannot {doing} the state database {self.where}: {exc}".strip()
                     ) from exc
-                log.warning("the state database %s is unreachable; retrying: %s", self.where, exc)
+                if time.monotonic() - self._warned >= WARN_EVERY:  # (one line per outage, then and then)
+                    log.warning("the state database %s is unreachable; retrying: %s", self.where, exc)
+                    self._warned = time.monotonic()
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
             except psycopg.Error as exc:
-                raise StorageError(f"cannot {doing} the state database {self.where}: {exc}".strip()) from exc
+                raise StateDatabaseError(
+                    f"cannot {doing} the state database {self.where}: {exc}".strip()
+                ) from exc
 
     def close(self) -> None:
         """Close the connection, if open."""

@@ -165,6 +165,10 @@ class SharedState(StateBackend, Protocol):
         another worker holds it (after waiting up to ``wait`` seconds)."""
         ...
 
+    def holds_manifest(self) -> bool:
+        """Whether the manifest lock is still held (a lost connection loses it)."""
+        ...
+
     def release_manifest(self) -> None:
         """Let another worker append the manifest."""
         ...

@@ -14,9 +14,11 @@ overlap in time are one run (they share its budget: :mod:`batchgen.store.ledger`
   ``X-Client-Request-Id``) until the user re-sends it (``--resend-possibly-billed``) or settles it
   against the usage logs. That is what keeps "never pay twice" true across hosts, where a task
   queue's at-least-once redelivery would pay twice;
-* sends a job only while its claim is its own: the dispatch's transaction checks it
-  (:data:`CLAIM_CHECK`), so a worker whose lease ran out while it was cut off cannot send a job
-  another worker took over.
+* sends a job only while its claim is its own and its lease holds: the dispatch's transaction
+  checks both (:data:`CLAIM_CHECK`), and an answer or a record of a job another worker took
+  over is refused, so a worker whose lease ran out while it was cut off can neither send a job
+  another worker took over nor record it twice. A lease that ran out is never renewed: the
+  worker stops (:meth:`WorkerRegistry.beat`).
 
 All times are the database server's (``now()``): hosts' clocks do not matter.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "CLAIM_CHECK",
+    "CLAIM_HOLDER",
     "LEASE_SECONDS",
     "WORKERS_SCHEMA",
     "Claimed",
@@ -72,9 +75,18 @@ _TAKEABLE = (
     f" (SELECT 1 FROM workers w WHERE w.worker_id = c.worker_id AND {_ALIVE}))"
 )
 
-CLAIM_CHECK = "UPDATE claims SET claimed_at = now() WHERE job_id = %s AND worker_id = %s"
-"""Run in a dispatch's transaction: one row when the job is still this worker's (it locks the
-claim until the dispatch commits, so no other worker takes it over meanwhile)."""
+CLAIM_CHECK = (
+    "UPDATE claims SET claimed_at = now() WHERE job_id = %(job)s AND worker_id = %(me)s"
+    " AND EXISTS (SELECT 1 FROM workers w"
+    " WHERE w.worker_id = %(me)s AND w.ended_at IS NULL AND w.until > now())"
+)
+"""Run in a dispatch's transaction: one row when the job is still this worker's and its lease
+holds (it locks the claim until the dispatch commits, so no other worker takes it over
+meanwhile)."""
+
+CLAIM_HOLDER = "SELECT worker_id FROM claims WHERE job_id = %s FOR UPDATE"
+"""Run in the transaction of a job's answer or record: who holds the job (None: no claim, as
+for a job whose lost image is fetched again)."""
 
 
 def new_worker_id() -> str:
@@ -141,13 +153,15 @@ class WorkerRegistry:
             )
         return int(self.run_id)
 
-    def beat(self) -> None:
-        """Renew the lease (the heartbeat)."""
-        self._db().execute(
+    def beat(self) -> bool:
+        """Renew the lease (the heartbeat): False when it had run out (the others may have taken
+        this worker's jobs over; it is not renewed)."""
+        renewed = self._db().execute(
             "UPDATE workers SET beat_at = now(), until = now() + make_interval(secs => %s)"
-            " WHERE worker_id = %s AND ended_at IS NULL",
+            " WHERE worker_id = %s AND ended_at IS NULL AND until > now()",
             (self.lease, self.worker_id),
         )
+        return bool(renewed.rowcount == 1)
 
     def end(self) -> None:
         """Leave the run: this worker's claims pass to the others at once (a job it left
@@ -173,9 +187,9 @@ class WorkerRegistry:
             ]
             return self._take(free, resend=resend)
 
-    def take_over(self, limit: int) -> list[str]:
+    def take_over(self, limit: int, *, foreign: list[str] | None = None) -> list[str]:
         """Claim up to ``limit`` jobs whose worker died or left with work unsent (not finished,
-        not dispatched), by job id."""
+        not dispatched), by job id; not those of ``foreign`` (jobs this worker's job file lacks)."""
         with self._db().transaction():
             free = [
                 row[0]
@@ -183,11 +197,19 @@ class WorkerRegistry:
                     "SELECT c.job_id FROM claims c LEFT JOIN jobs j ON j.job_id = c.job_id"  # noqa: S608 - (ours)
                     f" WHERE {_TAKEABLE} AND (c.worker_id IS DISTINCT FROM %(me)s)"
                     " AND (j.state IS NULL OR j.state IN ('pending', 'answered'))"
+                    " AND NOT (c.job_id = ANY(%(foreign)s))"
                     ' ORDER BY c.job_id COLLATE "C" LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED',
-                    {"me": self.worker_id, "limit": limit},
+                    {"me": self.worker_id, "limit": limit, "foreign": foreign or []},
                 )
             ]
             return self._take(free, resend=False).mine
+
+    def release(self, job_ids: list[str]) -> None:
+        """Give claims back (jobs this worker cannot run: its job file lacks them)."""
+        self._db().execute(
+            "UPDATE claims SET worker_id = NULL WHERE worker_id = %s AND job_id = ANY(%s)",
+            (self.worker_id, job_ids),
+        )
 
     def others_busy(self) -> int:
         """Jobs other live workers hold and have not finished."""

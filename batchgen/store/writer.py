@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class GroupWriter:
         self._state = state
         self._shared = shared  # (the same state, when workers share it)
         self._projected = 0  # the last record appended to the manifest (shared: while holding its lock)
+        self._last_projection = 0.0  # (monotonic seconds)
         self._output = output
         self._thread = thread
         self._max_pixels = max_pixels
@@ -172,7 +174,7 @@ class GroupWriter:
                     waiting.done.set_result(outcome)
             if self._waiting:
                 self._wake.set()
-            elif self._shared is not None:
+            elif self._shared is not None and time.monotonic() - self._last_projection >= PROJECT_EVERY:
                 await self._project_safely()
 
     def _apply(self, group: list[_Work]) -> list[object]:
@@ -250,16 +252,21 @@ class GroupWriter:
         """On the store's thread: as the holder of the manifest lock, append every record past
         the manifest's end; a worker that just took the lock repairs the manifest first."""
         assert self._shared is not None
+        self._last_projection = time.monotonic()
         taken = self._shared.take_manifest(wait=wait)
         if taken is None:
             return
         if taken:
             self._projected = self._shared.record_seq_at(self.sync_manifest() - 1)
         while True:
-            lines, self._projected = self._shared.records_after(self._projected)
-            if not lines:
+            lines, projected = self._shared.records_after(self._projected)
+            if not lines or not self._shared.holds_manifest():  # (a reconnect lost the lock meanwhile)
                 return
             self._output.manifest_append(lines)
+            # An object store's part is put while the lock is held: lines held back past it
+            # would reach the next holder's parts too.
+            self._output.flush_manifest()
+            self._projected = projected
 
     def _last_turn(self) -> None:
         """At the end: wait for the manifest lock, append what is left, put it, let go."""
