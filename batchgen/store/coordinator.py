@@ -4,7 +4,7 @@ the shared budgets (:mod:`.ledger`), on a connection and a thread of their own, 
 never waits behind a group commit.
 
 When the database goes away (a restart, a failover), each call waits for it, reconnecting, for
-up to :data:`~batchgen.store.postgres.RECONNECT_SECONDS`, then raises
+up to :data:`~batchgen.store.pg_connection.RECONNECT_SECONDS`, then raises
 :class:`~batchgen.errors.StorageError` (the run stops resumably, exit 75). A worker whose
 heartbeat failed for two thirds of its lease stops dispatching: another worker may take its
 unsent jobs over (and a dispatch checks its claim anyway:
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from batchgen.errors import StorageError
 from batchgen.store.ledger import BudgetLedger
 from batchgen.store.pacing import Exchange, RateLog
-from batchgen.store.postgres import RECONNECT_SECONDS, Reconnecting
+from batchgen.store.pg_connection import RECONNECT_SECONDS, Reconnecting
 from batchgen.store.workers import LEASE_SECONDS, Claimed, WorkerRegistry, new_worker_id, possibly_billed
 
 __all__ = ["Coordinator"]
@@ -45,7 +45,7 @@ class Coordinator:
     """A worker's registration, claims, shared rate log and budgets (see the module doc).
 
     Open it with :meth:`open`; every coroutine raises :class:`StorageError` when the database
-    stays unreachable for :data:`~batchgen.store.postgres.RECONNECT_SECONDS`.
+    stays unreachable for :data:`~batchgen.store.pg_connection.RECONNECT_SECONDS`.
     """
 
     def __init__(self, url: str, worker_id: str, lease: float) -> None:

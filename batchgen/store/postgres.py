@@ -15,25 +15,23 @@ dispatch commits only while the job's claim is the worker's own. One database (o
 through ``options=-csearch_path=...`` in the URL) per output, which the state remembers. A NUL
 character (``\\u0000``) in an answer or a record becomes U+FFFD here: PostgreSQL's ``jsonb``,
 which reads them, refuses it. When the connection is lost, a call reconnects and tries again for
-up to :data:`RECONNECT_SECONDS`.
+up to :data:`~batchgen.store.pg_connection.RECONNECT_SECONDS`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from batchgen.errors import StateDatabaseError, StorageError, UsageError
+from batchgen.errors import StateDatabaseError, UsageError
 from batchgen.money import Spend, from_units
 from batchgen.outcome import Status
 from batchgen.store.events import Answered, ClaimLost, Dispatched, Event, Finished, Unanswered
 from batchgen.store.ledger import LEDGER_SCHEMA
 from batchgen.store.manifest import ManifestRecord
 from batchgen.store.pacing import PACING_SCHEMA
+from batchgen.store.pg_connection import Reconnecting, psycopg_module, without_password
 from batchgen.store.postgres_effects import EFFECTS, SCHEMA
 from batchgen.store.sql_state import Dialect, SqlReads
 from batchgen.store.state import (
@@ -50,7 +48,7 @@ from batchgen.store.workers import (
     possibly_billed,
 )
 
-__all__ = ["PostgresState", "Reconnecting", "is_postgres_url", "without_password"]
+__all__ = ["PostgresState", "is_postgres_url", "without_password"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,25 +56,9 @@ T = TypeVar("T")
 CREATE_LOCK = 0x62617464  # advisory lock keys: one creator of the tables,
 COMMIT_LOCK = 0x62617463  # ... one group commit at a time (records in commit order),
 MANIFEST_LOCK = 0x62617467  # ... one worker appending the manifest
+NEWEST_OBJECT = "rate_log_answers"  # the schema's last-created object: where it exists, all do
 OUTPUT_KEY = "output"  # meta: the --out the state belongs to
 _NEVER_THERE = ("does not exist", "authentication failed", "no password supplied", "not permitted to log in")
-
-CONNECTION_OPTIONS = {
-    "connect_timeout": 10,
-    # A lost host (power, network) is noticed within about a minute, not TCP's two hours: the
-    # server drops its session, and with it the locks the run's other workers wait for.
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-}
-SESSION_TIMEOUTS = (
-    "SET idle_in_transaction_session_timeout = '60s'; SET tcp_keepalives_idle = 10;"
-    " SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
-)
-WARN_EVERY = 15.0  # seconds between two "unreachable" log lines of one outage
-RECONNECT_SECONDS = 120.0  # how long a call waits for a lost database before it gives up
 
 
 def is_postgres_url(value: str) -> bool:
@@ -126,7 +108,7 @@ class PostgresState(SqlReads):
             connection.run(lambda: None, doing="open", patience=0)
         except StateDatabaseError as exc:
             # (waiting will not make it exist, nor mend a URL)
-            lost = isinstance(exc.__cause__, _psycopg().OperationalError)
+            lost = isinstance(exc.__cause__, psycopg_module().OperationalError)
             if not lost or any(word in exc.message for word in _NEVER_THERE):
                 raise UsageError(f"{exc.message}; fix --state or create it") from exc
             raise
@@ -136,7 +118,10 @@ class PostgresState(SqlReads):
         try:
             with state._db.transaction():
                 state._db.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
-                state._db.execute(SCHEMA + WORKERS_SCHEMA + PACING_SCHEMA + LEDGER_SCHEMA)
+                # (DDL on tables in use by other workers would wait on them, and they on it: only
+                # a database without the newest object gets the schema)
+                if state._db.execute("SELECT to_regclass(%s)", (NEWEST_OBJECT,)).fetchone()[0] is None:
+                    state._db.execute(SCHEMA + WORKERS_SCHEMA + PACING_SCHEMA + LEDGER_SCHEMA)
                 if output:
                     state._db.execute(
                         "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -150,8 +135,8 @@ class PostgresState(SqlReads):
                 )
         except BaseException as exc:
             state.close()
-            if isinstance(exc, _psycopg().Error):
-                raise StorageError(f"cannot open the state database {where}: {exc}".strip()) from exc
+            if isinstance(exc, psycopg_module().Error):
+                raise StateDatabaseError(f"cannot open the state database {where}: {exc}".strip()) from exc
             raise
         return state
 
@@ -210,7 +195,7 @@ class PostgresState(SqlReads):
             with self._db.transaction():  # (the timeout for this wait alone)
                 self._db.execute(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'")
                 self._db.execute("SELECT pg_advisory_lock(%s)", (MANIFEST_LOCK,))
-        except _psycopg().errors.LockNotAvailable:
+        except psycopg_module().errors.LockNotAvailable:
             return False
         return True
 
@@ -306,7 +291,7 @@ class PostgresState(SqlReads):
         self._committing = False
         try:
             return apply_each_alone_if_refused(self._transaction, events)
-        except _psycopg().OperationalError as exc:
+        except psycopg_module().OperationalError as exc:
             if self._committing:
                 raise StateDatabaseError(
                     f"the connection to the state database {self._where} was lost while committing: {exc}"
@@ -335,89 +320,6 @@ class PostgresState(SqlReads):
             holder = cursor.execute(CLAIM_HOLDER, (job,)).fetchone()
             if holder is not None and holder[0] not in (None, self._worker_id):
                 raise ClaimLost(f"job {job!r}: another worker took it over (this worker's lease ran out)")
-
-
-class Reconnecting:
-    """A psycopg connection to ``url`` (autocommit; every commit durable; 10 s to connect) that
-    comes back: :meth:`run` reconnects and runs its work again while the server is away (a
-    restart, a failover). ``generation`` counts the connections made (session locks go with
-    each)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.where = without_password(url)  # (for messages)
-        self.db: Any = None
-        self.generation = 0
-        self._warned = 0.0  # (monotonic seconds of the last "unreachable" line; 0: none)
-
-    def run(self, work: Callable[[], T], *, doing: str = "use", patience: float = RECONNECT_SECONDS) -> T:
-        """``work()`` on a live connection (:attr:`db`), reconnecting for up to ``patience``
-        seconds when the connection is lost. Raises :class:`StateDatabaseError` (any other database
-        error at once), :class:`UsageError` when psycopg is missing."""
-        psycopg = _psycopg()
-        deadline = time.monotonic() + patience
-        pause = 0.2
-        while True:
-            try:
-                if self.db is None or self.db.closed:
-                    self.db = psycopg.connect(self.url, autocommit=True, **CONNECTION_OPTIONS)
-                    self.generation += 1
-                    if self._warned:
-                        log.warning("the state database %s is back", self.where)
-                        self._warned = 0.0
-                    # (each commit durable before the write-ahead goes on, whatever the server's default)
-                    self.db.execute("SET synchronous_commit = on")
-                    # (a host lost mid-transaction must not hold the run's locks for long: the
-                    # server probes its clients too)
-                    self.db.execute(SESSION_TIMEOUTS)
-                return work()
-            except psycopg.OperationalError as exc:
-                lost = self.db is None or self.db.closed
-                if not lost or time.monotonic() + pause > deadline:
-                    raise StateDatabaseError(
-                        f"cannot {doing} the state database {self.where}: {exc}".strip()
-                    ) from exc
-                if time.monotonic() - self._warned >= WARN_EVERY:  # (one line per outage, then and then)
-                    log.warning("the state database %s is unreachable; retrying: %s", self.where, exc)
-                    self._warned = time.monotonic()
-                time.sleep(pause)
-                pause = min(2.0, pause * 2)
-            except psycopg.Error as exc:
-                raise StateDatabaseError(
-                    f"cannot {doing} the state database {self.where}: {exc}".strip()
-                ) from exc
-
-    def close(self) -> None:
-        """Close the connection, if open."""
-        if self.db is not None:
-            with contextlib.suppress(Exception):
-                self.db.close()
-            self.db = None
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg  # noqa: PLC0415 - only a PostgreSQL state loads the driver
-    except ImportError as exc:
-        raise UsageError("--state postgresql://... needs psycopg: pip install 'batchgen[postgres]'") from exc
-    return psycopg
-
-
-def without_password(url: str) -> str:
-    """``url`` with its password dropped, from the user part and from the query (for messages
-    and files)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        netloc = f"{credentials.split(':', 1)[0]}@{host}"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = (
-        urlencode([(k, v) for k, v in pairs if k != "password"], safe="/")
-        if any(k == "password" for k, _ in pairs)
-        else parts.query
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 _ROWS_QUERY = (

@@ -13,7 +13,8 @@ from batchgen.api.answers import Answer, ImageRef
 from batchgen.errors import UsageError
 from batchgen.store.events import Answered, ClaimLost, Dispatched
 from batchgen.store.pacing import RateLog
-from batchgen.store.postgres import PostgresState, Reconnecting
+from batchgen.store.pg_connection import Reconnecting
+from batchgen.store.postgres import PostgresState
 from batchgen.store.workers import WorkerRegistry
 
 
