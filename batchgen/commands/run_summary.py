@@ -83,9 +83,7 @@ def describe(report: RunReport, out: OutputLocation) -> str:
     if t.other_worker:
         lines.append(f"{t.other_worker} job(s) were done by the run's other workers")
     if report.possibly_billed:
-        shown = "; ".join(
-            f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.possibly_billed[:10] if ids
-        )
+        shown = _with_ids(report.possibly_billed)
         lines.append(
             f"{len(report.possibly_billed)} job(s) were left sent by a worker that died, each possibly"
             f" charged once: not sent again. Match them in the usage logs (GET /v2/logs), then run with"
@@ -97,9 +95,7 @@ def describe(report: RunReport, out: OutputLocation) -> str:
             " (each possibly charged once)"
         )
     if report.cancelled:
-        shown = "; ".join(
-            f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in report.cancelled[:10] if ids
-        )
+        shown = _with_ids(report.cancelled)
         lines.append(
             f"{len(report.cancelled)} request(s) cancelled in flight, each possibly charged once; the next"
             f" run sends them again (match them in the usage logs, GET /v2/logs): {shown}"
@@ -130,3 +126,8 @@ def describe(report: RunReport, out: OutputLocation) -> str:
         lines.append(f"stopped ({report.stop_reason}): {report.stop_message}")
         lines.append(report.stop_advice)
     return "\n".join(lines)
+
+
+def _with_ids(jobs: list[tuple[str, list[str]]]) -> str:
+    """The first ten ``(job, X-Client-Request-Ids)`` as text, each with its last request's id."""
+    return "; ".join(f"{job} (X-Client-Request-Id {ids[-1]})" for job, ids in jobs[:10] if ids)

@@ -27,6 +27,7 @@ __all__ = ["Exchanged", "LogEntry", "RateExchange", "SharedLimit"]
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 0.25  # seconds: a worker waiting to send brings its replica up to date this often
+OFFSET_EVERY = 60.0  # seconds: the clock offset is the best round trip's of a span this long
 ORPHANS_EVERY = 5.0  # seconds: how often it asks which sends of dead workers no answer will come to
 
 
@@ -90,6 +91,7 @@ class SharedLimit:
         self.learner = LearnedLimit(clock=self._now)
         self._offset = 0.0  # the log's clock minus the loop's (seconds)
         self._best_rtt = math.inf
+        self._rtt_since = -math.inf  # (loop time the current span of round trips began)
         self._last = 0
         self._samples: dict[int, Sample] = {}  # the log's sends not answered yet, by seq
         self._answers: list[tuple[int, bool, float]] = []  # this worker's, not in the log yet
@@ -162,6 +164,8 @@ class SharedLimit:
         ended = loop.time()
         if sweep:
             self._swept = started
+        if started - self._rtt_since >= OFFSET_EVERY:  # (clocks drift: the best of a recent span)
+            self._best_rtt, self._rtt_since = math.inf, started
         if ended - started < self._best_rtt:  # (the shortest round trip gives the best offset)
             self._best_rtt = ended - started
             self._offset = done.now - (started + ended) / 2
