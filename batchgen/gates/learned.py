@@ -110,6 +110,7 @@ class LearnedLimit:
         self._next_start = -math.inf  # GCRA: the earliest next start under the window limits
         self._hold = False  # after the first 429 with no limit learned: wait for the answers in flight
         self._ramping = True  # until the first 429 or RAMP seconds
+        self._opened = False  # the opening's 429s were weighed (``_after_opening``)
         self._probing = _Probing()
         self._answered = asyncio.Event()  # set on every answer: in-flight waiters look again
         self._turn: asyncio.Lock | None = None
@@ -246,8 +247,11 @@ class LearnedLimit:
                 probing.next_at = now + probing.gap
 
     def _refused(self, sample: Sample, now: float) -> None:
-        if self._ramping and not self.limits:
-            self._hold = True  # the opening met a limit: see what the requests in flight say
+        # The opening met a limit: see what the requests in flight say. (Judged by when the
+        # refused request left, not by when its answer is heard: a worker of a shared run hears
+        # the others' answers late, and must judge the opening as they do.)
+        if not self.limits and not self._opened and sample.at - self._started < RAMP:
+            self._hold = True
         self._ramping = False
         probing = self._probing
         if sample.probe:
@@ -318,6 +322,7 @@ class LearnedLimit:
             if unsettled:
                 return max(unsettled) - settled + 1e-6
             self._hold = False
+            self._opened = True  # (the opening is judged once)
             self._after_opening(now)
             if self.limits:
                 return self.admit(now)[0]
