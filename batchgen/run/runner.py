@@ -165,7 +165,7 @@ class _Pool:
         self.summary = summary  # the file as checked: no job is sent once it changed
         self.judged_all = False  # every job of the file was judged (the run was not stopped first)
         self.share: WorkerShare | None = None  # a worker's claims, when workers share the run
-        self.sent_here: set[str] = set()  # jobs this run sent a request for
+        self.sent_here: set[str] = set()  # jobs this worker sent a request for (workers only)
         self._unlisted: list[str] = []  # ids read from the file, not yet noted in the folder
         self.control = RunControl(
             generation_gates=gates.generation,
@@ -339,7 +339,7 @@ class _Pool:
                 self.stop(exc)
                 return  # left resumable; counted as not reached
             finally:
-                if attempt.sent:
+                if attempt.sent and self.share is not None:  # (one worker's among many)
                     self.sent_here.add(job.id)
                 if anew is not None and attempt.sent:
                     anew.append(job.id)

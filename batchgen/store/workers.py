@@ -25,6 +25,7 @@ All times are the database server's (``now()``): hosts' clocks do not matter.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -269,8 +270,6 @@ def list_workers(connection: Any) -> list[WorkerInfo]:
 
 def possibly_billed(connection: Any) -> list[tuple[str, list[str]]]:
     """Jobs left dispatched by a worker that is no longer alive: (job id, X-Client-Request-Ids)."""
-    import json  # noqa: PLC0415
-
     rows = connection.execute(
         "SELECT j.job_id, j.client_request_ids FROM jobs j LEFT JOIN claims c ON c.job_id = j.job_id"  # noqa: S608 - (ours)
         " WHERE j.state = 'dispatched' AND NOT EXISTS (SELECT 1 FROM workers w"
